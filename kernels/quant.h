@@ -1,0 +1,135 @@
+/*
+ * quant.h: block formats of the quantized types and the CPU dot-product
+ * kernels (internal to kernels/, also used by tests and benchmarks).
+ *
+ * Formats (little endian, as in GGUF files; d, m, dmin are IEEE fp16):
+ *   Q4_0  32 elems, 18 B: d, qs[16]; x = d * (q - 8); q = low nibbles of
+ *         qs[0..15] for elems 0..15, high nibbles for elems 16..31.
+ *   Q4_1  32 elems, 20 B: d, m, qs[16]; x = d * q + m (same nibble order).
+ *   Q8_0  32 elems, 34 B: d, qs[32] int8; x = d * q.
+ *   Q4_K 256 elems, 144 B: d, dmin, scales[12] (8 x 6-bit scale, 8 x 6-bit
+ *         min), qs[128]; sub-block j (32 elems): x = d*sc_j*q - dmin*m_j.
+ *   Q6_K 256 elems, 210 B: ql[128], qh[64], scales[16] int8, d;
+ *         16 sub-blocks of 16: x = d * sc_j * (q - 32), q 6 bits.
+ *   F16 / BF16 / F32: plain elements.
+ *
+ * Matrix products: weights W (rows x k, one of the types above) times
+ * activations X (n_tok x k, f32) are computed as
+ *     1. kern_act_quantize_row() on each activation row, into the activation
+ *        format that pairs with W's type (8-bit blocks with scales for the
+ *        quantized types, as the fastest CPU engines do; f32 for float types);
+ *     2. kern_matmul() over a range of weight rows: y[t*ldy + r] for
+ *        r in [r0, r1), t in [0, n_tok). Each weight block is loaded once per
+ *        group of tokens, so a batch reads W once.
+ * The caller splits rows across threads. k must be a multiple of the
+ * type's block size (checked at model load).
+ *
+ * The *_ref functions are plain scalar code written straight from the
+ * format description; tests compare the SIMD kernels against them.
+ */
+#ifndef LOCUS_KERNELS_QUANT_H
+#define LOCUS_KERNELS_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#define QK4_0 32
+#define QK4_1 32
+#define QK8_0 32
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+struct blk_q4_0 {
+	uint16_t d;
+	uint8_t qs[QK4_0 / 2];
+};
+struct blk_q4_1 {
+	uint16_t d, m;
+	uint8_t qs[QK4_1 / 2];
+};
+struct blk_q8_0 {
+	uint16_t d;
+	int8_t qs[QK8_0];
+};
+struct blk_q4_k {
+	uint16_t d, dmin;
+	uint8_t scales[K_SCALE_SIZE];
+	uint8_t qs[QK_K / 2];
+};
+struct blk_q6_k {
+	uint8_t ql[QK_K / 2];
+	uint8_t qh[QK_K / 4];
+	int8_t scales[QK_K / 16];
+	uint16_t d;
+};
+_Static_assert(sizeof(struct blk_q4_0) == 18, "q4_0 layout");
+_Static_assert(sizeof(struct blk_q4_1) == 20, "q4_1 layout");
+_Static_assert(sizeof(struct blk_q8_0) == 34, "q8_0 layout");
+_Static_assert(sizeof(struct blk_q4_k) == 144, "q4_k layout");
+_Static_assert(sizeof(struct blk_q6_k) == 210, "q6_k layout");
+
+/* ---- scalar conversions ---- */
+static inline float kern_f16_to_f32(uint16_t h)
+{
+	_Float16 f;
+	memcpy(&f, &h, 2);
+	return (float)f;
+}
+static inline uint16_t kern_f32_to_f16(float x)
+{
+	_Float16 f = (_Float16)x; /* round to nearest even */
+	uint16_t h;
+	memcpy(&h, &f, 2);
+	return h;
+}
+static inline float kern_bf16_to_f32(uint16_t h)
+{
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+static inline uint16_t kern_f32_to_bf16(float x)
+{
+	uint32_t u;
+	memcpy(&u, &x, 4);
+	if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it quiet NaN */
+		return (uint16_t)((u >> 16) | 0x40);
+	u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
+	return (uint16_t)(u >> 16);
+}
+
+/* Q4_K: unpack 6-bit scale and min of sub-block j (0..7). */
+static inline void kern_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)
+{
+	if (j < 4) {
+		*sc = q[j] & 63;
+		*m = q[j + 4] & 63;
+	} else {
+		*sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+		*m = (uint8_t)((q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4));
+	}
+}
+
+/* ---- activation rows ---- */
+/* Bytes of one activation row of k elements paired with weights of wtype. */
+size_t kern_act_row_bytes(uint32_t wtype, int64_t k);
+void kern_act_quantize_row(uint32_t wtype, const float *x, void *dst, int64_t k);
+
+/* ---- matrix products ---- */
+void kern_matmul(uint32_t wtype, const void *w, size_t w_row_bytes, int64_t k, const void *act,
+		 size_t act_row_bytes, int n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1);
+/* Same contract, plain scalar code. */
+void kern_matmul_ref(uint32_t wtype, const void *w, size_t w_row_bytes, int64_t k, const void *act,
+		     size_t act_row_bytes, int n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1);
+
+/* Scalar reference conversions (kern_dequantize_row may be vectorized). */
+void kern_dequantize_row_ref(uint32_t type, const void *src, float *dst, int64_t n);
+
+/* Name of the SIMD path compiled in ("avx512vnni", "avx2", "scalar"). */
+const char *kern_simd_name(void);
+
+#endif
