@@ -130,6 +130,10 @@ void gguf_w_u32(struct gguf_writer *w, const char *key, uint32_t v);
 void gguf_w_f32(struct gguf_writer *w, const char *key, float v);
 void gguf_w_bool(struct gguf_writer *w, const char *key, bool v);
 void gguf_w_str(struct gguf_writer *w, const char *key, const char *v);
+/* Arrays of strings, f32 and i32. */
+void gguf_w_arr_str(struct gguf_writer *w, const char *key, const char *const *v, uint64_t n);
+void gguf_w_arr_f32(struct gguf_writer *w, const char *key, const float *v, uint64_t n);
+void gguf_w_arr_i32(struct gguf_writer *w, const char *key, const int32_t *v, uint64_t n);
 /* Copies a key/value (any type) from another file, keeping its key. */
 void gguf_w_copy_kv(struct gguf_writer *w, const struct gguf_kv *kv);
 /* Adds a tensor header; data is supplied later in the same order. */

@@ -109,6 +109,36 @@ void gguf_w_str(struct gguf_writer *w, const char *key, const char *v)
 	PUT_KV(w, v, n);
 }
 
+static void arr_header(struct gguf_writer *w, const char *key, enum gguf_vtype et, uint64_t n)
+{
+	uint32_t t = et;
+	kv_key(w, key, GGUF_T_ARRAY);
+	PUT_KV(w, &t, 4);
+	PUT_KV(w, &n, 8);
+}
+
+void gguf_w_arr_str(struct gguf_writer *w, const char *key, const char *const *v, uint64_t n)
+{
+	arr_header(w, key, GGUF_T_STRING, n);
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t len = strlen(v[i]);
+		PUT_KV(w, &len, 8);
+		PUT_KV(w, v[i], len);
+	}
+}
+
+void gguf_w_arr_f32(struct gguf_writer *w, const char *key, const float *v, uint64_t n)
+{
+	arr_header(w, key, GGUF_T_FLOAT32, n);
+	PUT_KV(w, v, n * 4);
+}
+
+void gguf_w_arr_i32(struct gguf_writer *w, const char *key, const int32_t *v, uint64_t n)
+{
+	arr_header(w, key, GGUF_T_INT32, n);
+	PUT_KV(w, v, n * 4);
+}
+
 /* Serialized size of one value at p (validated file, so lengths are sane). */
 static size_t value_bytes(enum gguf_vtype t, const uint8_t *p)
 {

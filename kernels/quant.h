@@ -26,6 +26,36 @@
  *
  * The *_ref functions are plain scalar code written straight from the
  * format description; tests compare the SIMD kernels against them.
+ *
+ * Activation rows (the `act` argument of kern_matmul; produced only by
+ * kern_act_quantize_row with the same wtype, act_row_bytes apart):
+ *   F32 / F16 / BF16 weights: k f32 values (a copy of the input row).
+ *   Quantized weights: k/32 blocks of struct kern_act_q8 (48 B each, below),
+ *   block i covering elements 32i..32i+31 of the row:
+ *     qs[32]  int8, q = nearest-even(x * (1 / d)), |q| <= 127
+ *     d       f32, d = max|x| / 127 (0 for an all-zero block; then q = 0)
+ *     s       f32, d * sum(q): the activation sum the Q4_1 and Q4_K mins
+ *             multiply (0 for the other types)
+ *     off[2]  int32 offsets for weights fed to the integer dot products as
+ *             unsigned bytes with a bias: Q4_0 off[0] = -8 * sum(q),
+ *             Q8_0 off[0] = -128 * sum(q) (the VNNI kernel feeds w + 128;
+ *             the AVX2 kernel ignores it), Q6_K off[0] = -32 * sum(q[0..15]),
+ *             off[1] = -32 * sum(q[16..31]) (Q6_K scales change every 16
+ *             elements); 0 when unused.
+ *   The sums let the SIMD kernels start each block's integer accumulator at
+ *   the offset instead of correcting every product. K-quant super-block j
+ *   pairs with activation blocks 8j..8j+7.
+ *
+ * Kernel strategy (x86, details in quant_avx512.c): a strip of 16 weight
+ * rows is put in "row lanes" (lane r of a 512-bit vector holds 4 consecutive
+ * u8 weights of row r), so one vpdpbusd with a broadcast activation dword
+ * does 64 multiply-adds and a block's sum lands in one lane, ready for the
+ * per-row scale: no horizontal reductions in the loop. Decode (n_tok <= 8)
+ * computes from registers; batches unpack each strip once per chunk of k
+ * into a stack buffer shared by all groups of 8 tokens.
+ * Callers splitting rows across threads should give each thread a multiple
+ * of KERN_MATMUL_ROW_BLOCK rows (any split is correct; a partial strip takes
+ * a slower gather path). kern_matmul neither allocates nor keeps state.
  */
 #ifndef LOCUS_KERNELS_QUANT_H
 #define LOCUS_KERNELS_QUANT_H
@@ -115,9 +145,21 @@ static inline void kern_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint
 }
 
 /* ---- activation rows ---- */
+#define KERN_MATMUL_ROW_BLOCK 16
+
+struct kern_act_q8 {
+	int8_t qs[32];
+	float d;
+	float s;
+	int32_t off[2];
+};
+_Static_assert(sizeof(struct kern_act_q8) == 48, "act block layout");
+
 /* Bytes of one activation row of k elements paired with weights of wtype. */
 size_t kern_act_row_bytes(uint32_t wtype, int64_t k);
 void kern_act_quantize_row(uint32_t wtype, const float *x, void *dst, int64_t k);
+/* Same result, plain scalar code (the SIMD version must match it exactly). */
+void kern_act_quantize_row_ref(uint32_t wtype, const float *x, void *dst, int64_t k);
 
 /* ---- matrix products ---- */
 void kern_matmul(uint32_t wtype, const void *w, size_t w_row_bytes, int64_t k, const void *act,
@@ -131,5 +173,13 @@ void kern_dequantize_row_ref(uint32_t type, const void *src, float *dst, int64_t
 
 /* Name of the SIMD path compiled in ("avx512vnni", "avx2", "scalar"). */
 const char *kern_simd_name(void);
+
+/* ISA back ends of kern_matmul (quant_avx512.c, quant_avx2.c), compiled in
+ * only when the target has the instructions: return 0 when they computed the
+ * product, -ENOTSUP for a type they do not handle. */
+int kern_matmul_avx512(uint32_t wtype, const void *w, size_t w_row_bytes, int64_t k, const void *act,
+		       size_t act_row_bytes, int n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1);
+int kern_matmul_avx2(uint32_t wtype, const void *w, size_t w_row_bytes, int64_t k, const void *act,
+		     size_t act_row_bytes, int n_tok, float *y, int64_t ldy, int64_t r0, int64_t r1);
 
 #endif

@@ -1,0 +1,311 @@
+/*
+ * sampler.c: penalties, top-k / top-p / min-p truncation, temperature and
+ * a seeded draw. Truncation works on a candidate set found by partial
+ * selection (grown 64, 256, ... until top-p's mass is covered), so a step
+ * costs O(n_vocab) and not a full sort.
+ */
+#include "engine/sampler.h"
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "alloc/alloc.h"
+
+void sampler_params_default(struct sampler_params *p)
+{
+	*p = (struct sampler_params){
+		.temperature = 0.8f,
+		.top_k = 40,
+		.top_p = 0.95f,
+		.min_p = 0.05f,
+		.repeat_penalty = 1.0f,
+		.freq_penalty = 0.0f,
+		.presence_penalty = 0.0f,
+		.penalty_last_n = 64,
+		.seed = 0,
+	};
+}
+
+int sampler_params_check(const struct sampler_params *p, const char **field)
+{
+#define BAD(cond, name)              \
+	do {                         \
+		if (cond) {          \
+			*field = name; \
+			return -EINVAL; \
+		}                    \
+	} while (0)
+	BAD(!(p->temperature >= -1e-6f && p->temperature <= 100.0f), "temperature");
+	BAD(p->top_k < 0 || p->top_k > (1 << 24), "top_k");
+	BAD(!(p->top_p > 0.0f && p->top_p <= 1.0f), "top_p");
+	BAD(!(p->min_p >= 0.0f && p->min_p <= 1.0f), "min_p");
+	BAD(!(p->repeat_penalty > 0.0f && p->repeat_penalty <= 100.0f), "repetition_penalty");
+	BAD(!(p->freq_penalty >= -2.0f && p->freq_penalty <= 2.0f), "frequency_penalty");
+	BAD(!(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f), "presence_penalty");
+	BAD(p->penalty_last_n < 0 || p->penalty_last_n > (1 << 20), "penalty_last_n");
+#undef BAD
+	return 0;
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static inline uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t xoshiro_next(uint64_t *s)
+{
+	uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return r;
+}
+
+/* Uniform in [0, 1). */
+static double rng_uniform(uint64_t *s)
+{
+	return (double)(xoshiro_next(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+int sampler_init(struct sampler *s, const struct sampler_params *p, int32_t n_vocab)
+{
+	memset(s, 0, sizeof(*s));
+	const char *f;
+	if (n_vocab < 1 || sampler_params_check(p, &f))
+		return -EINVAL;
+	s->p = *p;
+	s->n_vocab = n_vocab;
+	uint64_t seed = p->seed;
+	for (int i = 0; i < 4; i++)
+		s->rng[i] = splitmix64(&seed);
+	bool pen = p->penalty_last_n > 0 &&
+		   (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f);
+	s->prob = alloc_array((size_t)n_vocab, sizeof(float));
+	s->raw = alloc_array((size_t)n_vocab, sizeof(float));
+	s->idx = alloc_array((size_t)n_vocab, sizeof(int32_t));
+	if (pen) {
+		s->hist = alloc_array((size_t)p->penalty_last_n, sizeof(int32_t));
+		s->counts = alloc_array((size_t)n_vocab, sizeof(uint16_t));
+		s->mark = alloc_array((size_t)n_vocab, 1);
+	}
+	if (!s->prob || !s->raw || !s->idx || (pen && (!s->hist || !s->counts || !s->mark))) {
+		sampler_free(s);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void sampler_free(struct sampler *s)
+{
+	alloc_free(s->hist);
+	alloc_free(s->counts);
+	alloc_free(s->mark);
+	alloc_free(s->prob);
+	alloc_free(s->raw);
+	alloc_free(s->idx);
+	memset(s, 0, sizeof(*s));
+}
+
+void sampler_accept(struct sampler *s, int32_t token)
+{
+	if (!s->counts || token < 0 || token >= s->n_vocab)
+		return;
+	int32_t n = s->p.penalty_last_n;
+	if (s->n_hist == n) {
+		int32_t old = s->hist[s->hist_head];
+		s->counts[old]--;
+	} else {
+		s->n_hist++;
+	}
+	s->hist[s->hist_head] = token;
+	s->hist_head = (s->hist_head + 1) % n;
+	if (s->counts[token] < UINT16_MAX)
+		s->counts[token]++;
+}
+
+static void apply_penalties(struct sampler *s, float *logits)
+{
+	if (!s->counts)
+		return;
+	int32_t cap = s->p.penalty_last_n, n = s->n_hist;
+	int32_t start = (s->hist_head - n + cap) % cap;
+	/* Each distinct token once; mark[] is cleared again on the way out. */
+	for (int32_t i = 0; i < n; i++) {
+		int32_t t = s->hist[(start + i) % cap];
+		if (s->mark[t])
+			continue;
+		s->mark[t] = 1;
+		float c = (float)s->counts[t];
+		float l = logits[t];
+		if (s->p.repeat_penalty != 1.0f)
+			l = l > 0 ? l / s->p.repeat_penalty : l * s->p.repeat_penalty;
+		l -= c * s->p.freq_penalty + s->p.presence_penalty;
+		logits[t] = l;
+	}
+	for (int32_t i = 0; i < n; i++)
+		s->mark[s->hist[(start + i) % cap]] = 0;
+}
+
+static int32_t argmax(const float *x, int32_t n)
+{
+	int32_t best = 0;
+	for (int32_t i = 1; i < n; i++)
+		if (x[i] > x[best])
+			best = i;
+	return best;
+}
+
+/* Moves the k largest (by val) of idx[0..n) to idx[0..k), sorted descending:
+ * quickselect to partition, then a shell sort of the head. */
+static void select_top(int32_t *idx, int32_t n, int32_t k, const float *val)
+{
+	if (k > n)
+		k = n;
+	int32_t lo = 0, hi = n - 1;
+	while (lo < hi) {
+		float pivot = val[idx[lo + (hi - lo) / 2]];
+		int32_t i = lo, j = hi;
+		while (i <= j) {
+			while (val[idx[i]] > pivot)
+				i++;
+			while (val[idx[j]] < pivot)
+				j--;
+			if (i <= j) {
+				int32_t t = idx[i];
+				idx[i++] = idx[j];
+				idx[j--] = t;
+			}
+		}
+		if (k - 1 <= j)
+			hi = j;
+		else if (k - 1 >= i)
+			lo = i;
+		else
+			break;
+	}
+	for (int32_t gap = k / 2 > 0 ? k / 2 : 1;; gap = gap / 2 > 0 ? gap / 2 : 1) {
+		for (int32_t i = gap; i < k; i++) {
+			int32_t t = idx[i], j = i;
+			while (j >= gap && val[idx[j - gap]] < val[t]) {
+				idx[j] = idx[j - gap];
+				j -= gap;
+			}
+			idx[j] = t;
+		}
+		if (gap == 1)
+			break;
+	}
+}
+
+/* log(sum(exp(x))) in double. */
+static double logsumexp(const float *x, int32_t n, float mx)
+{
+	double sum = 0;
+	for (int32_t i = 0; i < n; i++)
+		sum += exp((double)x[i] - mx);
+	return mx + log(sum);
+}
+
+int32_t sampler_sample(struct sampler *s, float *logits, float *chosen_lp, struct sampler_logprob *top, int n_top)
+{
+	const int32_t V = s->n_vocab;
+	if (n_top > 20)
+		n_top = 20;
+	bool want_lp = chosen_lp != NULL;
+	double lse = 0;
+	if (want_lp) {
+		memcpy(s->raw, logits, (size_t)V * sizeof(float));
+		lse = logsumexp(s->raw, V, s->raw[argmax(s->raw, V)]);
+		if (n_top > 0) {
+			for (int32_t i = 0; i < V; i++)
+				s->idx[i] = i;
+			select_top(s->idx, V, n_top, s->raw);
+			for (int i = 0; i < n_top; i++)
+				top[i] = (struct sampler_logprob){s->idx[i], (float)(s->raw[s->idx[i]] - lse)};
+		}
+	}
+	apply_penalties(s, logits);
+
+	int32_t tok;
+	if (s->p.temperature <= 0.0f) {
+		tok = argmax(logits, V);
+		goto done;
+	}
+	int32_t n = V;
+	bool sorted = false;
+	for (int32_t i = 0; i < V; i++)
+		s->idx[i] = i;
+	if (s->p.top_k > 0 && s->p.top_k < V) {
+		select_top(s->idx, V, s->p.top_k, logits);
+		n = s->p.top_k;
+		sorted = true;
+	}
+	float lmax = sorted ? logits[s->idx[0]] : logits[argmax(logits, V)];
+	if (s->p.top_p < 1.0f) {
+		double z = 0;
+		for (int32_t i = 0; i < n; i++)
+			z += exp((double)logits[s->idx[i]] - lmax);
+		/* Grow a sorted head until it holds top_p of the mass. */
+		for (int32_t k = sorted ? n : 64;; k = k * 4 < n ? k * 4 : n) {
+			if (!sorted || k < n)
+				select_top(s->idx, n, k, logits);
+			double cum = 0;
+			int32_t cut = -1;
+			for (int32_t i = 0; i < k; i++) {
+				cum += exp((double)logits[s->idx[i]] - lmax) / z;
+				if (cum >= s->p.top_p) {
+					cut = i + 1;
+					break;
+				}
+			}
+			if (cut > 0) {
+				n = cut;
+				break;
+			}
+			if (k == n)
+				break; /* rounding: keep everything */
+		}
+		sorted = true;
+	}
+	if (s->p.min_p > 0.0f) {
+		float thr = lmax + logf(s->p.min_p);
+		int32_t m = 0;
+		for (int32_t i = 0; i < n; i++)
+			if (logits[s->idx[i]] >= thr)
+				s->idx[m++] = s->idx[i];
+		n = m > 0 ? m : 1; /* the maximum always passes; guard against NaN */
+	}
+	double tot = 0;
+	float inv_t = 1.0f / s->p.temperature;
+	for (int32_t i = 0; i < n; i++) {
+		float w = (float)exp((double)(logits[s->idx[i]] - lmax) * inv_t);
+		s->prob[i] = w;
+		tot += w;
+	}
+	double u = rng_uniform(s->rng) * tot, acc = 0;
+	tok = s->idx[n - 1];
+	for (int32_t i = 0; i < n; i++) {
+		acc += s->prob[i];
+		if (u < acc) {
+			tok = s->idx[i];
+			break;
+		}
+	}
+done:
+	if (want_lp)
+		*chosen_lp = (float)(s->raw[tok] - lse);
+	return tok;
+}

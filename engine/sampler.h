@@ -1,0 +1,65 @@
+/*
+ * sampler.h: turning a logits row into the next token.
+ *
+ * Order of transforms (llama.cpp's default chain): repetition / frequency /
+ * presence penalties over the last `penalty_last_n` tokens, top-k, top-p,
+ * min-p, temperature, then a draw from the remaining distribution with the
+ * request's own generator (xoshiro256**, seeded: deterministic per request).
+ * temperature <= 0 is greedy: the argmax after penalties.
+ * Log-probabilities are those of the model's distribution (log-softmax of
+ * the raw logits), as the OpenAI API reports them.
+ *
+ * Threading: a sampler belongs to one request; no shared state.
+ */
+#ifndef LOCUS_ENGINE_SAMPLER_H
+#define LOCUS_ENGINE_SAMPLER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct sampler_params {
+	float temperature;      /* <= 0: greedy */
+	int32_t top_k;          /* <= 0: off */
+	float top_p;            /* >= 1: off */
+	float min_p;            /* <= 0: off */
+	float repeat_penalty;   /* 1: off */
+	float freq_penalty;     /* 0: off */
+	float presence_penalty; /* 0: off */
+	int32_t penalty_last_n; /* tokens of history the penalties look at */
+	uint64_t seed;
+};
+
+void sampler_params_default(struct sampler_params *p);
+/* Checks ranges; on error writes the offending field's name to *field. */
+int sampler_params_check(const struct sampler_params *p, const char **field);
+
+struct sampler_logprob {
+	int32_t token;
+	float logprob;
+};
+
+struct sampler {
+	struct sampler_params p;
+	int32_t n_vocab;
+	uint64_t rng[4];
+	int32_t *hist;       /* (penalty_last_n) ring of recent tokens */
+	int32_t n_hist, hist_head;
+	uint16_t *counts;    /* (n_vocab) occurrences in hist; NULL when no penalty */
+	uint8_t *mark;       /* (n_vocab) scratch for penalties, all zero between calls */
+	float *prob;         /* (n_vocab) scratch */
+	float *raw;          /* (n_vocab) copy of the raw logits for log-probabilities */
+	int32_t *idx;        /* (n_vocab) scratch */
+};
+
+int sampler_init(struct sampler *s, const struct sampler_params *p, int32_t n_vocab);
+void sampler_free(struct sampler *s);
+/* Adds a token to the penalty history (prompt tokens and generated ones). */
+void sampler_accept(struct sampler *s, int32_t token);
+/*
+ * Picks the next token from `logits` (n_vocab, modified in place). When
+ * chosen_lp is not NULL it gets the chosen token's log-probability, and
+ * top[0..n_top) the most likely tokens with theirs (n_top <= 20).
+ */
+int32_t sampler_sample(struct sampler *s, float *logits, float *chosen_lp, struct sampler_logprob *top, int n_top);
+
+#endif

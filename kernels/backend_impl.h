@@ -1,0 +1,28 @@
+/*
+ * backend_impl.h: what a backend implements (internal to kernels/).
+ * Each backend embeds struct kern_backend first and fills an ops table with
+ * designated initializers; kern_backend_* in backend.c validate arguments
+ * once for all backends and dispatch.
+ */
+#ifndef LOCUS_KERNELS_BACKEND_IMPL_H
+#define LOCUS_KERNELS_BACKEND_IMPL_H
+
+#include "kernels/kernels.h"
+
+struct kern_backend_ops {
+	const char *name;
+	int (*step)(kern_backend_t *be, const struct kern_batch *b, float *logits);
+	int (*kv_copy)(kern_backend_t *be, int32_t src_block, int32_t dst_block); /* optional */
+	size_t (*mem_bytes)(const kern_backend_t *be);                              /* optional */
+	void (*close)(kern_backend_t *be);
+};
+
+struct kern_backend {
+	const struct kern_backend_ops *ops;
+	const struct kern_weights *w;
+	int32_t n_kv_blocks;
+	int kv_block_size;
+	int max_batch_tokens;
+};
+
+#endif

@@ -1,0 +1,246 @@
+/*
+ * test_sampler: sampling, penalties, log-probabilities, stop strings and the
+ * KV block allocator.
+ * Statistical checks use fixed seeds and bounds of 5 standard deviations,
+ * so they are deterministic and far from flaky.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/kv.h"
+#include "engine/sampler.h"
+#include "engine/stop.h"
+
+static int g_fail;
+#define CHECK(cond, ...)                                                      \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+			fprintf(stderr, __VA_ARGS__);                         \
+			fputc('\n', stderr);                                  \
+			g_fail++;                                             \
+		}                                                             \
+	} while (0)
+
+static struct sampler_params plain(void)
+{
+	struct sampler_params p;
+	sampler_params_default(&p);
+	p.temperature = 1.0f;
+	p.top_k = 0;
+	p.top_p = 1.0f;
+	p.min_p = 0.0f;
+	p.seed = 42;
+	return p;
+}
+
+static void test_distribution(void)
+{
+	/* p = softmax(log(w)) = w / sum(w) */
+	const float w[5] = {0.5f, 0.3f, 0.1f, 0.06f, 0.04f};
+	struct {
+		float top_p, min_p, temp;
+		int top_k;
+		bool allowed[5];
+	} cases[] = {
+		{1.0f, 0.0f, 1.0f, 0, {1, 1, 1, 1, 1}},
+		{0.75f, 0.0f, 1.0f, 0, {1, 1, 0, 0, 0}},
+		{1.0f, 0.25f, 1.0f, 0, {1, 1, 0, 0, 0}},
+		{1.0f, 0.0f, 1.0f, 3, {1, 1, 1, 0, 0}},
+		{0.85f, 0.0f, 1.0f, 0, {1, 1, 1, 0, 0}},
+	};
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct sampler_params p = plain();
+		p.top_p = cases[c].top_p;
+		p.min_p = cases[c].min_p;
+		p.top_k = cases[c].top_k;
+		struct sampler s;
+		CHECK(sampler_init(&s, &p, 5) == 0, "init");
+		int counts[5] = {0};
+		const int N = 20000;
+		for (int i = 0; i < N; i++) {
+			float logits[5];
+			for (int j = 0; j < 5; j++)
+				logits[j] = logf(w[j]) + 3.0f; /* shift-invariance */
+			int32_t t = sampler_sample(&s, logits, NULL, NULL, 0);
+			CHECK(t >= 0 && t < 5, "token range");
+			if (t >= 0 && t < 5)
+				counts[t]++;
+		}
+		double z = 0;
+		for (int j = 0; j < 5; j++)
+			z += cases[c].allowed[j] ? w[j] : 0;
+		for (int j = 0; j < 5; j++) {
+			double pj = cases[c].allowed[j] ? w[j] / z : 0;
+			double sd = sqrt(N * pj * (1 - pj)) + 1;
+			CHECK(fabs(counts[j] - N * pj) <= 5 * sd, "case %zu token %d: %d draws, expected %.0f", c, j,
+			      counts[j], N * pj);
+		}
+		sampler_free(&s);
+	}
+}
+
+static void test_greedy_penalty_seed(void)
+{
+	struct sampler_params p = plain();
+	p.temperature = 0;
+	p.repeat_penalty = 2.0f;
+	p.penalty_last_n = 4;
+	struct sampler s;
+	CHECK(sampler_init(&s, &p, 4) == 0, "init");
+	float l1[4] = {2.0f, 1.5f, -1.0f, 0.0f};
+	CHECK(sampler_sample(&s, l1, NULL, NULL, 0) == 0, "greedy argmax");
+	sampler_accept(&s, 0);
+	float l2[4] = {2.0f, 1.5f, -1.0f, 0.0f};
+	CHECK(sampler_sample(&s, l2, NULL, NULL, 0) == 1, "repeat penalty moves the argmax (2/2 = 1 < 1.5)");
+	/* The window forgets: after 4 other tokens, 0 is no longer penalized. */
+	for (int i = 0; i < 4; i++)
+		sampler_accept(&s, 3);
+	float l3[4] = {2.0f, 1.5f, -1.0f, 0.0f};
+	CHECK(sampler_sample(&s, l3, NULL, NULL, 0) == 0, "penalty window");
+	sampler_free(&s);
+
+	/* Same seed, same tokens; another seed, another sequence. */
+	int32_t a[64], b[64], c[64];
+	for (int run = 0; run < 3; run++) {
+		struct sampler_params q = plain();
+		q.seed = run == 2 ? 7 : 99;
+		struct sampler t;
+		sampler_init(&t, &q, 1000);
+		for (int i = 0; i < 64; i++) {
+			float lg[1000];
+			for (int j = 0; j < 1000; j++)
+				lg[j] = (float)((j * 37) % 101) / 20.0f;
+			int32_t tok = sampler_sample(&t, lg, NULL, NULL, 0);
+			(run == 0 ? a : run == 1 ? b : c)[i] = tok;
+		}
+		sampler_free(&t);
+	}
+	CHECK(memcmp(a, b, sizeof(a)) == 0, "same seed must repeat");
+	CHECK(memcmp(a, c, sizeof(a)) != 0, "different seeds should differ");
+}
+
+static void test_logprobs_and_large_vocab(void)
+{
+	const int V = 50000;
+	float *lg = malloc(sizeof(float) * V), *raw = malloc(sizeof(float) * V);
+	uint64_t r = 5;
+	for (int i = 0; i < V; i++) {
+		r = r * 6364136223846793005ull + 1442695040888963407ull;
+		raw[i] = (float)((r >> 40) % 10000) / 1000.0f; /* 0..10 */
+	}
+	double mx = 0, z = 0;
+	for (int i = 0; i < V; i++)
+		mx = raw[i] > mx ? raw[i] : mx;
+	for (int i = 0; i < V; i++)
+		z += exp(raw[i] - mx);
+	/* Nucleus by a full sort, to check the incremental top-p. */
+	float *sorted = malloc(sizeof(float) * V);
+	memcpy(sorted, raw, sizeof(float) * V);
+	int cmp(const void *x, const void *y);
+	qsort(sorted, V, sizeof(float), cmp);
+	double cum = 0, thr = 0;
+	for (int i = 0; i < V; i++) {
+		cum += exp(sorted[i] - mx) / z;
+		if (cum >= 0.9) {
+			thr = sorted[i];
+			break;
+		}
+	}
+	struct sampler_params p = plain();
+	p.top_p = 0.9f;
+	struct sampler s;
+	sampler_init(&s, &p, V);
+	for (int it = 0; it < 200; it++) {
+		memcpy(lg, raw, sizeof(float) * V);
+		float lp;
+		struct sampler_logprob top[5];
+		int32_t t = sampler_sample(&s, lg, &lp, top, 5);
+		CHECK(raw[t] >= thr, "token %d (logit %g) outside the 0.9 nucleus (threshold %g)", t, raw[t], thr);
+		double ref = raw[t] - mx - log(z);
+		CHECK(fabs(lp - ref) < 1e-4, "logprob %g vs %g", lp, ref);
+		CHECK(raw[top[0].token] == sorted[0] && top[0].logprob >= top[4].logprob, "top logprobs sorted");
+	}
+	sampler_free(&s);
+	free(lg);
+	free(raw);
+	free(sorted);
+	const char *field = NULL;
+	p.top_p = 0;
+	CHECK(sampler_params_check(&p, &field) == -EINVAL && !strcmp(field, "top_p"), "top_p 0 refused");
+	p = plain();
+	p.temperature = NAN;
+	CHECK(sampler_params_check(&p, &field) == -EINVAL && !strcmp(field, "temperature"), "NaN temperature refused");
+}
+
+int cmp(const void *x, const void *y)
+{
+	float a = *(const float *)x, b = *(const float *)y;
+	return a < b ? 1 : a > b ? -1 : 0;
+}
+
+static void test_stop(void)
+{
+	struct stop_matcher m;
+	char out[512];
+	stop_init(&m);
+	stop_add(&m, "STOP", 4);
+	stop_add(&m, "\n\n", 2);
+	size_t n = stop_feed(&m, "hello S", 7, out);
+	CHECK(n == 6 && !memcmp(out, "hello ", 6), "holds a possible prefix");
+	n = stop_feed(&m, "TO", 2, out);
+	CHECK(n == 0, "still a prefix");
+	n = stop_feed(&m, "P and more", 10, out);
+	CHECK(n == 0 && m.hit, "stop string across three feeds");
+	n = stop_feed(&m, "x", 1, out);
+	CHECK(n == 0, "nothing after a hit");
+
+	stop_init(&m);
+	stop_add(&m, "STOP", 4);
+	n = stop_feed(&m, "ST", 2, out);
+	n += stop_feed(&m, "ART", 3, out + n);
+	CHECK(n == 5 && !memcmp(out, "START", 5) && !m.hit, "false prefix released: %.*s", (int)n, out);
+	n = stop_feed(&m, "xxSTO", 5, out);
+	n += stop_flush(&m, out + n);
+	CHECK(n == 5 && !memcmp(out, "xxSTO", 5), "flush releases the held prefix");
+	CHECK(stop_add(&m, "", 0) == -EINVAL, "empty stop refused");
+}
+
+static void test_kv(void)
+{
+	struct kv_pool p;
+	CHECK(kv_pool_init(&p, 10, 16) == 0, "pool");
+	struct kv_seq a, b;
+	kv_seq_init(&a);
+	kv_seq_init(&b);
+	CHECK(kv_seq_reserve(&p, &a, 100) == 0 && a.n_blocks == 7, "7 blocks for 100 positions");
+	CHECK(kv_seq_reserve(&p, &b, 64) == -ENOSPC && b.n_blocks == 0 && p.n_free == 3, "no partial grab");
+	CHECK(kv_seq_reserve(&p, &b, 48) == 0 && p.n_free == 0, "exact fit");
+	bool seen[10] = {0};
+	for (int i = 0; i < a.n_blocks; i++)
+		seen[a.blocks[i]] = true;
+	for (int i = 0; i < b.n_blocks; i++) {
+		CHECK(!seen[b.blocks[i]], "block shared between sequences");
+		seen[b.blocks[i]] = true;
+	}
+	kv_seq_release(&p, &a);
+	CHECK(p.n_free == 7 && a.n_blocks == 0, "release");
+	kv_seq_free(&p, &a);
+	kv_seq_free(&p, &b);
+	CHECK(p.n_free == 10, "all back");
+	kv_pool_free(&p);
+}
+
+int main(void)
+{
+	test_distribution();
+	test_greedy_penalty_seed();
+	test_logprobs_and_large_vocab();
+	test_stop();
+	test_kv();
+	printf("test_sampler: %s\n", g_fail ? "FAILED" : "ok");
+	return g_fail ? 1 : 0;
+}
