@@ -139,6 +139,12 @@ static int load_hparams(struct loader *L)
 	}
 	if ((rc = key_u32(L, "rope.dimension_count", &hp->n_rot, false, hp->head_dim, 1 << 16)))
 		return rc;
+	char full[128];
+	snprintf(full, sizeof(full), "%s.attention.scale", L->m->arch);
+	if (gguf_find(L->f, full)) {
+		snprintf(L->err, L->errlen, "model: key '%s' (a custom attention scale) is not supported", full);
+		return -ENOTSUP;
+	}
 	if (hp->n_rot != hp->head_dim) {
 		snprintf(L->err, L->errlen, "model: partial rotary embeddings (%d of %d dims) are not supported",
 			 hp->n_rot, hp->head_dim);
@@ -152,25 +158,32 @@ static int load_hparams(struct loader *L)
 		return -EINVAL;
 	}
 	hp->rope_freq_scale = 1.0f;
-	char full[128];
 	struct gguf_str st;
+	/* Rope scaling as llama.cpp reads it: the type defaults to linear, the
+	 * factor comes from rope.scaling.factor or the older rope.scale_linear;
+	 * a factor of 0 or 1 means none. llama3 scaling is the rope_freqs tensor. */
 	snprintf(full, sizeof(full), "%s.rope.scaling.type", L->m->arch);
-	if (gguf_get_str(L->f, full, &st) == 0 && !(st.len == 4 && !memcmp(st.ptr, "none", 4))) {
-		if (st.len == 6 && !memcmp(st.ptr, "linear", 6)) {
-			float factor;
-			if ((rc = key_f32(L, "rope.scaling.factor", &factor, 1.0f)))
-				return rc;
-			if (!(factor >= 1.0f && factor < 1e6f)) {
-				snprintf(L->err, L->errlen, "model: rope scaling factor %g is out of range", factor);
-				return -EINVAL;
-			}
-			hp->rope_freq_scale = 1.0f / factor;
-		} else if (!(st.len == 6 && !memcmp(st.ptr, "llama3", 6))) {
-			/* llama3 scaling comes as the rope_freqs tensor; others are not implemented. */
-			snprintf(L->err, L->errlen, "model: rope scaling type '%.*s' is not supported", (int)st.len,
-				 st.ptr);
+	bool linear = true;
+	if (gguf_get_str(L->f, full, &st) == 0) {
+		if ((st.len == 4 && !memcmp(st.ptr, "none", 4)) || (st.len == 6 && !memcmp(st.ptr, "llama3", 6)))
+			linear = false;
+		else if (!(st.len == 6 && !memcmp(st.ptr, "linear", 6))) {
+			snprintf(L->err, L->errlen, "model: rope scaling type '%.*s' is not supported",
+				 (int)(st.len > 32 ? 32 : st.len), st.ptr);
 			return -ENOTSUP;
 		}
+	}
+	float factor = 0;
+	if ((rc = key_f32(L, "rope.scaling.factor", &factor, 0.0f)))
+		return rc;
+	if (factor == 0 && (rc = key_f32(L, "rope.scale_linear", &factor, 0.0f)))
+		return rc;
+	if (linear && factor != 0 && factor != 1) {
+		if (!(factor > 0 && factor < 1e6f)) {
+			snprintf(L->err, L->errlen, "model: rope scaling factor %g is out of range", factor);
+			return -EINVAL;
+		}
+		hp->rope_freq_scale = 1.0f / factor;
 	}
 	hp->rope_type = hp->arch == KERN_ARCH_QWEN2 ? KERN_ROPE_NEOX : KERN_ROPE_NORM;
 	return 0;
@@ -201,7 +214,11 @@ static int load_tensors(struct loader *L)
 	w->layers = alloc_array((size_t)hp->n_layer, sizeof(*w->layers));
 	if (!w->layers)
 		return -ENOMEM;
+	/* qwen2 has Q/K/V biases; a llama file may carry them too. Other
+	 * biases change the math and are refused rather than ignored. */
 	bool bias = hp->arch == KERN_ARCH_QWEN2;
+	static const char *const unsupported[] = {"attn_output.bias", "ffn_gate.bias", "ffn_up.bias",
+						  "ffn_down.bias", "attn_qkv.weight"};
 	for (int32_t l = 0; l < hp->n_layer; l++) {
 		struct kern_layer *ly = &w->layers[l];
 		char n[96];
@@ -211,6 +228,13 @@ static int load_tensors(struct loader *L)
 		if ((rc = bind(L, &ly->field, n, (ne0), (ne1), (req), (f32)))) \
 			return rc;                                              \
 	} while (0)
+		for (size_t u = 0; u < sizeof(unsupported) / sizeof(unsupported[0]); u++) {
+			snprintf(n, sizeof(n), "blk.%d.%s", l, unsupported[u]);
+			if (gguf_find_tensor(L->f, n)) {
+				snprintf(L->err, L->errlen, "model: tensor '%s' is not supported for %s", n, L->m->arch);
+				return -ENOTSUP;
+			}
+		}
 		B(attn_norm, "attn_norm.weight", hp->n_embd, -1, true, true);
 		B(wq, "attn_q.weight", hp->n_embd, q_dim, true, false);
 		B(wk, "attn_k.weight", hp->n_embd, kv_dim, true, false);

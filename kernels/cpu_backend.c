@@ -9,8 +9,10 @@
  * attention splits (token, kv head) pairs.
  *
  * KV cache: f16, k_cache and v_cache each laid out
- *     (layer, block, kv_head, block_size, head_dim)
- * so that one (block, kv head) is a contiguous block_size x head_dim tile.
+ *     (layer, block, kv_head, block_size x head_dim tile)
+ * with the K tile transposed (head_dim, block_size), so attention computes
+ * a block's scores with one vector per head dimension, and the V tile as
+ * rows (block_size, head_dim).
  * Scratch and KV memory are mapped on cfg->numa_node and first touched by
  * the (pinned) workers.
  *
@@ -44,13 +46,20 @@ struct act_plan {
 	uint8_t *data[MAX_ACT]; /* (max_batch_tokens, row_bytes) each */
 };
 
+/* Consecutive batch tokens of one sequence whose attention runs together,
+ * sharing each K/V block load. */
+struct attn_tile {
+	int32_t t0, n;
+};
+#define ATTN_TILE 4 /* tokens per tile */
+
 struct cpu_backend {
 	struct kern_backend base;
 	const struct kern_weights *w;
 	struct tp_pool *pool;
 	int n_threads;
 
-	/* KV cache, f16: (layer, block, kv_head, block_size, head_dim) each. */
+	/* KV cache, f16: (layer, block, kv_head, tile); K tiles (head_dim, block_size), V tiles (block_size, head_dim). */
 	uint16_t *k_cache, *v_cache;
 	size_t kv_bytes;        /* bytes of each of k_cache, v_cache */
 	size_t kv_layer_stride; /* elements per layer */
@@ -74,6 +83,9 @@ struct cpu_backend {
 	size_t act_max_row;
 
 	/* Per-step state read by the workers. */
+	struct attn_tile *tiles; /* (max_batch_tokens) runs of tokens of one sequence */
+	int32_t n_tiles;
+	int32_t *n_pos;          /* (max_batch_tokens) positions each token sees: pos + 1 */
 	const struct kern_batch *b;
 	float *logits;
 };
@@ -211,24 +223,27 @@ static void step_worker(void *ctx, int ith, int nth)
 			kern_rope(k, n_kv, hd, cs, hp->rope_type == KERN_ROPE_NEOX);
 			const struct kern_seq *s = &b->seqs[b->seq_idx[t]];
 			int32_t p = b->pos[t];
-			size_t off = (size_t)s->block_table[p / bs] * cb->kv_blk_stride + (size_t)(p % bs) * hd;
+			size_t off = (size_t)s->block_table[p / bs] * cb->kv_blk_stride;
 			for (int h = 0; h < n_kv; h++) {
-				size_t o = off + (size_t)h * bs * hd;
-				kern_f32_to_f16_row(k + (size_t)h * hd, kc + o, hd);
-				kern_f32_to_f16_row(v + (size_t)h * hd, vc + o, hd);
+				/* V rows as they are; K transposed within its block. */
+				size_t vo = off + (size_t)h * bs * hd + (size_t)(p % bs) * hd;
+				size_t ko = off + (size_t)h * bs * hd + (size_t)(p % bs);
+				kern_f32_to_f16_row(v + (size_t)h * hd, vc + vo, hd);
+				for (int d = 0; d < hd; d++)
+					kc[ko + (size_t)d * bs] = kern_f32_to_f16(k[(size_t)h * hd + d]);
 			}
 		}
 		tp_barrier(cb->pool);
 
-		/* D: attention, one (token, kv head) item at a time, interleaved
+		/* D: attention, one (tile, kv head) item at a time, interleaved
 		 * across threads so causal prefill work balances. */
-		for (int64_t it = ith; it < (int64_t)T * n_kv; it += nth) {
-			int64_t t = it / n_kv;
+		for (int64_t it = ith; it < (int64_t)cb->n_tiles * n_kv; it += nth) {
+			const struct attn_tile *tl = &cb->tiles[it / n_kv];
 			int h = (int)(it % n_kv);
-			const struct kern_seq *s = &b->seqs[b->seq_idx[t]];
-			kern_attn(cb->q + (size_t)t * qd + (size_t)h * group * hd, group, hd, scale,
-				  kc + (size_t)h * bs * hd, vc + (size_t)h * bs * hd, cb->kv_blk_stride, s->block_table, bs,
-				  b->pos[t] + 1, cb->att + (size_t)t * qd + (size_t)h * group * hd);
+			const struct kern_seq *s = &b->seqs[b->seq_idx[tl->t0]];
+			size_t qo = (size_t)tl->t0 * qd + (size_t)h * group * hd;
+			kern_attn(cb->q + qo, qd, tl->n, group, hd, scale, cb->n_pos + tl->t0, kc + (size_t)h * bs * hd,
+				  vc + (size_t)h * bs * hd, cb->kv_blk_stride, s->block_table, bs, cb->att + qo, qd);
 		}
 		tp_barrier(cb->pool);
 
@@ -298,6 +313,15 @@ static void step_worker(void *ctx, int ith, int nth)
 static int cpu_step(kern_backend_t *be, const struct kern_batch *b, float *logits)
 {
 	struct cpu_backend *cb = (struct cpu_backend *)be;
+	cb->n_tiles = 0;
+	for (int32_t t = 0; t < b->n_tokens; t++) {
+		cb->n_pos[t] = b->pos[t] + 1;
+		struct attn_tile *last = cb->n_tiles ? &cb->tiles[cb->n_tiles - 1] : NULL;
+		if (last && last->n < ATTN_TILE && b->seq_idx[last->t0] == b->seq_idx[t])
+			last->n++;
+		else
+			cb->tiles[cb->n_tiles++] = (struct attn_tile){t, 1};
+	}
 	cb->b = b;
 	cb->logits = logits;
 	tp_run(cb->pool, step_worker, cb);
@@ -332,6 +356,8 @@ static void cpu_close(kern_backend_t *be)
 	alloc_numa_unmap(cb->v_cache, cb->kv_bytes);
 	alloc_numa_unmap(cb->scratch, cb->scratch_bytes);
 	alloc_free(cb->inv_freq);
+	alloc_free(cb->tiles);
+	alloc_free(cb->n_pos);
 	alloc_free(cb);
 }
 
@@ -388,8 +414,11 @@ kern_backend_t *kern_backend_cpu_open(const struct kern_weights *w, const struct
 		return NULL;
 	}
 	int group = hp->n_head / hp->n_head_kv;
-	if (group > 64 || group * cfg->kv_block_size > 4096) {
-		snprintf(errbuf, errlen, "cpu backend: %d query heads per KV head with blocks of %d exceed the attention kernel's limits", group, cfg->kv_block_size);
+	if (group * ATTN_TILE > 256 || hp->head_dim > 512 || cfg->kv_block_size * hp->head_dim > 8192) {
+		snprintf(errbuf, errlen,
+			 "cpu backend: %d query heads per KV head, head size %d and KV blocks of %d exceed the "
+			 "attention kernel's limits (64 heads per group, head size 512, block x head size 8192)",
+			 group, hp->head_dim, cfg->kv_block_size);
 		return NULL;
 	}
 	struct cpu_backend *cb = alloc_zmem(sizeof(*cb));
@@ -427,7 +456,9 @@ kern_backend_t *kern_backend_cpu_open(const struct kern_weights *w, const struct
 	cb->scratch_bytes = floats * sizeof(float) + MAX_ACT * (size_t)T * cb->act_max_row + 64 * 16;
 	cb->scratch = alloc_numa_map(cb->scratch_bytes, cfg->numa_node, pol, NULL);
 	cb->inv_freq = alloc_array((size_t)hd / 2, sizeof(double));
-	if (!cb->k_cache || !cb->v_cache || !cb->scratch || !cb->inv_freq) {
+	cb->tiles = alloc_array((size_t)T, sizeof(*cb->tiles));
+	cb->n_pos = alloc_array((size_t)T, sizeof(*cb->n_pos));
+	if (!cb->k_cache || !cb->v_cache || !cb->scratch || !cb->inv_freq || !cb->tiles || !cb->n_pos) {
 		snprintf(errbuf, errlen, "cpu backend: cannot allocate %zu MiB of KV cache and %zu MiB of scratch",
 			 2 * cb->kv_bytes >> 20, cb->scratch_bytes >> 20);
 		goto err;

@@ -189,34 +189,8 @@ void kern_f32_to_f16_row(const float *x, uint16_t *y, int n)
 }
 
 /* ---- attention ---- */
-static inline float dot_f32_f16(const float *q, const uint16_t *k, int hd)
-{
-	int i = 0;
-	float s = 0;
-#if VL
-	vf acc = v_set1(0);
-	for (; i + VL <= hd; i += VL)
-		acc = v_fma(v_load(q + i), v_load_f16(k + i), acc);
-	s = v_hsum(acc);
-#endif
-	for (; i < hd; i++)
-		s += q[i] * kern_f16_to_f32(k[i]);
-	return s;
-}
 
-/* acc = acc * c + p * v */
-static inline void scale_axpy_f16(float *acc, float c, float p, const uint16_t *v, int hd)
-{
-	int i = 0;
-#if VL
-	vf vc = v_set1(c), vp = v_set1(p);
-	for (; i + VL <= hd; i += VL)
-		v_store(acc + i, v_fma(vp, v_load_f16(v + i), v_mul(v_load(acc + i), vc)));
-#endif
-	for (; i < hd; i++)
-		acc[i] = acc[i] * c + p * kern_f16_to_f32(v[i]);
-}
-
+/* s[i] = exp(s[i] - m) */
 static inline void exp_sub_inplace(float *s, int n, float m)
 {
 	int i = 0;
@@ -229,80 +203,269 @@ static inline void exp_sub_inplace(float *s, int n, float m)
 		s[i] = expf(s[i] - m);
 }
 
-void kern_attn(const float *q, int g, int hd, float scale, const uint16_t *k, const uint16_t *v,
-	       size_t blk_stride, const int32_t *block_table, int bs, int n_pos, float *out)
+/*
+ * Scores of up to 4 queries against a converted K^T block (hd x bs floats):
+ * s[u][0..bs). Each query sums over d in four interleaved partial sums
+ * (d mod 4), added as (p0 + p1) + (p2 + p3): sixteen independent FMA chains
+ * for four queries hide the FMA latency, and a query's arithmetic does not
+ * depend on which other queries share the call.
+ */
+static inline void attn_scores(const float *const *qv, int nq, const float *kt, int hd, int bs, float scale,
+			       float *const *s)
 {
-	float sc[4096];
-	float m[64], l[64];
-	for (int h = 0; h < g; h++) {
-		m[h] = -FLT_MAX;
-		l[h] = 0;
-		memset(out + (size_t)h * hd, 0, sizeof(float) * (size_t)hd);
-	}
-	for (int p0 = 0, b = 0; p0 < n_pos; p0 += bs, b++) {
-		int n = n_pos - p0 < bs ? n_pos - p0 : bs;
-		const uint16_t *kb = k + (size_t)block_table[b] * blk_stride;
-		const uint16_t *vb = v + (size_t)block_table[b] * blk_stride;
-		for (int h = 0; h < g; h++) {
-			float *s = sc + h * bs;
-			const float *qh = q + (size_t)h * hd;
-			float mx = m[h];
-			for (int j = 0; j < n; j++) {
-				s[j] = dot_f32_f16(qh, kb + (size_t)j * hd, hd) * scale;
-				mx = s[j] > mx ? s[j] : mx;
+	int j = 0;
+#if VL
+	for (; j + VL <= bs; j += VL) {
+		vf acc[4][4];
+		for (int u = 0; u < 4; u++)
+			for (int x = 0; x < 4; x++)
+				acc[u][x] = v_set1(0);
+		int d = 0;
+		for (; d + 4 <= hd; d += 4) {
+			vf k0 = v_load(kt + (size_t)d * bs + j), k1 = v_load(kt + (size_t)(d + 1) * bs + j);
+			vf k2 = v_load(kt + (size_t)(d + 2) * bs + j), k3 = v_load(kt + (size_t)(d + 3) * bs + j);
+			for (int u = 0; u < nq; u++) {
+				acc[u][0] = v_fma(v_set1(qv[u][d]), k0, acc[u][0]);
+				acc[u][1] = v_fma(v_set1(qv[u][d + 1]), k1, acc[u][1]);
+				acc[u][2] = v_fma(v_set1(qv[u][d + 2]), k2, acc[u][2]);
+				acc[u][3] = v_fma(v_set1(qv[u][d + 3]), k3, acc[u][3]);
 			}
-			float corr = expf(m[h] - mx);
-			exp_sub_inplace(s, n, mx);
-			float sum = 0;
-			for (int j = 0; j < n; j++)
-				sum += s[j];
-			l[h] = l[h] * corr + sum;
-			m[h] = mx;
-			float *oh = out + (size_t)h * hd;
-			/* first row rescales the accumulator, the rest add */
-			scale_axpy_f16(oh, corr, s[0], vb, hd);
-			for (int j = 1; j < n; j++)
-				scale_axpy_f16(oh, 1.0f, s[j], vb + (size_t)j * hd, hd);
+		}
+		for (; d < hd; d++) {
+			vf k0 = v_load(kt + (size_t)d * bs + j);
+			for (int u = 0; u < nq; u++)
+				acc[u][0] = v_fma(v_set1(qv[u][d]), k0, acc[u][0]);
+		}
+		for (int u = 0; u < nq; u++) {
+			vf t = v_add(v_add(acc[u][0], acc[u][1]), v_add(acc[u][2], acc[u][3]));
+			v_store(s[u] + j, v_mul(t, v_set1(scale)));
 		}
 	}
-	for (int h = 0; h < g; h++) {
-		float inv = l[h] > 0 ? 1.0f / l[h] : 0.0f;
-		float *oh = out + (size_t)h * hd;
-		for (int i = 0; i < hd; i++)
-			oh[i] *= inv;
+#endif
+	for (; j < bs; j++)
+		for (int u = 0; u < nq; u++) {
+			float p[4] = {0, 0, 0, 0};
+			int d = 0;
+			for (; d + 4 <= hd; d += 4)
+				for (int x = 0; x < 4; x++)
+					p[x] = fmaf(qv[u][d + x], kt[(size_t)(d + x) * bs + j], p[x]);
+			for (; d < hd; d++)
+				p[0] = fmaf(qv[u][d], kt[(size_t)d * bs + j], p[0]);
+			s[u][j] = ((p[0] + p[1]) + (p[2] + p[3])) * scale;
+		}
+}
+
+/* o = o * c + sum_j p[j] * vb[j]  (vb: n rows of hd floats); even and odd
+ * rows go to two chains, added at the end. */
+static inline void attn_accumulate(float *o, float c, const float *p, const float *vb, int n, int hd)
+{
+	int d = 0;
+#if VL
+	for (; d + 2 * VL <= hd; d += 2 * VL) {
+		vf a0 = v_mul(v_load(o + d), v_set1(c)), a1 = v_set1(0);
+		vf b0 = v_mul(v_load(o + d + VL), v_set1(c)), b1 = v_set1(0);
+		int j = 0;
+		for (; j + 2 <= n; j += 2) {
+			vf p0 = v_set1(p[j]), p1 = v_set1(p[j + 1]);
+			a0 = v_fma(p0, v_load(vb + (size_t)j * hd + d), a0);
+			b0 = v_fma(p0, v_load(vb + (size_t)j * hd + d + VL), b0);
+			a1 = v_fma(p1, v_load(vb + (size_t)(j + 1) * hd + d), a1);
+			b1 = v_fma(p1, v_load(vb + (size_t)(j + 1) * hd + d + VL), b1);
+		}
+		if (j < n) {
+			vf p0 = v_set1(p[j]);
+			a0 = v_fma(p0, v_load(vb + (size_t)j * hd + d), a0);
+			b0 = v_fma(p0, v_load(vb + (size_t)j * hd + d + VL), b0);
+		}
+		v_store(o + d, v_add(a0, a1));
+		v_store(o + d + VL, v_add(b0, b1));
+	}
+	for (; d + VL <= hd; d += VL) {
+		vf a0 = v_mul(v_load(o + d), v_set1(c)), a1 = v_set1(0);
+		int j = 0;
+		for (; j + 2 <= n; j += 2) {
+			a0 = v_fma(v_set1(p[j]), v_load(vb + (size_t)j * hd + d), a0);
+			a1 = v_fma(v_set1(p[j + 1]), v_load(vb + (size_t)(j + 1) * hd + d), a1);
+		}
+		if (j < n)
+			a0 = v_fma(v_set1(p[j]), v_load(vb + (size_t)j * hd + d), a0);
+		v_store(o + d, v_add(a0, a1));
+	}
+#endif
+	for (; d < hd; d++) {
+		float a0 = o[d] * c, a1 = 0;
+		int j = 0;
+		for (; j + 2 <= n; j += 2) {
+			a0 = fmaf(p[j], vb[(size_t)j * hd + d], a0);
+			a1 = fmaf(p[j + 1], vb[(size_t)(j + 1) * hd + d], a1);
+		}
+		if (j < n)
+			a0 = fmaf(p[j], vb[(size_t)j * hd + d], a0);
+		o[d] = a0 + a1;
 	}
 }
 
-/* Plain two-pass softmax in double precision, written from the definition. */
-void kern_attn_ref(const float *q, int g, int hd, float scale, const uint16_t *k, const uint16_t *v,
-		   size_t blk_stride, const int32_t *block_table, int bs, int n_pos, float *out)
+/*
+ * One block's softmax numerators: *mx = max(m_prev, s[0..n)), s[r] =
+ * exp(s[r] - *mx), *sum = their sum. On the vector path the rows past n up
+ * to the next vector are set to -FLT_MAX first (their exp is below 1e-37 and
+ * never used as a weight); s must have room for them (bs % VL == 0).
+ */
+static inline void softmax_block(float *s, int n, int bs, float m_prev, float *mx_out, float *sum_out)
 {
-	for (int h = 0; h < g; h++) {
-		const float *qh = q + (size_t)h * hd;
-		double mx = -1e300, sum = 0;
-		for (int p = 0; p < n_pos; p++) {
-			const uint16_t *kp = k + (size_t)block_table[p / bs] * blk_stride + (size_t)(p % bs) * hd;
-			double d = 0;
-			for (int i = 0; i < hd; i++)
-				d += (double)qh[i] * kern_f16_to_f32(kp[i]);
-			d *= scale;
-			mx = d > mx ? d : mx;
-		}
-		for (int i = 0; i < hd; i++)
-			out[(size_t)h * hd + i] = 0;
-		double acc[512] = {0};
-		for (int p = 0; p < n_pos; p++) {
-			const uint16_t *kp = k + (size_t)block_table[p / bs] * blk_stride + (size_t)(p % bs) * hd;
-			const uint16_t *vp = v + (size_t)block_table[p / bs] * blk_stride + (size_t)(p % bs) * hd;
-			double d = 0;
-			for (int i = 0; i < hd; i++)
-				d += (double)qh[i] * kern_f16_to_f32(kp[i]);
-			double e = exp(d * scale - mx);
-			sum += e;
-			for (int i = 0; i < hd; i++)
-				acc[i] += e * kern_f16_to_f32(vp[i]);
-		}
-		for (int i = 0; i < hd; i++)
-			out[(size_t)h * hd + i] = (float)(acc[i] / sum);
+	float mx = m_prev, sum = 0;
+#if VL
+	if (bs % VL == 0) {
+		int nv = (n + VL - 1) / VL * VL;
+		for (int r = n; r < nv; r++)
+			s[r] = -FLT_MAX;
+		vf vm = v_set1(m_prev);
+		for (int r = 0; r < nv; r += VL)
+			vm = v_max(vm, v_load(s + r));
+		mx = v_hmax(vm);
+		exp_sub_inplace(s, nv, mx);
+		vf acc = v_set1(0);
+		for (int r = 0; r < nv; r += VL)
+			acc = v_add(acc, v_load(s + r));
+		*mx_out = mx;
+		*sum_out = v_hsum(acc);
+		return;
 	}
+#endif
+	for (int r = 0; r < n; r++)
+		mx = s[r] > mx ? s[r] : mx;
+	exp_sub_inplace(s, n, mx);
+	for (int r = 0; r < n; r++)
+		sum += s[r];
+	*mx_out = mx;
+	*sum_out = sum;
+}
+
+static inline void f16_to_f32_row(const uint16_t *x, float *y, int n)
+{
+	int i = 0;
+#if VL
+	for (; i + VL <= n; i += VL)
+		v_store(y + i, v_load_f16(x + i));
+#endif
+	for (; i < n; i++)
+		y[i] = kern_f16_to_f32(x[i]);
+}
+
+void kern_attn(const float *q, size_t q_stride, int n_tok, int g, int hd, float scale, const int32_t *n_pos,
+	       const uint16_t *k, const uint16_t *v, size_t blk_stride, const int32_t *block_table, int bs,
+	       float *out, size_t out_stride)
+{
+	float kt[8192], vb[8192], sc[256 * 32];
+	float m[256], l[256]; /* per query: running max and sum */
+	const float *qp[256];
+	float *op[256], *sp[256];
+	int nq = n_tok * g, max_pos = 0;
+	for (int i = 0; i < n_tok; i++) {
+		max_pos = n_pos[i] > max_pos ? n_pos[i] : max_pos;
+		for (int j = 0; j < g; j++) {
+			int qi = i * g + j;
+			qp[qi] = q + (size_t)i * q_stride + (size_t)j * hd;
+			op[qi] = out + (size_t)i * out_stride + (size_t)j * hd;
+			m[qi] = -FLT_MAX;
+			l[qi] = 0;
+			memset(op[qi], 0, sizeof(float) * (size_t)hd);
+		}
+	}
+	/* Blocks are processed in chunks of C positions (several blocks when
+	 * they are small), so the per-chunk softmax bookkeeping is amortized
+	 * over up to 64 positions. Chunks start at multiples of C from position
+	 * 0: a query's arithmetic depends on its position only. */
+	int nbc = 64 / bs > 0 ? 64 / bs : 1;
+	while (nbc > 1 && nbc * bs * hd > 8192)
+		nbc--;
+	const int C = nbc * bs;
+	const int sstride = C;
+	const int rows = 8192 / sstride; /* score rows that fit in sc */
+	for (int p0 = 0, b0 = 0; p0 < max_pos; p0 += C, b0 += nbc) {
+		int nc = max_pos - p0 < C ? max_pos - p0 : C; /* rows any query of the tile uses */
+		for (int bi = 0; bi * bs < nc; bi++) {
+			const uint16_t *kb = k + (size_t)block_table[b0 + bi] * blk_stride;
+			const uint16_t *vv = v + (size_t)block_table[b0 + bi] * blk_stride;
+			int nr = nc - bi * bs < bs ? nc - bi * bs : bs;
+			for (int d = 0; d < hd; d++)
+				f16_to_f32_row(kb + (size_t)d * bs, kt + (size_t)d * C + (size_t)bi * bs, bs);
+			f16_to_f32_row(vv, vb + (size_t)bi * bs * hd, nr * hd);
+		}
+		/* Rows of K^T past the last block of the chunk hold stale values;
+		 * their scores are computed and never used. Zero them once so no
+		 * NaN can appear there. */
+		for (int bi = (nc + bs - 1) / bs; bi < nbc; bi++)
+			for (int d = 0; d < hd; d++)
+				memset(kt + (size_t)d * C + (size_t)bi * bs, 0, sizeof(float) * (size_t)bs);
+		/* Scores of the queries that see this chunk, four at a time. */
+		int na = 0;
+		const float *qa[256];
+		int ia[256];
+		for (int qi = 0; qi < nq; qi++)
+			if (n_pos[qi / g] > p0) {
+				qa[na] = qp[qi];
+				ia[na] = qi;
+				sp[na] = sc + (size_t)(na % rows) * sstride;
+				na++;
+			}
+		for (int u0 = 0; u0 < na;) {
+			int chunk = na - u0 < rows ? na - u0 : rows;
+			for (int u = u0; u < u0 + chunk; u += 4)
+				attn_scores(qa + u, u0 + chunk - u < 4 ? u0 + chunk - u : 4, kt, hd, C, scale, sp + u);
+			for (int u = u0; u < u0 + chunk; u++) {
+				int qi = ia[u];
+				float *sr = sp[u];
+				int n = n_pos[qi / g] - p0 < C ? n_pos[qi / g] - p0 : C; /* rows this query sees */
+				float mx, sum;
+				softmax_block(sr, n, C, m[qi], &mx, &sum);
+				float corr = expf(m[qi] - mx);
+				l[qi] = l[qi] * corr + sum;
+				m[qi] = mx;
+				attn_accumulate(op[qi], corr, sr, vb, n, hd);
+			}
+			u0 += chunk;
+		}
+	}
+	for (int qi = 0; qi < nq; qi++) {
+		float inv = l[qi] > 0 ? 1.0f / l[qi] : 0.0f;
+		int d = 0;
+#if VL
+		for (; d + VL <= hd; d += VL)
+			v_store(op[qi] + d, v_mul(v_load(op[qi] + d), v_set1(inv)));
+#endif
+		for (; d < hd; d++)
+			op[qi][d] *= inv;
+	}
+}
+
+void kern_attn_ref(const float *q, size_t q_stride, int n_tok, int g, int hd, float scale, const int32_t *n_pos,
+		   const uint16_t *k, const uint16_t *v, size_t blk_stride, const int32_t *block_table, int bs,
+		   float *out, size_t out_stride)
+{
+	for (int i = 0; i < n_tok; i++)
+		for (int j = 0; j < g; j++) {
+			const float *qh = q + (size_t)i * q_stride + (size_t)j * hd;
+			float *oh = out + (size_t)i * out_stride + (size_t)j * hd;
+			double mx = -1e300, sum = 0, acc[512] = {0};
+			for (int pass = 0; pass < 2; pass++)
+				for (int p = 0; p < n_pos[i]; p++) {
+					size_t base = (size_t)block_table[p / bs] * blk_stride;
+					int r = p % bs;
+					double d = 0;
+					for (int x = 0; x < hd; x++)
+						d += (double)qh[x] * kern_f16_to_f32(k[base + (size_t)x * bs + r]);
+					d *= scale;
+					if (pass == 0) {
+						mx = d > mx ? d : mx;
+						continue;
+					}
+					double e = exp(d - mx);
+					sum += e;
+					for (int x = 0; x < hd; x++)
+						acc[x] += e * kern_f16_to_f32(v[base + (size_t)r * hd + x]);
+				}
+			for (int x = 0; x < hd; x++)
+				oh[x] = (float)(acc[x] / sum);
+		}
 }

@@ -22,17 +22,26 @@ void kern_rope(float *x, int n_heads, int hd, const float *cs, int neox);
 void kern_f32_to_f16_row(const float *x, uint16_t *y, int n);
 
 /*
- * Attention of a group of g query heads that share one KV head, for one
- * token that sees positions [0, n_pos) of its sequence:
- *   out[h] = sum_p softmax_p(scale * q[h] . k[p]) v[p]
- * K/V are f16 in blocks of bs positions: position p lives in physical block
- * block_table[p / bs], row p % bs, at k + block * blk_stride + row * hd.
- * Online softmax per block (no buffer proportional to the context).
- * q: (g, hd) f32, out: (g, hd) f32. Requires g * bs <= 4096.
+ * Paged attention for the query heads that share one KV head, for n_tok
+ * tokens of one sequence (a tile): query head j of token i is the hd floats
+ * at q + i * q_stride + j * hd (j < g), and sees positions [0, n_pos[i]).
+ *   out[i][j] = sum_p softmax_p(scale * q[i][j] . k[p]) v[p]
+ * Cache blocks hold bs positions, f16. Position p lives in physical block
+ * b = block_table[p / bs], row r = p % bs:
+ *   K block (transposed): k + b * blk_stride + d * bs + r   (hd x bs)
+ *   V block:              v + b * blk_stride + r * hd + d   (bs x hd)
+ * so one vector of K^T gives the scores of bs positions at once.
+ * Online softmax per block: memory does not grow with the context. Each
+ * query's arithmetic is the same whatever tile it is computed in, so the
+ * result does not depend on how tokens are batched.
+ * Limits (checked by the backend at open): hd <= 512, bs * hd <= 8192.
  */
-void kern_attn(const float *q, int g, int hd, float scale, const uint16_t *k, const uint16_t *v,
-	       size_t blk_stride, const int32_t *block_table, int bs, int n_pos, float *out);
-void kern_attn_ref(const float *q, int g, int hd, float scale, const uint16_t *k, const uint16_t *v,
-		   size_t blk_stride, const int32_t *block_table, int bs, int n_pos, float *out);
+void kern_attn(const float *q, size_t q_stride, int n_tok, int g, int hd, float scale, const int32_t *n_pos,
+	       const uint16_t *k, const uint16_t *v, size_t blk_stride, const int32_t *block_table, int bs,
+	       float *out, size_t out_stride);
+/* The same from the definition: two passes, double precision, one query at a time. */
+void kern_attn_ref(const float *q, size_t q_stride, int n_tok, int g, int hd, float scale, const int32_t *n_pos,
+		   const uint16_t *k, const uint16_t *v, size_t blk_stride, const int32_t *block_table, int bs,
+		   float *out, size_t out_stride);
 
 #endif

@@ -56,6 +56,26 @@
  * Callers splitting rows across threads should give each thread a multiple
  * of KERN_MATMUL_ROW_BLOCK rows (any split is correct; a partial strip takes
  * a slower gather path). kern_matmul neither allocates nor keeps state.
+ *
+ * Batch invariance: y[t*ldy + r] is bitwise the same whatever n_tok is, where
+ * token t sits in the batch and how [r0, r1) is split, so a prompt's output
+ * does not depend on the prefill chunk size nor a request's on what else is
+ * in its batch. Every path computes each output as the same float
+ * operations in the same order:
+ *   - quantized types: one running f32 accumulator per (row, token) over the
+ *     blocks 0..nb-1 in order, per block (I: the exact integer dot, summed
+ *     in any order; s0, s1: the weight row's block scales, a: the activation
+ *     block)  acc = fma(float(I), s0 * a.d, acc), then for Q4_1 / Q4_K
+ *     acc = fma(s1, a.s, acc); Q6_K: v = float(I_lo) * s0,
+ *     v = fma(float(I_hi), s1, v), acc = fma(v, a.d, acc). Paths that cut k
+ *     into chunks carry the accumulator across them through y (never a
+ *     partial sum added at the end);
+ *   - float types: per (row, token) one vector of lane sums over k in order
+ *     (16 lanes AVX-512, 8 AVX2), then a fixed horizontal sum.
+ * The scalar reference (double sums) is invariant too, but does not match
+ * the SIMD paths bitwise, and neither do the AVX-512 and AVX2 builds each
+ * other for the float types. kern_act_quantize_row is a function of its row
+ * alone. tests/test_quant.c checks all of this bit for bit.
  */
 #ifndef LOCUS_KERNELS_QUANT_H
 #define LOCUS_KERNELS_QUANT_H

@@ -15,6 +15,11 @@
  *     not used.
  * Float weights use f32 FMA on 4 rows x 4 tokens.
  *
+ * Batch invariance (quant.h): every output is one running f32 sum over the
+ * blocks in order, resumed from y at each chunk of k; the integer parts are
+ * exact (no saturation, by the bounds above), so tiles of any size give
+ * the same bits.
+ *
  * Threading: pure functions of their arguments; the buffer is on the stack.
  */
 #include <errno.h>
@@ -247,33 +252,32 @@ static inline __attribute__((always_inline)) __m256 blk_dot(enum tile_kind kind,
 	return acc;
 }
 
+/* y (8 rows in m, nt tokens) += chunk x tokens. `resume`: y holds the
+ * running sums of the earlier chunks, which continue from there, so every
+ * output is one f32 sum over the blocks in order (see quant.h, "Batch
+ * invariance"). */
 static inline __attribute__((always_inline)) void tile(enum tile_kind kind, int nt, const uint8_t *buf, int nblk,
 							const uint8_t *act, size_t ars, float *y, int64_t ldy,
-							__m256i m, int accumulate)
+							__m256i m, int resume)
 {
 	__m256 acc[TILE_TOK];
 	for (int t = 0; t < nt; t++)
-		acc[t] = _mm256_setzero_ps();
+		acc[t] = resume ? _mm256_maskload_ps(y + (int64_t)t * ldy, m) : _mm256_setzero_ps();
 	for (int b = 0; b < nblk; b++) {
 		const uint8_t *blk = buf + (size_t)b * BLK_BYTES;
 		for (int t = 0; t < nt; t++)
 			acc[t] = blk_dot(kind, blk, (const struct kern_act_q8 *)(act + (size_t)t * ars) + b, acc[t]);
 	}
-	for (int t = 0; t < nt; t++) {
-		float *p = y + (int64_t)t * ldy;
-		__m256 v = acc[t];
-		if (accumulate)
-			v = _mm256_add_ps(v, _mm256_maskload_ps(p, m));
-		_mm256_maskstore_ps(p, m, v);
-	}
+	for (int t = 0; t < nt; t++)
+		_mm256_maskstore_ps(y + (int64_t)t * ldy, m, acc[t]);
 }
 
 typedef void (*tile_fn)(const uint8_t *, int, const uint8_t *, size_t, float *, int64_t, __m256i, int);
 #define TILE_FN(kind, nt)                                                                              \
 	static void tile_##kind##_##nt(const uint8_t *buf, int nblk, const uint8_t *act, size_t ars,   \
-				       float *y, int64_t ldy, __m256i m, int accumulate)               \
+				       float *y, int64_t ldy, __m256i m, int resume)                   \
 	{                                                                                              \
-		tile(kind, nt, buf, nblk, act, ars, y, ldy, m, accumulate);                            \
+		tile(kind, nt, buf, nblk, act, ars, y, ldy, m, resume);                                \
 	}
 #define TILE_FNS(kind) TILE_FN(kind, 1) TILE_FN(kind, 2) TILE_FN(kind, 3) TILE_FN(kind, 4)
 TILE_FNS(TILE_OFF)
@@ -313,15 +317,19 @@ static int matmul_quant(uint32_t wtype, const void *w, size_t rs, int64_t k, con
 	const int64_t nb = k / 32;
 	struct strip s;
 	s.idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)rs));
-	for (int64_t cb = 0; cb < nb; cb += CHUNK_BLOCKS) {
-		int nblk = nb - cb < CHUNK_BLOCKS ? (int)(nb - cb) : CHUNK_BLOCKS;
-		const uint8_t *ac = (const uint8_t *)act + (size_t)cb * sizeof(struct kern_act_q8);
-		for (int t0 = 0; t0 < n_tok; t0 += TOK_BLOCK) {
-			int t1 = n_tok - t0 < TOK_BLOCK ? n_tok : t0 + TOK_BLOCK;
-			for (int64_t r = r0; r < r1; r += STRIP_ROWS) {
-				int nr = r1 - r < STRIP_ROWS ? (int)(r1 - r) : STRIP_ROWS;
-				s.w = (const uint8_t *)w + (size_t)r * rs;
-				s.m = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+	/* token blocks whose activations stay in L2; a strip's chunks back to
+	 * back so its running sums in y stay in L1 */
+	int tb = (int)(((size_t)1 << 20) / ((size_t)nb * sizeof(struct kern_act_q8))) & ~(TILE_TOK - 1);
+	tb = tb < TILE_TOK ? TILE_TOK : tb > TOK_BLOCK ? TOK_BLOCK : tb;
+	for (int t0 = 0; t0 < n_tok; t0 += tb) {
+		int t1 = n_tok - t0 < tb ? n_tok : t0 + tb;
+		for (int64_t r = r0; r < r1; r += STRIP_ROWS) {
+			int nr = r1 - r < STRIP_ROWS ? (int)(r1 - r) : STRIP_ROWS;
+			s.w = (const uint8_t *)w + (size_t)r * rs;
+			s.m = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+			for (int64_t cb = 0; cb < nb; cb += CHUNK_BLOCKS) {
+				int nblk = nb - cb < CHUNK_BLOCKS ? (int)(nb - cb) : CHUNK_BLOCKS;
+				const uint8_t *ac = (const uint8_t *)act + (size_t)cb * sizeof(struct kern_act_q8);
 				unpack(&s, cb, nblk, buf);
 				for (int t = t0; t < t1; t += TILE_TOK) {
 					int nt = t1 - t < TILE_TOK ? t1 - t : TILE_TOK;

@@ -19,7 +19,13 @@
  * the transposed registers ("fused") and prefetches the next strip. Larger
  * batches unpack a chunk of k for a strip into a stack buffer once and run
  * it against every group of 8 tokens (register tile 16 rows x 8 tokens),
- * with the tokens blocked so their activations stay in L2.
+ * with the tokens blocked so their activations stay in L2 and the running
+ * sums of a strip in L1.
+ *
+ * Batch invariance (quant.h): fused and buffer paths run the same blk_dot,
+ * and the buffer path resumes each output's running sum from y at every
+ * chunk after the first, so y does not depend on n_tok or the row split.
+ * blk_dot's `split` only reorders the exact integer sums.
  *
  * Float weights (F32/F16/BF16) use f32 FMA on 4 rows x 4 tokens, converting
  * the weights on the fly.
@@ -37,7 +43,8 @@
 
 #define STRIP_ROWS 16
 #define TILE_TOK 8			/* tokens per register tile */
-#define TOK_BLOCK 128			/* tokens whose activation chunk stays in L2 */
+#define TOK_BLOCK 128			/* most tokens per pass over W */
+#define ACT_L2_BYTES ((size_t)1 << 20)	/* activations of a pass, at most */
 #define CHUNK_BLOCKS 32			/* 32-element blocks per strip buffer fill */
 #define BLK_VECS 10			/* W[0..7], scale vector 0, scale vector 1 */
 #define BLK_BYTES (BLK_VECS * 64)	/* 640 B per unpacked block */
@@ -393,8 +400,9 @@ enum tile_kind {
 	TILE_Q6,  /* Q6_K: offsets and scales per 16 elements */
 };
 
-/* acc += block x token. split: two accumulation chains (shorter latency
- * when few tokens run side by side). */
+/* acc += block x token. split: two integer accumulation chains (shorter
+ * latency when few tokens run side by side; integer sums are exact, so the
+ * result is the same bit for bit). Every path must use this one formula. */
 static inline __attribute__((always_inline)) __m512 blk_dot(enum tile_kind kind, int split, const __m512i *w,
 							     __m512 s0, __m512 s1, const struct kern_act_q8 *a,
 							     __m512 acc)
@@ -428,23 +436,20 @@ static inline __attribute__((always_inline)) __m512 blk_dot(enum tile_kind kind,
 	return acc;
 }
 
-static inline void store_acc(float *p, __m512 v, __mmask16 m, int accumulate)
-{
-	if (accumulate)
-		v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, p));
-	_mm512_mask_storeu_ps(p, m, v);
-}
-
 /* ---- buffer path: unpacked chunk x up to 8 tokens ---- */
 
+/* y (16 rows in m, nt tokens) += chunk x tokens. `resume`: y holds the
+ * running sums of the earlier chunks, which continue from there (not a
+ * partial sum added at the end: see "Batch invariance" above), and the
+ * store leaves the running sums there for the next chunk. */
 static inline __attribute__((always_inline)) void tile(enum tile_kind kind, int nt, const uint8_t *buf, int nblk,
 							const uint8_t *act, size_t ars, float *y, int64_t ldy,
-							__mmask16 m, int accumulate)
+							__mmask16 m, int resume)
 {
 	__m512 acc[TILE_TOK];
 #pragma GCC unroll 8
 	for (int t = 0; t < nt; t++)
-		acc[t] = _mm512_setzero_ps();
+		acc[t] = resume ? _mm512_maskz_loadu_ps(m, y + (int64_t)t * ldy) : _mm512_setzero_ps();
 	for (int b = 0; b < nblk; b++) {
 		const __m512i *W = (const __m512i *)(buf + (size_t)b * BLK_BYTES);
 		__m512i w[8];
@@ -458,16 +463,16 @@ static inline __attribute__((always_inline)) void tile(enum tile_kind kind, int 
 	}
 #pragma GCC unroll 8
 	for (int t = 0; t < nt; t++)
-		store_acc(y + (int64_t)t * ldy, acc[t], m, accumulate);
+		_mm512_mask_storeu_ps(y + (int64_t)t * ldy, m, acc[t]);
 }
 
 typedef void (*tile_fn)(const uint8_t *, int, const uint8_t *, size_t, float *, int64_t, __mmask16, int);
 
 #define TILE_FN(kind, nt)                                                                              \
 	static void tile_##kind##_##nt(const uint8_t *buf, int nblk, const uint8_t *act, size_t ars,   \
-				       float *y, int64_t ldy, __mmask16 m, int accumulate)             \
+				       float *y, int64_t ldy, __mmask16 m, int resume)                 \
 	{                                                                                              \
-		tile(kind, nt, buf, nblk, act, ars, y, ldy, m, accumulate);                            \
+		tile(kind, nt, buf, nblk, act, ars, y, ldy, m, resume);                                \
 	}
 #define TILE_FNS(kind)                                                                                 \
 	TILE_FN(kind, 1) TILE_FN(kind, 2) TILE_FN(kind, 3) TILE_FN(kind, 4) TILE_FN(kind, 5)           \
@@ -620,16 +625,20 @@ static int matmul_quant(uint32_t wtype, const void *w, size_t rs, int64_t k, con
 			return 0;
 	}
 
+	/* Batches: token blocks small enough for their activations to stay in
+	 * L2 (each re-reads W); within one, a strip's chunks run back to back
+	 * so the running sums in y stay in L1 between chunks. */
 	_Alignas(64) uint8_t buf[CHUNK_BLOCKS * BLK_BYTES];
-	for (int64_t cb = 0; cb < nb; cb += CHUNK_BLOCKS) {
-		int nblk = nb - cb < CHUNK_BLOCKS ? (int)(nb - cb) : CHUNK_BLOCKS;
-		const uint8_t *ac = a8 + (size_t)cb * sizeof(struct kern_act_q8);
-		for (int t0 = 0; t0 < n_tok; t0 += TOK_BLOCK) {
-			int t1 = n_tok - t0 < TOK_BLOCK ? n_tok : t0 + TOK_BLOCK;
-			for (int64_t rr = r; rr < r1; rr += STRIP_ROWS) {
-				int64_t nr = r1 - rr < STRIP_ROWS ? r1 - rr : STRIP_ROWS;
-				s.w = w8 + (size_t)rr * rs;
-				s.m = (__mmask16)((1u << nr) - 1);
+	int tb = (int)(ACT_L2_BYTES / ((size_t)nb * sizeof(struct kern_act_q8))) & ~(TILE_TOK - 1);
+	tb = tb < TILE_TOK ? TILE_TOK : tb > TOK_BLOCK ? TOK_BLOCK : tb;
+	for (int t0 = 0; t0 < n_tok; t0 += tb) {
+		int t1 = n_tok - t0 < tb ? n_tok : t0 + tb;
+		for (int64_t rr = r; rr < r1; rr += STRIP_ROWS) {
+			int64_t nr = r1 - rr < STRIP_ROWS ? r1 - rr : STRIP_ROWS;
+			s.w = w8 + (size_t)rr * rs;
+			s.m = (__mmask16)((1u << nr) - 1);
+			for (int64_t cb = 0; cb < nb; cb += CHUNK_BLOCKS) {
+				int nblk = nb - cb < CHUNK_BLOCKS ? (int)(nb - cb) : CHUNK_BLOCKS;
 				if (rr + STRIP_ROWS < r1) { /* the next strip, while this one computes */
 					int64_t nr2 = r1 - rr - STRIP_ROWS;
 					prefetch_rows(s.w + STRIP_ROWS * rs, rs, nr2 < STRIP_ROWS ? nr2 : STRIP_ROWS,
@@ -641,6 +650,7 @@ static int matmul_quant(uint32_t wtype, const void *w, size_t rs, int64_t k, con
 					qt.full(&s, cb, nblk, buf);
 				else
 					unpack_full(wtype, &s, cb, nblk, buf);
+				const uint8_t *ac = a8 + (size_t)cb * sizeof(struct kern_act_q8);
 				for (int t = t0; t < t1; t += TILE_TOK) {
 					int nt = t1 - t < TILE_TOK ? t1 - t : TILE_TOK;
 					g_tiles[qt.kind][nt](buf, nblk, ac + (size_t)t * ars, ars, y + (int64_t)t * ldy + rr,
@@ -667,7 +677,17 @@ static inline __attribute__((always_inline)) __m512 load_w16(uint32_t wtype, con
 }
 
 /* acc[i][t] += 16 elements from e (lanes in m) of row i and token t */
-#define FTILE_STEP(m)                                                                                  	do {                                                                                           		__m512 wv[4], xv[4];                                                                   		for (int i = 0; i < nr; i++)                                                           			wv[i] = load_w16(wtype, w + (size_t)i * rs + (size_t)e * es, m);              		for (int t = 0; t < nt; t++)                                                           			xv[t] = _mm512_maskz_loadu_ps(m, x + (size_t)t * xs + e);                      		for (int i = 0; i < nr; i++)                                                           			for (int t = 0; t < nt; t++)                                                   				acc[i][t] = _mm512_fmadd_ps(wv[i], xv[t], acc[i][t]);                  	} while (0)
+#define FTILE_STEP(m)                                                                      \
+	do {                                                                               \
+		__m512 wv[4], xv[4];                                                       \
+		for (int i = 0; i < nr; i++)                                               \
+			wv[i] = load_w16(wtype, w + (size_t)i * rs + (size_t)e * es, m);  \
+		for (int t = 0; t < nt; t++)                                               \
+			xv[t] = _mm512_maskz_loadu_ps(m, x + (size_t)t * xs + e);          \
+		for (int i = 0; i < nr; i++)                                               \
+			for (int t = 0; t < nt; t++)                                       \
+				acc[i][t] = _mm512_fmadd_ps(wv[i], xv[t], acc[i][t]);      \
+	} while (0)
 
 static inline __attribute__((always_inline)) void ftile(uint32_t wtype, int nr, int nt, const uint8_t *w,
 							 size_t rs, int64_t k, const float *x, size_t xs, float *y,
@@ -691,13 +711,30 @@ static inline __attribute__((always_inline)) void ftile(uint32_t wtype, int nr, 
 }
 
 typedef void (*ftile_fn)(const uint8_t *, size_t, int64_t, const float *, size_t, float *, int64_t);
-#define FTILE_FN(ty, nr, nt)                                                                           	static void ftile_##ty##_##nr##_##nt(const uint8_t *w, size_t rs, int64_t k, const float *x,   					     size_t xs, float *y, int64_t ldy)                         	{                                                                                              		ftile(KERN_TYPE_##ty, nr, nt, w, rs, k, x, xs, y, ldy);                                	}
-#define FTILE_FNS(ty)                                                                                  	FTILE_FN(ty, 4, 1) FTILE_FN(ty, 4, 2) FTILE_FN(ty, 4, 3) FTILE_FN(ty, 4, 4) FTILE_FN(ty, 1, 1)  		FTILE_FN(ty, 1, 2) FTILE_FN(ty, 1, 3) FTILE_FN(ty, 1, 4)
+#define FTILE_FN(ty, nr, nt)                                                                  \
+	static void ftile_##ty##_##nr##_##nt(const uint8_t *w, size_t rs, int64_t k,          \
+					     const float *x, size_t xs, float *y, int64_t ldy) \
+	{                                                                                     \
+		ftile(KERN_TYPE_##ty, nr, nt, w, rs, k, x, xs, y, ldy);                       \
+	}
+#define FTILE_FNS(ty)                                                                         \
+	FTILE_FN(ty, 4, 1)                                                                    \
+	FTILE_FN(ty, 4, 2)                                                                    \
+	FTILE_FN(ty, 4, 3)                                                                    \
+	FTILE_FN(ty, 4, 4)                                                                    \
+	FTILE_FN(ty, 1, 1)                                                                    \
+	FTILE_FN(ty, 1, 2)                                                                    \
+	FTILE_FN(ty, 1, 3)                                                                    \
+	FTILE_FN(ty, 1, 4)
 FTILE_FNS(F32)
 FTILE_FNS(F16)
 FTILE_FNS(BF16)
-/* [type index][rows 4 or 1][tokens] */
-#define FTILE_TABLE(ty)                                                                                	{                                                                                              		{NULL, ftile_##ty##_1_1, ftile_##ty##_1_2, ftile_##ty##_1_3, ftile_##ty##_1_4},        		{                                                                                      			NULL, ftile_##ty##_4_1, ftile_##ty##_4_2, ftile_##ty##_4_3, ftile_##ty##_4_4   		}                                                                                      	}
+/* [type: F32, F16, BF16][rows: 1 or 4][tokens] */
+#define FTILE_TABLE(ty)                                                                         \
+	{                                                                                       \
+		{NULL, ftile_##ty##_1_1, ftile_##ty##_1_2, ftile_##ty##_1_3, ftile_##ty##_1_4}, \
+		{NULL, ftile_##ty##_4_1, ftile_##ty##_4_2, ftile_##ty##_4_3, ftile_##ty##_4_4}, \
+	}
 static const ftile_fn g_ftiles[3][2][5] = {FTILE_TABLE(F32), FTILE_TABLE(F16), FTILE_TABLE(BF16)};
 
 static void matmul_float(uint32_t wtype, const void *w, size_t rs, int64_t k, const void *act, size_t ars,

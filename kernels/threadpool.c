@@ -25,7 +25,10 @@
 
 #include "alloc/alloc.h"
 
-#define SPIN_BEFORE_SLEEP 200000 /* pause iterations, roughly 1-5 ms */
+#define SPIN_BEFORE_SLEEP 200000 /* idle workers: pause iterations (about 1-5 ms) before the futex */
+#define SPIN_BEFORE_YIELD 2000   /* barriers: pause iterations (tens of us) before sched_yield():
+				  * when the machine is oversubscribed the thread we wait for may
+				  * be descheduled, and spinning would only delay it */
 
 struct tp_worker {
 	struct tp_pool *pool;
@@ -82,8 +85,12 @@ void tp_barrier(struct tp_pool *p)
 		atomic_store_explicit(&p->bar_sense, !sense, memory_order_release);
 		return;
 	}
-	while (atomic_load_explicit(&p->bar_sense, memory_order_acquire) == sense)
-		cpu_relax();
+	for (int spins = 0; atomic_load_explicit(&p->bar_sense, memory_order_acquire) == sense;) {
+		if (++spins < SPIN_BEFORE_YIELD)
+			cpu_relax();
+		else
+			sched_yield();
+	}
 }
 
 static void *worker_main(void *arg)
@@ -170,8 +177,12 @@ void tp_run(struct tp_pool *p, tp_fn fn, void *ctx)
 	if (atomic_load_explicit(&p->sleepers, memory_order_seq_cst) > 0)
 		futex_wake_all(&p->gen);
 	fn(ctx, 0, p->n);
-	while (atomic_load_explicit(&p->n_done, memory_order_acquire) != p->n - 1)
-		cpu_relax();
+	for (int spins = 0; atomic_load_explicit(&p->n_done, memory_order_acquire) != p->n - 1;) {
+		if (++spins < SPIN_BEFORE_YIELD)
+			cpu_relax();
+		else
+			sched_yield();
+	}
 }
 
 void tp_destroy(struct tp_pool *p)

@@ -4,7 +4,8 @@
  * Tolerances: rmsnorm, add, rope 1e-5 relative (same arithmetic, different
  * summation order); silu 2e-6 relative (vector exp, <2e-7 rel error, times
  * a few ulps); attention 2e-4 relative to max |out| (online vs two-pass
- * softmax in f32 vs double, f16 K/V identical on both sides).
+ * softmax in f32 vs double, f16 K/V identical on both sides), and bitwise
+ * equal whether a token is computed alone or in a tile.
  */
 #include <math.h>
 #include <stdio.h>
@@ -105,16 +106,19 @@ static void test_rope(void)
 	}
 }
 
+/* Tiles of several tokens with causal limits; scrambled block tables;
+ * K stored transposed per block. Also checks that a query's output does not
+ * depend on the tile it is computed in (bitwise). */
 static void test_attn(void)
 {
 	int hds[] = {64, 40, 128, 6};
 	int gs[] = {1, 3, 4, 7};
 	int bss[] = {16, 1, 5, 32};
-	int npos[] = {1, 2, 15, 16, 17, 100, 333};
+	int max_pos = 333;
 	for (int ci = 0; ci < 4; ci++) {
 		int hd = hds[ci], g = gs[ci], bs = bss[ci];
-		int max_pos = 333, n_blocks = (max_pos + bs - 1) / bs + 3;
-		size_t stride = (size_t)bs * hd * 2; /* two "kv heads" interleaved per block, we use the first */
+		int n_blocks = (max_pos + bs - 1) / bs + 3;
+		size_t stride = (size_t)bs * hd * 2; /* room for two kv heads per block; the test uses the first */
 		uint16_t *k = malloc(sizeof(uint16_t) * stride * n_blocks), *v = malloc(sizeof(uint16_t) * stride * n_blocks);
 		for (size_t i = 0; i < stride * n_blocks; i++) {
 			k[i] = kern_f32_to_f16(frand() * 2);
@@ -123,21 +127,33 @@ static void test_attn(void)
 		int32_t *table = malloc(sizeof(int32_t) * n_blocks);
 		for (int i = 0; i < n_blocks; i++) /* scrambled physical order */
 			table[i] = (i * 7 + 3) % n_blocks;
-		float *q = malloc(sizeof(float) * g * hd), *o = malloc(sizeof(float) * g * hd), *r = malloc(sizeof(float) * g * hd);
-		for (int i = 0; i < g * hd; i++)
+		int n_tok = 4;
+		size_t qs = (size_t)g * hd * 2; /* token stride wider than the group */
+		float *q = malloc(sizeof(float) * qs * n_tok), *o = malloc(sizeof(float) * qs * n_tok);
+		float *r = malloc(sizeof(float) * qs * n_tok), *o1 = malloc(sizeof(float) * qs);
+		for (size_t i = 0; i < qs * n_tok; i++)
 			q[i] = frand();
-		for (size_t pi = 0; pi < sizeof(npos) / sizeof(npos[0]); pi++) {
-			int n = npos[pi];
-			for (int i = 0; i < g * hd; i++)
+		int32_t npos_sets[][4] = {{1, 2, 3, 4}, {14, 15, 16, 17}, {97, 98, 99, 100}, {330, 331, 332, 333}, {5, 5, 5, 5}};
+		for (size_t pi = 0; pi < sizeof(npos_sets) / sizeof(npos_sets[0]); pi++) {
+			const int32_t *np = npos_sets[pi];
+			for (size_t i = 0; i < qs * n_tok; i++)
 				o[i] = NAN;
-			kern_attn(q, g, hd, 1.0f / sqrtf((float)hd), k, v, stride, table, bs, n, o);
-			kern_attn_ref(q, g, hd, 1.0f / sqrtf((float)hd), k, v, stride, table, bs, n, r);
-			float mx = 0;
-			for (int i = 0; i < g * hd; i++)
-				mx = fmaxf(mx, fabsf(r[i]));
-			for (int i = 0; i < g * hd; i++)
-				CHECK(isfinite(o[i]) && fabsf(o[i] - r[i]) <= 2e-4f * mx + 1e-6f,
-				      "attn hd=%d g=%d bs=%d n=%d i=%d: %g vs %g", hd, g, bs, n, i, o[i], r[i]);
+			kern_attn(q, qs, n_tok, g, hd, 1.0f / sqrtf((float)hd), np, k, v, stride, table, bs, o, qs);
+			kern_attn_ref(q, qs, n_tok, g, hd, 1.0f / sqrtf((float)hd), np, k, v, stride, table, bs, r, qs);
+			for (int t = 0; t < n_tok; t++) {
+				float mx = 0;
+				for (int i = 0; i < g * hd; i++)
+					mx = fmaxf(mx, fabsf(r[t * qs + i]));
+				for (int i = 0; i < g * hd; i++) {
+					float a = o[t * qs + i], b = r[t * qs + i];
+					CHECK(isfinite(a) && fabsf(a - b) <= 2e-4f * mx + 1e-6f,
+					      "attn hd=%d g=%d bs=%d n_pos=%d i=%d: %g vs %g", hd, g, bs, np[t], i, a, b);
+				}
+				/* The same token alone gives the same bits. */
+				kern_attn(q + t * qs, qs, 1, g, hd, 1.0f / sqrtf((float)hd), np + t, k, v, stride, table, bs, o1, qs);
+				CHECK(memcmp(o1, o + t * qs, sizeof(float) * (size_t)g * hd) == 0,
+				      "attn hd=%d g=%d bs=%d: token %d differs alone vs in a tile", hd, g, bs, t);
+			}
 		}
 		free(k);
 		free(v);
@@ -145,6 +161,7 @@ static void test_attn(void)
 		free(q);
 		free(o);
 		free(r);
+		free(o1);
 	}
 }
 
