@@ -11,6 +11,8 @@
 #include <numa.h>
 #include <numaif.h>
 #include <stdatomic.h>
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -106,6 +108,24 @@ void alloc_stats_get(struct alloc_stats *out)
 	out->map_bytes = atomic_load_explicit(&g_map_bytes, memory_order_relaxed);
 	for (int i = 0; i < 8; i++)
 		out->map_bytes_node[i] = atomic_load_explicit(&g_map_node[i], memory_order_relaxed);
+}
+
+int alloc_rss_get(struct alloc_rss *out)
+{
+	memset(out, 0, sizeof(*out));
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return -errno;
+	char line[256];
+	while (fgets(line, sizeof(line), f)) {
+		long long kb;
+		if (sscanf(line, "RssAnon: %lld kB", &kb) == 1)
+			out->anon_bytes = kb * 1024;
+		else if (sscanf(line, "RssFile: %lld kB", &kb) == 1)
+			out->file_bytes = kb * 1024;
+	}
+	fclose(f);
+	return 0;
 }
 
 /* ---- arena ---- */

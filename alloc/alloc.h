@@ -50,6 +50,14 @@ void alloc_numa_unmap(void *p, size_t bytes);
 
 void alloc_stats_get(struct alloc_stats *out);
 
+/* The process's resident memory from /proc/self/status, in bytes:
+ * anonymous (heap, KV cache, scratch) and file-backed (mapped weights). */
+struct alloc_rss {
+	int64_t anon_bytes;
+	int64_t file_bytes;
+};
+int alloc_rss_get(struct alloc_rss *out);
+
 /* ---- arena ---- */
 struct alloc_chunk;
 struct alloc_arena {

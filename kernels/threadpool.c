@@ -3,9 +3,9 @@
  * and a sense-reversing spin barrier.
  *
  * Start: the caller publishes (fn, ctx) and bumps `gen`; workers wait for
- * gen to change. Finish: each worker increments `n_done`; the caller waits
- * until all have. The barrier counts arrivals and flips `sense`; the last
- * arriving thread resets the count. Memory ordering: release on publish /
+ * gen to change. Finish: everyone meets at a last barrier. The barrier
+ * counts arrivals and flips `sense`; the last arriving thread resets the
+ * count and wakes sleepers. Waits spin first and then sleep on a futex. Memory ordering: release on publish /
  * arrive, acquire on observe, so everything written before a barrier is
  * visible after it.
  */
@@ -26,9 +26,10 @@
 #include "alloc/alloc.h"
 
 #define SPIN_BEFORE_SLEEP 200000 /* idle workers: pause iterations (about 1-5 ms) before the futex */
-#define SPIN_BEFORE_YIELD 2000   /* barriers: pause iterations (tens of us) before sched_yield():
+#define SPIN_BEFORE_WAIT 2000   /* barriers: pause iterations (tens of us) before the futex:
 				  * when the machine is oversubscribed the thread we wait for may
-				  * be descheduled, and spinning would only delay it */
+				  * be descheduled; sleeping frees this CPU so the scheduler can
+				  * run it here (sched_yield would not migrate it) */
 
 struct tp_worker {
 	struct tp_pool *pool;
@@ -40,9 +41,9 @@ struct tp_worker {
 struct tp_pool {
 	int n;
 	_Alignas(64) _Atomic uint32_t gen;       /* start signal, also the futex word */
-	_Alignas(64) _Atomic int n_done;
 	_Alignas(64) _Atomic int bar_count;
-	_Atomic int bar_sense;
+	_Atomic uint32_t bar_sense;       /* flips each barrier; futex word */
+	_Atomic int bar_sleepers;
 	_Alignas(64) tp_fn fn;
 	void *ctx;
 	_Atomic int stop;
@@ -79,17 +80,23 @@ void tp_barrier(struct tp_pool *p)
 {
 	if (p->n == 1)
 		return;
-	int sense = atomic_load_explicit(&p->bar_sense, memory_order_relaxed);
+	uint32_t sense = atomic_load_explicit(&p->bar_sense, memory_order_relaxed);
 	if (atomic_fetch_add_explicit(&p->bar_count, 1, memory_order_acq_rel) == p->n - 1) {
 		atomic_store_explicit(&p->bar_count, 0, memory_order_relaxed);
-		atomic_store_explicit(&p->bar_sense, !sense, memory_order_release);
+		atomic_store_explicit(&p->bar_sense, sense ^ 1u, memory_order_seq_cst);
+		if (atomic_load_explicit(&p->bar_sleepers, memory_order_seq_cst) > 0)
+			futex_wake_all(&p->bar_sense);
 		return;
 	}
 	for (int spins = 0; atomic_load_explicit(&p->bar_sense, memory_order_acquire) == sense;) {
-		if (++spins < SPIN_BEFORE_YIELD)
+		if (++spins < SPIN_BEFORE_WAIT) {
 			cpu_relax();
-		else
-			sched_yield();
+			continue;
+		}
+		atomic_fetch_add_explicit(&p->bar_sleepers, 1, memory_order_seq_cst);
+		if (atomic_load_explicit(&p->bar_sense, memory_order_seq_cst) == sense)
+			futex_wait(&p->bar_sense, sense);
+		atomic_fetch_sub_explicit(&p->bar_sleepers, 1, memory_order_relaxed);
 	}
 }
 
@@ -120,7 +127,7 @@ static void *worker_main(void *arg)
 		if (atomic_load_explicit(&p->stop, memory_order_acquire))
 			return NULL;
 		p->fn(p->ctx, w->ith, p->n);
-		atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
+		tp_barrier(p); /* tells tp_run this worker is done with fn and ctx */
 	}
 }
 
@@ -172,17 +179,11 @@ void tp_run(struct tp_pool *p, tp_fn fn, void *ctx)
 {
 	p->fn = fn;
 	p->ctx = ctx;
-	atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
 	atomic_fetch_add_explicit(&p->gen, 1, memory_order_seq_cst);
 	if (atomic_load_explicit(&p->sleepers, memory_order_seq_cst) > 0)
 		futex_wake_all(&p->gen);
 	fn(ctx, 0, p->n);
-	for (int spins = 0; atomic_load_explicit(&p->n_done, memory_order_acquire) != p->n - 1;) {
-		if (++spins < SPIN_BEFORE_YIELD)
-			cpu_relax();
-		else
-			sched_yield();
-	}
+	tp_barrier(p);
 }
 
 void tp_destroy(struct tp_pool *p)

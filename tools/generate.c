@@ -404,6 +404,15 @@ int main(int argc, char **argv)
 			" steps in %.1f ms (%.1f tok/s); load %.1f ms\n",
 		n_prompt, t_prefill, n_prompt / (t_prefill / 1e3), n_steps, t_decode,
 		n_steps > 0 ? n_steps / (t_decode / 1e3) : 0.0, c.load_ms);
+	if (a.verbose) {
+		struct alloc_rss rss;
+		alloc_rss_get(&rss);
+		fprintf(stderr,
+			"memory: resident %.1f MiB anonymous (of which backend KV cache + scratch %.1f MiB), "
+			"%.1f MiB file-backed (model weights %.1f MiB)\n",
+			rss.anon_bytes / 1048576.0, kern_backend_mem_bytes(c.be) / 1048576.0, rss.file_bytes / 1048576.0,
+			c.model->weight_bytes / 1048576.0);
+	}
 	rc = 0;
 out:
 	if (dump && fclose(dump) != 0 && rc == 0) {

@@ -21,7 +21,7 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "$work"
   [ -d "$seeds" ] || seeds=""
   echo "fuzz: $t for ${SECS}s"
-  ASAN_OPTIONS=detect_leaks=1 build-fuzz/bin/"$t" -max_total_time="$SECS" -print_final_stats=1 \
+  LOCUS_SRC=$PWD ASAN_OPTIONS=detect_leaks=1 build-fuzz/bin/"$t" -max_total_time="$SECS" -print_final_stats=1 \
     -artifact_prefix="build-fuzz/crash-$name-" "$work" $seeds 2>&1 | grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)|ERROR|SUMMARY' || true
   if ls build-fuzz/crash-"$name"-* >/dev/null 2>&1; then
     echo "fuzz: $t found a crash: $(ls build-fuzz/crash-"$name"-*)" >&2
