@@ -49,9 +49,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
   "$LB" -m "$MODEL" -t "$THREADS" -p "$PP" -n "$TG" -r "$REPS" -o jsonl 2>/dev/null |
     sed 's/^/{"engine":"llama.cpp","round":'"$r"',"rec":/; s/$/}/' >> "$OUT"
 done
-python3 - "$OUT" "$MODEL" "$THREADS" <<'PYEOF'
+python3 - "$OUT" "$MODEL" "$THREADS" "$TG" <<'PYEOF'
 import json, statistics, sys
-path, model, threads = sys.argv[1:4]
+path, model, threads, tg = sys.argv[1:5]
 res = {}
 for line in open(path):
     d = json.loads(line); rec = d["rec"]; eng = d["engine"]
@@ -79,7 +79,7 @@ for t in tests:
     fb = f"{b[0]:.1f} | {b[1]:.1f}..{b[2]:.1f}" if b else "- | -"
     ratio = f"{a[0]/b[0]:.2f}x" if a and b else "-"
     print(f"| {t} | {fa} | {fb} | {ratio} |")
-one, four = summary(("locus", "tg128")), summary(("locus", "tg128 x4"))
+one, four = summary(("locus", "tg" + tg)), summary(("locus", "tg%s x4" % tg))
 if one and four:
     print(f"\nbatched decode, 4 sequences: {four[0]:.1f} t/s aggregate = {four[0]/one[0]:.2f}x single-stream ({one[0]:.1f} t/s)")
 PYEOF

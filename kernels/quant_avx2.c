@@ -272,23 +272,31 @@ static inline __attribute__((always_inline)) void tile(enum tile_kind kind, int 
 		_mm256_maskstore_ps(y + (int64_t)t * ldy, m, acc[t]);
 }
 
-typedef void (*tile_fn)(const uint8_t *, int, const uint8_t *, size_t, float *, int64_t, __m256i, int);
-#define TILE_FN(kind, nt)                                                                              \
-	static void tile_##kind##_##nt(const uint8_t *buf, int nblk, const uint8_t *act, size_t ars,   \
-				       float *y, int64_t ldy, __m256i m, int resume)                   \
+/* [kind][resume][nt]: resume a compile-time constant in each, as in
+ * quant_avx512.c */
+typedef void (*tile_fn)(const uint8_t *, int, const uint8_t *, size_t, float *, int64_t, __m256i);
+#define TILE_FN(kind, res, nt)                                                                         \
+	static void tile_##kind##_##res##_##nt(const uint8_t *buf, int nblk, const uint8_t *act,       \
+					       size_t ars, float *y, int64_t ldy, __m256i m)           \
 	{                                                                                              \
-		tile(kind, nt, buf, nblk, act, ars, y, ldy, m, resume);                                \
+		tile(kind, nt, buf, nblk, act, ars, y, ldy, m, res);                                   \
 	}
-#define TILE_FNS(kind) TILE_FN(kind, 1) TILE_FN(kind, 2) TILE_FN(kind, 3) TILE_FN(kind, 4)
-TILE_FNS(TILE_OFF)
-TILE_FNS(TILE_SGN)
-TILE_FNS(TILE_MIN)
-TILE_FNS(TILE_Q6)
-#define TILE_TABLE(kind)                                                                               \
+#define TILE_FNS(kind, res) TILE_FN(kind, res, 1) TILE_FN(kind, res, 2) TILE_FN(kind, res, 3) TILE_FN(kind, res, 4)
+TILE_FNS(TILE_OFF, 0)
+TILE_FNS(TILE_OFF, 1)
+TILE_FNS(TILE_SGN, 0)
+TILE_FNS(TILE_SGN, 1)
+TILE_FNS(TILE_MIN, 0)
+TILE_FNS(TILE_MIN, 1)
+TILE_FNS(TILE_Q6, 0)
+TILE_FNS(TILE_Q6, 1)
+#define TILE_ROW(kind, res)                                                                            \
 	{                                                                                              \
-		NULL, tile_##kind##_1, tile_##kind##_2, tile_##kind##_3, tile_##kind##_4               \
+		NULL, tile_##kind##_##res##_1, tile_##kind##_##res##_2, tile_##kind##_##res##_3,       \
+			tile_##kind##_##res##_4                                                        \
 	}
-static const tile_fn g_tiles[4][TILE_TOK + 1] = {
+#define TILE_TABLE(kind) {TILE_ROW(kind, 0), TILE_ROW(kind, 1)}
+static const tile_fn g_tiles[4][2][TILE_TOK + 1] = {
 	[TILE_OFF] = TILE_TABLE(TILE_OFF),
 	[TILE_SGN] = TILE_TABLE(TILE_SGN),
 	[TILE_MIN] = TILE_TABLE(TILE_MIN),
@@ -333,8 +341,8 @@ static int matmul_quant(uint32_t wtype, const void *w, size_t rs, int64_t k, con
 				unpack(&s, cb, nblk, buf);
 				for (int t = t0; t < t1; t += TILE_TOK) {
 					int nt = t1 - t < TILE_TOK ? t1 - t : TILE_TOK;
-					g_tiles[kind][nt](buf, nblk, ac + (size_t)t * ars, ars, y + (int64_t)t * ldy + r, ldy,
-							  s.m, cb > 0);
+					g_tiles[kind][cb > 0][nt](buf, nblk, ac + (size_t)t * ars, ars,
+								  y + (int64_t)t * ldy + r, ldy, s.m);
 				}
 			}
 		}

@@ -3,7 +3,8 @@
  *
  *   generate --model M.gguf --prompt TEXT -n N [--temp T --top-p P --top-k K
  *            --min-p P --repeat-penalty R --seed S] [--threads N] [--ids]
- *            [--chat [--system TEXT]] [--stop STR]... [--ignore-eos]
+ *            [--chat [--system TEXT]] [--stop STR]... [--stop-token ID]...
+ *            [--ignore-eos] [--logprobs N] [--cpus LIST]
  *   generate --model M.gguf --prompt-ids 1,2,3 --dump-logits OUT.f32 [--ubatch N]
  *
  * Prints the generated text (or token ids with --ids) on stdout as it is
@@ -26,6 +27,11 @@ struct args {
 	const char *model, *prompt, *prompt_ids, *dump_logits, *system;
 	const char *stops[MAX_STOPS];
 	int n_stops;
+	int32_t stop_tokens[16];
+	int n_stop_tokens;
+	int logprobs;     /* -1: off; else top-n per token on stderr */
+	int cpus[256];
+	int n_cpus;
 	int64_t n_predict, ctx;
 	int threads, ubatch;
 	bool ids, chat, ignore_eos, seed_set, verbose;
@@ -49,7 +55,10 @@ static void usage(FILE *o)
 		"  --chat                wrap the prompt as a user message in the model's chat template\n"
 		"  --system TEXT         system message for --chat\n"
 		"  --stop STR            stop string (repeatable, up to %d)\n"
+		"  --stop-token ID       stop when this token id is sampled (repeatable, up to 16)\n"
 		"  --ignore-eos          keep generating past end-of-generation tokens\n"
+		"  --logprobs N          print each token's log-probability and the N most likely (0..20) on stderr\n"
+		"  --cpus LIST           pin worker i to the i-th CPU of LIST (e.g. 0-3 or 0,2,4,6)\n"
 		"  --ctx N               context size (default: prompt + n, at most the model's)\n"
 		"  --ubatch N            prompt tokens per step (default 512)\n"
 		"  --dump-logits FILE    write f32 logits of every prompt position (n_prompt x n_vocab)\n"
@@ -75,12 +84,40 @@ static int parse_num(const char *s, double lo, double hi, double *out)
 	return 0;
 }
 
+/* "0-3,8,10-11" -> CPU ids; returns the count or -1. */
+static int parse_cpus(const char *s, int *out, int max)
+{
+	int n = 0;
+	while (*s) {
+		char *end;
+		long a = strtol(s, &end, 10), b = a;
+		if (end == s || a < 0 || a > 4095)
+			return -1;
+		if (*end == '-') {
+			const char *t = end + 1;
+			b = strtol(t, &end, 10);
+			if (end == t || b < a || b > 4095)
+				return -1;
+		}
+		for (long c = a; c <= b; c++) {
+			if (n == max)
+				return -1;
+			out[n++] = (int)c;
+		}
+		if (*end && *end != ',')
+			return -1;
+		s = *end ? end + 1 : end;
+	}
+	return n;
+}
+
 static int parse_args(int argc, char **argv, struct args *a)
 {
 	memset(a, 0, sizeof(*a));
 	sampler_params_default(&a->sp);
 	a->n_predict = 128;
 	a->ubatch = 512;
+	a->logprobs = -1;
 	for (int i = 1; i < argc; i++) {
 		const char *o = argv[i];
 		double v;
@@ -146,8 +183,22 @@ static int parse_args(int argc, char **argv, struct args *a)
 				return -1;
 			}
 			a->stops[a->n_stops++] = s;
+		} else if (!strcmp(o, "--stop-token")) {
+			if (a->n_stop_tokens == 16) {
+				fprintf(stderr, "generate: at most 16 stop tokens\n");
+				return -1;
+			}
+			a->stop_tokens[a->n_stop_tokens++] = (int32_t)NUM(0, INT32_MAX);
 		} else if (!strcmp(o, "--ignore-eos"))
 			a->ignore_eos = true;
+		else if (!strcmp(o, "--logprobs"))
+			a->logprobs = (int)NUM(0, 20);
+		else if (!strcmp(o, "--cpus")) {
+			if ((a->n_cpus = parse_cpus(NEXT(), a->cpus, 256)) < 1) {
+				fprintf(stderr, "generate: --cpus: expected a list like 0-3 or 0,2,4\n");
+				return -1;
+			}
+		}
 		else if (!strcmp(o, "--ctx"))
 			a->ctx = (int64_t)NUM(1, 1 << 24);
 		else if (!strcmp(o, "--ubatch"))
@@ -245,6 +296,21 @@ struct out_state {
 	int64_t n;
 };
 
+/* One stderr line per token: id, piece, log-probability, then the top-n. */
+static void print_logprobs(const tok_vocab_t *v, int32_t tok, float lp, const struct sampler_logprob *top, int n)
+{
+	char piece[64];
+	int k = tok_piece(v, tok, true, piece, sizeof(piece) - 1);
+	piece[k > 0 && k < (int)sizeof(piece) ? k : 0] = 0;
+	for (char *p = piece; *p; p++)
+		if ((unsigned char)*p < 32)
+			*p = ' ';
+	fprintf(stderr, "logprob %d '%s' %.4f", tok, piece, lp);
+	for (int i = 0; i < n; i++)
+		fprintf(stderr, " %d:%.4f", top[i].token, top[i].logprob);
+	fputc('\n', stderr);
+}
+
 static bool out_token(struct out_state *os, int32_t tok)
 {
 	if (os->ids) {
@@ -280,8 +346,10 @@ int main(int argc, char **argv)
 	struct engine_opts o;
 	engine_opts_default(&o);
 	o.model_path = a.model;
-	o.n_threads = a.threads;
+	o.n_threads = a.threads ? a.threads : a.n_cpus;
 	o.max_batch_tokens = a.ubatch;
+	o.cpus = a.n_cpus ? a.cpus : NULL;
+	o.n_cpus = a.n_cpus;
 
 	int32_t *prompt = NULL;
 	int64_t n_prompt = 0;
@@ -385,9 +453,18 @@ int main(int argc, char **argv)
 	int64_t n_gen = 0, n_steps = 0;
 	double t1 = now_ms();
 	while (n_gen < a.n_predict) {
-		int32_t tok = sampler_sample(&smp, logits, NULL, NULL, 0);
+		float lp;
+		struct sampler_logprob top[20];
+		int32_t tok = sampler_sample(&smp, logits, a.logprobs >= 0 ? &lp : NULL, top, a.logprobs);
 		sampler_accept(&smp, tok);
+		if (a.logprobs >= 0)
+			print_logprobs(c.vocab, tok, lp, top, a.logprobs);
 		if (!a.ignore_eos && tok_is_eog(c.vocab, tok))
+			break;
+		bool stop_tok = false;
+		for (int i = 0; i < a.n_stop_tokens; i++)
+			stop_tok |= tok == a.stop_tokens[i];
+		if (stop_tok)
 			break;
 		n_gen++;
 		if (out_token(&os, tok) || n_gen == a.n_predict)
