@@ -192,6 +192,12 @@ void tok_work_free(struct tok_work *w);
 /* Priority queue of bigrams: by_score (SPM) highest score first, else (BPE)
  * lowest rank first; ties go to the leftmost pair, as in llama.cpp. */
 int tok_heap_push(struct tok_work *w, const struct tok_bigram *b, bool by_score);
+/* Queues the pair (left, right) of w->sym if the vocabulary can merge it. */
+typedef int (*tok_bigram_fn)(const struct tok_vocab *v, struct tok_work *w, int32_t left, int32_t right);
+/* Splits w->buf[0..n) into one symbol per UTF-8 character, then merges
+ * adjacent symbols best pair first (by_score: SPM scores; otherwise BPE
+ * ranks) until no pair is left. 0 or -ENOMEM. */
+int tok_symbols_merge(const struct tok_vocab *v, struct tok_work *w, size_t n, tok_bigram_fn pair, bool by_score);
 void tok_heap_pop(struct tok_work *w, struct tok_bigram *top, bool by_score);
 
 /* Appends the SPM tokens of text (raw, not yet escaped) to out. */

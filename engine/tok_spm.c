@@ -75,39 +75,9 @@ int tok_spm_encode(const struct tok_vocab *v, struct tok_work *w, const char *te
 	if (n > UINT32_MAX)
 		return -EOVERFLOW; /* symbol offsets are 32-bit */
 
-	if (tok_grow((void **)&w->sym, &w->cap_sym, n, sizeof(*w->sym)))
-		return -ENOMEM;
-	w->n_sym = 0;
-	for (size_t off = 0; off < n;) {
-		size_t cl = tok_utf8_lead_len((uint8_t)w->buf[off]);
-		if (cl > n - off)
-			cl = n - off;
-		int32_t i = (int32_t)w->n_sym++;
-		w->sym[i] = (struct tok_sym){.prev = i - 1, .next = -1, .off = (uint32_t)off, .n = (uint32_t)cl};
-		if (i > 0)
-			w->sym[i - 1].next = i;
-		off += cl;
-	}
-
-	w->n_heap = 0;
-	for (size_t i = 1; i < w->n_sym; i++) {
-		if (try_bigram(v, w, (int32_t)i - 1, (int32_t)i))
-			return -ENOMEM;
-	}
-	while (w->n_heap) {
-		struct tok_bigram b;
-		tok_heap_pop(w, &b, true);
-		struct tok_sym *l = &w->sym[b.left], *r = &w->sym[b.right];
-		if (l->n == 0 || r->n == 0 || l->n + r->n != b.size)
-			continue;
-		l->n += r->n;
-		r->n = 0;
-		l->next = r->next;
-		if (r->next >= 0)
-			w->sym[r->next].prev = b.left;
-		if (try_bigram(v, w, l->prev, b.left) || try_bigram(v, w, b.left, l->next))
-			return -ENOMEM;
-	}
+	int rc = tok_symbols_merge(v, w, n, try_bigram, true);
+	if (rc)
+		return rc;
 
 	for (int32_t i = 0; i >= 0; i = w->sym[i].next) {
 		int rc = emit(v, w->buf + w->sym[i].off, w->sym[i].n, out);

@@ -364,3 +364,41 @@ void tok_work_free(struct tok_work *w)
 	tok_mfree(w->buf);
 	memset(w, 0, sizeof(*w));
 }
+
+int tok_symbols_merge(const struct tok_vocab *v, struct tok_work *w, size_t n, tok_bigram_fn pair, bool by_score)
+{
+	if (tok_grow((void **)&w->sym, &w->cap_sym, n, sizeof(*w->sym)))
+		return -ENOMEM;
+	w->n_sym = 0;
+	for (size_t off = 0; off < n;) {
+		size_t cl = tok_utf8_lead_len((uint8_t)w->buf[off]);
+		if (cl > n - off)
+			cl = n - off;
+		int32_t i = (int32_t)w->n_sym++;
+		w->sym[i] = (struct tok_sym){.prev = i - 1, .next = -1, .off = (uint32_t)off, .n = (uint32_t)cl};
+		if (i > 0)
+			w->sym[i - 1].next = i;
+		off += cl;
+	}
+
+	w->n_heap = 0;
+	for (size_t i = 1; i < w->n_sym; i++) {
+		if (pair(v, w, (int32_t)i - 1, (int32_t)i))
+			return -ENOMEM;
+	}
+	while (w->n_heap) {
+		struct tok_bigram b;
+		tok_heap_pop(w, &b, by_score);
+		struct tok_sym *l = &w->sym[b.left], *r = &w->sym[b.right];
+		if (l->n == 0 || r->n == 0 || l->n + r->n != b.size)
+			continue;
+		l->n += r->n;
+		r->n = 0;
+		l->next = r->next;
+		if (r->next >= 0)
+			w->sym[r->next].prev = b.left;
+		if (pair(v, w, l->prev, b.left) || pair(v, w, b.left, l->next))
+			return -ENOMEM;
+	}
+	return 0;
+}

@@ -15,17 +15,8 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "tests/check.h"
 
-static int g_fail;
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                         \
-			fputc('\n', stderr);                                  \
-			g_fail++;                                             \
-		}                                                             \
-	} while (0)
 
 #define N_SEQ 4
 #define N_DEC 6
@@ -168,6 +159,5 @@ int main(void)
 		engine_core_close(&c);
 	}
 	unlink(path);
-	printf("test_batch: %s\n", g_fail ? "FAILED" : "ok");
-	return g_fail ? 1 : 0;
+	return check_status("test_batch");
 }

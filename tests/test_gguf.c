@@ -20,17 +20,8 @@
 
 #include "engine/gguf.h"
 #include "kernels/kernels.h"
+#include "tests/check.h"
 
-static int g_fail;
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                         \
-			fputc('\n', stderr);                                  \
-			g_fail++;                                             \
-		}                                                             \
-	} while (0)
 
 /* ---- byte builder ---- */
 struct buf {

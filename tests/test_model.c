@@ -15,17 +15,8 @@
 #include "engine/gguf.h"
 #include "engine/model.h"
 #include "kernels/kernels.h"
+#include "tests/check.h"
 
-static int g_fail;
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                         \
-			fputc('\n', stderr);                                  \
-			g_fail++;                                             \
-		}                                                             \
-	} while (0)
 
 struct variant {
 	const char *arch;
@@ -203,6 +194,5 @@ int main(void)
 	v.out_bias = true;
 	expect(path, &v, "attn_output.bias' is not supported", "output bias");
 	unlink(path);
-	printf("test_model: %s\n", g_fail ? "FAILED" : "ok");
-	return g_fail ? 1 : 0;
+	return check_status("test_model");
 }

@@ -14,17 +14,8 @@
 
 #include "kernels/ops.h"
 #include "kernels/quant.h"
+#include "tests/check.h"
 
-static int g_fail;
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                         \
-			fputc('\n', stderr);                                  \
-			g_fail++;                                             \
-		}                                                             \
-	} while (0)
 
 static uint64_t g_rng = 0x1234567;
 static float frand(void) /* [-1, 1) */
@@ -171,6 +162,5 @@ int main(void)
 	test_silu_add();
 	test_rope();
 	test_attn();
-	printf("test_ops: %s\n", g_fail ? "FAILED" : "ok");
-	return g_fail ? 1 : 0;
+	return check_status("test_ops");
 }

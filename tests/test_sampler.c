@@ -13,17 +13,8 @@
 #include "engine/kv.h"
 #include "engine/sampler.h"
 #include "engine/stop.h"
+#include "tests/check.h"
 
-static int g_fail;
-#define CHECK(cond, ...)                                                      \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-			fprintf(stderr, __VA_ARGS__);                         \
-			fputc('\n', stderr);                                  \
-			g_fail++;                                             \
-		}                                                             \
-	} while (0)
 
 static struct sampler_params plain(void)
 {
@@ -241,6 +232,5 @@ int main(void)
 	test_logprobs_and_large_vocab();
 	test_stop();
 	test_kv();
-	printf("test_sampler: %s\n", g_fail ? "FAILED" : "ok");
-	return g_fail ? 1 : 0;
+	return check_status("test_sampler");
 }
