@@ -18,17 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_fail;
+#include "tests/check.h"
 
-#define CHECK(cond, ...)                                                                                      \
-	do {                                                                                                  \
-		if (!(cond)) {                                                                                \
-			g_fail++;                                                                             \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
-			fprintf(stderr, __VA_ARGS__);                                                         \
-			fputc('\n', stderr);                                                                  \
-		}                                                                                             \
-	} while (0)
 
 static const char *g_src = ".";
 
