@@ -80,6 +80,32 @@ static double rng_uniform(uint64_t *s)
 	return (double)(xoshiro_next(s) >> 11) * (1.0 / 9007199254740992.0);
 }
 
+int sampler_scratch_init(struct sampler_scratch *w, int32_t n_vocab)
+{
+	memset(w, 0, sizeof(*w));
+	if (n_vocab < 1)
+		return -EINVAL;
+	w->n_vocab = n_vocab;
+	w->prob = alloc_array((size_t)n_vocab, sizeof(float));
+	w->raw = alloc_array((size_t)n_vocab, sizeof(float));
+	w->idx = alloc_array((size_t)n_vocab, sizeof(int32_t));
+	w->mark = alloc_array((size_t)n_vocab, 1);
+	if (!w->prob || !w->raw || !w->idx || !w->mark) {
+		sampler_scratch_free(w);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void sampler_scratch_free(struct sampler_scratch *w)
+{
+	alloc_free(w->prob);
+	alloc_free(w->raw);
+	alloc_free(w->idx);
+	alloc_free(w->mark);
+	memset(w, 0, sizeof(*w));
+}
+
 int sampler_init(struct sampler *s, const struct sampler_params *p, int32_t n_vocab)
 {
 	memset(s, 0, sizeof(*s));
@@ -93,17 +119,13 @@ int sampler_init(struct sampler *s, const struct sampler_params *p, int32_t n_vo
 		s->rng[i] = splitmix64(&seed);
 	bool pen = p->penalty_last_n > 0 &&
 		   (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f);
-	s->prob = alloc_array((size_t)n_vocab, sizeof(float));
-	s->raw = alloc_array((size_t)n_vocab, sizeof(float));
-	s->idx = alloc_array((size_t)n_vocab, sizeof(int32_t));
 	if (pen) {
 		s->hist = alloc_array((size_t)p->penalty_last_n, sizeof(int32_t));
 		s->counts = alloc_array((size_t)n_vocab, sizeof(uint16_t));
-		s->mark = alloc_array((size_t)n_vocab, 1);
-	}
-	if (!s->prob || !s->raw || !s->idx || (pen && (!s->hist || !s->counts || !s->mark))) {
-		sampler_free(s);
-		return -ENOMEM;
+		if (!s->hist || !s->counts) {
+			sampler_free(s);
+			return -ENOMEM;
+		}
 	}
 	return 0;
 }
@@ -112,10 +134,6 @@ void sampler_free(struct sampler *s)
 {
 	alloc_free(s->hist);
 	alloc_free(s->counts);
-	alloc_free(s->mark);
-	alloc_free(s->prob);
-	alloc_free(s->raw);
-	alloc_free(s->idx);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -136,7 +154,7 @@ void sampler_accept(struct sampler *s, int32_t token)
 		s->counts[token]++;
 }
 
-static void apply_penalties(struct sampler *s, float *logits)
+static void apply_penalties(struct sampler *s, uint8_t *mark, float *logits)
 {
 	if (!s->counts)
 		return;
@@ -145,9 +163,9 @@ static void apply_penalties(struct sampler *s, float *logits)
 	/* Each distinct token once; mark[] is cleared again on the way out. */
 	for (int32_t i = 0; i < n; i++) {
 		int32_t t = s->hist[(start + i) % cap];
-		if (s->mark[t])
+		if (mark[t])
 			continue;
-		s->mark[t] = 1;
+		mark[t] = 1;
 		float c = (float)s->counts[t];
 		float l = logits[t];
 		if (s->p.repeat_penalty != 1.0f)
@@ -156,7 +174,7 @@ static void apply_penalties(struct sampler *s, float *logits)
 		logits[t] = l;
 	}
 	for (int32_t i = 0; i < n; i++)
-		s->mark[s->hist[(start + i) % cap]] = 0;
+		mark[s->hist[(start + i) % cap]] = 0;
 }
 
 static int32_t argmax(const float *x, int32_t n)
@@ -219,7 +237,8 @@ static double logsumexp(const float *x, int32_t n, float mx)
 	return mx + log(sum);
 }
 
-int32_t sampler_sample(struct sampler *s, float *logits, float *chosen_lp, struct sampler_logprob *top, int n_top)
+int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logits, float *chosen_lp,
+		       struct sampler_logprob *top, int n_top)
 {
 	const int32_t V = s->n_vocab;
 	if (n_top > 20)
@@ -227,17 +246,17 @@ int32_t sampler_sample(struct sampler *s, float *logits, float *chosen_lp, struc
 	bool want_lp = chosen_lp != NULL;
 	double lse = 0;
 	if (want_lp) {
-		memcpy(s->raw, logits, (size_t)V * sizeof(float));
-		lse = logsumexp(s->raw, V, s->raw[argmax(s->raw, V)]);
+		memcpy(w->raw, logits, (size_t)V * sizeof(float));
+		lse = logsumexp(w->raw, V, w->raw[argmax(w->raw, V)]);
 		if (n_top > 0) {
 			for (int32_t i = 0; i < V; i++)
-				s->idx[i] = i;
-			select_top(s->idx, V, n_top, s->raw);
+				w->idx[i] = i;
+			select_top(w->idx, V, n_top, w->raw);
 			for (int i = 0; i < n_top; i++)
-				top[i] = (struct sampler_logprob){s->idx[i], (float)(s->raw[s->idx[i]] - lse)};
+				top[i] = (struct sampler_logprob){w->idx[i], (float)(w->raw[w->idx[i]] - lse)};
 		}
 	}
-	apply_penalties(s, logits);
+	apply_penalties(s, w->mark, logits);
 
 	int32_t tok;
 	if (s->p.temperature <= 0.0f) {
@@ -247,25 +266,25 @@ int32_t sampler_sample(struct sampler *s, float *logits, float *chosen_lp, struc
 	int32_t n = V;
 	bool sorted = false;
 	for (int32_t i = 0; i < V; i++)
-		s->idx[i] = i;
+		w->idx[i] = i;
 	if (s->p.top_k > 0 && s->p.top_k < V) {
-		select_top(s->idx, V, s->p.top_k, logits);
+		select_top(w->idx, V, s->p.top_k, logits);
 		n = s->p.top_k;
 		sorted = true;
 	}
-	float lmax = sorted ? logits[s->idx[0]] : logits[argmax(logits, V)];
+	float lmax = sorted ? logits[w->idx[0]] : logits[argmax(logits, V)];
 	if (s->p.top_p < 1.0f) {
 		double z = 0;
 		for (int32_t i = 0; i < n; i++)
-			z += exp((double)logits[s->idx[i]] - lmax);
+			z += exp((double)logits[w->idx[i]] - lmax);
 		/* Grow a sorted head until it holds top_p of the mass. */
 		for (int32_t k = sorted ? n : 64;; k = k * 4 < n ? k * 4 : n) {
 			if (!sorted || k < n)
-				select_top(s->idx, n, k, logits);
+				select_top(w->idx, n, k, logits);
 			double cum = 0;
 			int32_t cut = -1;
 			for (int32_t i = 0; i < k; i++) {
-				cum += exp((double)logits[s->idx[i]] - lmax) / z;
+				cum += exp((double)logits[w->idx[i]] - lmax) / z;
 				if (cum >= s->p.top_p) {
 					cut = i + 1;
 					break;
@@ -284,28 +303,28 @@ int32_t sampler_sample(struct sampler *s, float *logits, float *chosen_lp, struc
 		float thr = lmax + logf(s->p.min_p);
 		int32_t m = 0;
 		for (int32_t i = 0; i < n; i++)
-			if (logits[s->idx[i]] >= thr)
-				s->idx[m++] = s->idx[i];
+			if (logits[w->idx[i]] >= thr)
+				w->idx[m++] = w->idx[i];
 		n = m > 0 ? m : 1; /* the maximum always passes; guard against NaN */
 	}
 	double tot = 0;
 	float inv_t = 1.0f / s->p.temperature;
 	for (int32_t i = 0; i < n; i++) {
-		float w = (float)exp((double)(logits[s->idx[i]] - lmax) * inv_t);
-		s->prob[i] = w;
-		tot += w;
+		float e = (float)exp((double)(logits[w->idx[i]] - lmax) * inv_t);
+		w->prob[i] = e;
+		tot += e;
 	}
 	double u = rng_uniform(s->rng) * tot, acc = 0;
-	tok = s->idx[n - 1];
+	tok = w->idx[n - 1];
 	for (int32_t i = 0; i < n; i++) {
-		acc += s->prob[i];
+		acc += w->prob[i];
 		if (u < acc) {
-			tok = s->idx[i];
+			tok = w->idx[i];
 			break;
 		}
 	}
 done:
 	if (want_lp)
-		*chosen_lp = (float)(s->raw[tok] - lse);
+		*chosen_lp = (float)(w->raw[tok] - lse);
 	return tok;
 }

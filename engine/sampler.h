@@ -38,17 +38,27 @@ struct sampler_logprob {
 	float logprob;
 };
 
+/* Per-vocabulary scratch for sampling: one per thread that samples (a
+ * dispatcher, a tool), shared by all the requests it serves. */
+struct sampler_scratch {
+	int32_t n_vocab;
+	float *prob;   /* (n_vocab) */
+	float *raw;    /* (n_vocab) copy of the raw logits for log-probabilities */
+	int32_t *idx;  /* (n_vocab) candidate ids */
+	uint8_t *mark; /* (n_vocab) all zero between calls */
+};
+
+int sampler_scratch_init(struct sampler_scratch *w, int32_t n_vocab);
+void sampler_scratch_free(struct sampler_scratch *w);
+
+/* Per-request state: parameters, generator, penalty history. */
 struct sampler {
 	struct sampler_params p;
 	int32_t n_vocab;
 	uint64_t rng[4];
 	int32_t *hist;       /* (penalty_last_n) ring of recent tokens */
 	int32_t n_hist, hist_head;
-	uint16_t *counts;    /* (n_vocab) occurrences in hist; NULL when no penalty */
-	uint8_t *mark;       /* (n_vocab) scratch for penalties, all zero between calls */
-	float *prob;         /* (n_vocab) scratch */
-	float *raw;          /* (n_vocab) copy of the raw logits for log-probabilities */
-	int32_t *idx;        /* (n_vocab) scratch */
+	uint16_t *counts;    /* (n_vocab) occurrences in hist; NULL when no penalty is on */
 };
 
 int sampler_init(struct sampler *s, const struct sampler_params *p, int32_t n_vocab);
@@ -60,6 +70,7 @@ void sampler_accept(struct sampler *s, int32_t token);
  * chosen_lp is not NULL it gets the chosen token's log-probability, and
  * top[0..n_top) the most likely tokens with theirs (n_top <= 20).
  */
-int32_t sampler_sample(struct sampler *s, float *logits, float *chosen_lp, struct sampler_logprob *top, int n_top);
+int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logits, float *chosen_lp,
+		       struct sampler_logprob *top, int n_top);
 
 #endif

@@ -437,7 +437,9 @@ kern_backend_t *kern_backend_cpu_open(const struct kern_weights *w, const struct
 		cpu_set_t set;
 		cb->n_threads = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
 	}
-	cb->pool = tp_create(cb->n_threads, cfg->cpus, cfg->n_cpus, cfg->cpus != NULL, errbuf, errlen);
+	/* Workers 1.. are pinned here; worker 0 is whichever thread calls
+	 * kern_backend_step, which its owner pins (the dispatcher, generate). */
+	cb->pool = tp_create(cb->n_threads, cfg->cpus, cfg->n_cpus, 0, errbuf, errlen);
 	if (!cb->pool)
 		goto err;
 

@@ -107,7 +107,8 @@ typedef struct kern_backend kern_backend_t;
 
 struct kern_backend_config {
 	int n_threads;        /* workers including the calling thread; <= 0: one per allowed CPU */
-	const int *cpus;      /* pin worker i to cpus[i % n_cpus]; NULL: no pinning */
+	const int *cpus;      /* pin worker i (i >= 1) to cpus[i % n_cpus]; NULL: no pinning. Worker 0
+			       * is the thread calling kern_backend_step: its owner pins it to cpus[0] */
 	int n_cpus;
 	int numa_node;        /* node for the KV cache and scratch; -1: none */
 	int kv_block_size;    /* tokens per KV block (e.g. 16) */
@@ -142,6 +143,12 @@ struct kern_batch {
  * *err (negative errno) and the message in errbuf on failure. */
 kern_backend_t *kern_backend_cpu_open(const struct kern_weights *w, const struct kern_backend_config *cfg,
 				      char *errbuf, size_t errlen);
+/* The null backend: no compute, deterministic logits (one peak per token,
+ * at a position-dependent id avoiding the first 32 ids, so generation runs
+ * to max_tokens), after sleeping delay_us per step. Measures the serving
+ * path alone. */
+kern_backend_t *kern_backend_null_open(const struct kern_weights *w, const struct kern_backend_config *cfg,
+				       int delay_us, char *errbuf, size_t errlen);
 const char *kern_backend_name(const kern_backend_t *be);
 /* Runs the batch; writes logits (n_logits, n_vocab). 0 or -errno. */
 int kern_backend_step(kern_backend_t *be, const struct kern_batch *b, float *logits);

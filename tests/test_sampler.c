@@ -16,6 +16,8 @@
 #include "tests/check.h"
 
 
+static struct sampler_scratch g_w; /* sized for the largest vocabulary used here */
+
 static struct sampler_params plain(void)
 {
 	struct sampler_params p;
@@ -56,7 +58,7 @@ static void test_distribution(void)
 			float logits[5];
 			for (int j = 0; j < 5; j++)
 				logits[j] = logf(w[j]) + 3.0f; /* shift-invariance */
-			int32_t t = sampler_sample(&s, logits, NULL, NULL, 0);
+			int32_t t = sampler_sample(&s, &g_w, logits, NULL, NULL, 0);
 			CHECK(t >= 0 && t < 5, "token range");
 			if (t >= 0 && t < 5)
 				counts[t]++;
@@ -83,15 +85,15 @@ static void test_greedy_penalty_seed(void)
 	struct sampler s;
 	CHECK(sampler_init(&s, &p, 4) == 0, "init");
 	float l1[4] = {2.0f, 1.5f, -1.0f, 0.0f};
-	CHECK(sampler_sample(&s, l1, NULL, NULL, 0) == 0, "greedy argmax");
+	CHECK(sampler_sample(&s, &g_w, l1, NULL, NULL, 0) == 0, "greedy argmax");
 	sampler_accept(&s, 0);
 	float l2[4] = {2.0f, 1.5f, -1.0f, 0.0f};
-	CHECK(sampler_sample(&s, l2, NULL, NULL, 0) == 1, "repeat penalty moves the argmax (2/2 = 1 < 1.5)");
+	CHECK(sampler_sample(&s, &g_w, l2, NULL, NULL, 0) == 1, "repeat penalty moves the argmax (2/2 = 1 < 1.5)");
 	/* The window forgets: after 4 other tokens, 0 is no longer penalized. */
 	for (int i = 0; i < 4; i++)
 		sampler_accept(&s, 3);
 	float l3[4] = {2.0f, 1.5f, -1.0f, 0.0f};
-	CHECK(sampler_sample(&s, l3, NULL, NULL, 0) == 0, "penalty window");
+	CHECK(sampler_sample(&s, &g_w, l3, NULL, NULL, 0) == 0, "penalty window");
 	sampler_free(&s);
 
 	/* Same seed, same tokens; another seed, another sequence. */
@@ -105,7 +107,7 @@ static void test_greedy_penalty_seed(void)
 			float lg[1000];
 			for (int j = 0; j < 1000; j++)
 				lg[j] = (float)((j * 37) % 101) / 20.0f;
-			int32_t tok = sampler_sample(&t, lg, NULL, NULL, 0);
+			int32_t tok = sampler_sample(&t, &g_w, lg, NULL, NULL, 0);
 			(run == 0 ? a : run == 1 ? b : c)[i] = tok;
 		}
 		sampler_free(&t);
@@ -149,7 +151,7 @@ static void test_logprobs_and_large_vocab(void)
 		memcpy(lg, raw, sizeof(float) * V);
 		float lp;
 		struct sampler_logprob top[5];
-		int32_t t = sampler_sample(&s, lg, &lp, top, 5);
+		int32_t t = sampler_sample(&s, &g_w, lg, &lp, top, 5);
 		CHECK(raw[t] >= thr, "token %d (logit %g) outside the 0.9 nucleus (threshold %g)", t, raw[t], thr);
 		double ref = raw[t] - mx - log(z);
 		CHECK(fabs(lp - ref) < 1e-4, "logprob %g vs %g", lp, ref);
@@ -227,10 +229,13 @@ static void test_kv(void)
 
 int main(void)
 {
+	if (sampler_scratch_init(&g_w, 50000))
+		return 1;
 	test_distribution();
 	test_greedy_penalty_seed();
 	test_logprobs_and_large_vocab();
 	test_stop();
 	test_kv();
+	sampler_scratch_free(&g_w);
 	return check_status("test_sampler");
 }

@@ -10,8 +10,10 @@
  * Prints the generated text (or token ids with --ids) on stdout as it is
  * produced, and prefill / decode speed on stderr.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,12 +358,21 @@ int main(int argc, char **argv)
 	char *text = NULL;
 	struct engine_core c = {0};
 	struct sampler smp = {0};
+	struct sampler_scratch sw = {0};
 	struct out_state os = {.ids = a.ids};
 	struct kv_seq seq;
 	kv_seq_init(&seq);
 	float *logits = NULL, *all = NULL;
 	FILE *dump = NULL;
 
+	if (a.n_cpus) {
+		/* This thread is compute thread 0: it runs on the list's first CPU. */
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(a.cpus[0], &set);
+		if (sched_setaffinity(0, sizeof(set), &set))
+			fprintf(stderr, "generate: cannot pin to CPU %d: %s\n", a.cpus[0], strerror(errno));
+	}
 	if (engine_core_load(&c, &o, err, sizeof(err))) {
 		fprintf(stderr, "generate: %s\n", err);
 		return 1;
@@ -427,7 +438,8 @@ int main(int argc, char **argv)
 	os.piece_cap = tok_stream_bound(c.vocab);
 	os.piece = malloc(os.piece_cap);
 	os.emit = malloc(os.piece_cap + STOP_MAX_LEN);
-	if (!logits || (a.dump_logits && !all) || !os.piece || !os.emit || sampler_init(&smp, &a.sp, V)) {
+	if (!logits || (a.dump_logits && !all) || !os.piece || !os.emit || sampler_init(&smp, &a.sp, V) ||
+	    sampler_scratch_init(&sw, V)) {
 		fprintf(stderr, "generate: out of memory\n");
 		goto out;
 	}
@@ -455,7 +467,7 @@ int main(int argc, char **argv)
 	while (n_gen < a.n_predict) {
 		float lp;
 		struct sampler_logprob top[20];
-		int32_t tok = sampler_sample(&smp, logits, a.logprobs >= 0 ? &lp : NULL, top, a.logprobs);
+		int32_t tok = sampler_sample(&smp, &sw, logits, a.logprobs >= 0 ? &lp : NULL, top, a.logprobs);
 		sampler_accept(&smp, tok);
 		if (a.logprobs >= 0)
 			print_logprobs(c.vocab, tok, lp, top, a.logprobs);
@@ -497,6 +509,7 @@ out:
 		rc = 1;
 	}
 	sampler_free(&smp);
+	sampler_scratch_free(&sw);
 	if (c.model)
 		kv_seq_free(&c.kv, &seq);
 	engine_core_close(&c);

@@ -1,0 +1,520 @@
+#!/usr/bin/env python3
+"""t_engine: the serving engine end to end, on loopback, with real clients.
+
+Starts build/bin/engine (SmolLM2 on the CPU backend, and a null-backend
+instance for auth and overload), then talks to it with http.client, raw
+sockets and the official `openai` package:
+  - /health, /v1/models, /tokenize, /detokenize, /metrics;
+  - completions and chat completions, streamed and not, logprobs, usage;
+  - greedy output: streamed == whole, concurrent == one at a time,
+    preempted (tiny KV pool) == unpreempted;
+  - errors: invalid JSON and parameters (field named), unknown model/path,
+    wrong method, oversized body, prompt over the context, malformed and
+    smuggling HTTP, each followed by a good request on the same server;
+  - client disconnect mid-stream: the request stops and frees its KV blocks;
+  - overload: 429 with Retry-After when the waiting queue is full;
+  - API key; SIGTERM drains in-flight requests and exits 0.
+Every wait is bounded; every process started is stopped.
+Env: LOCUS_SRC (source root), LOCUS_BIN (build/bin).
+"""
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SRC = os.environ.get("LOCUS_SRC", ".")
+BIN = os.environ.get("LOCUS_BIN", "build/bin")
+MODEL = os.environ.get("LOCUS_MODEL", os.path.join(SRC, "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+FAILS = []
+
+
+def check(cond, label, detail=""):
+    if cond:
+        print("ok   " + label)
+    else:
+        print("FAIL " + label + (": " + str(detail)[:600] if detail else ""))
+        FAILS.append(label)
+    return cond
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Engine:
+    def __init__(self, name, conf):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="locus-t-engine-")
+        self.conf = os.path.join(self.dir, name + ".conf")
+        with open(self.conf, "w") as f:
+            f.write(conf.replace("@PORT@", str(self.port)).replace("@MODEL@", MODEL))
+        self.log = open(os.path.join(self.dir, name + ".log"), "w+")
+        self.proc = subprocess.Popen([os.path.join(BIN, "engine"), "--config", self.conf],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                st, _, _ = request(self.port, "GET", "/health", timeout=2)
+                if st == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("engine %s did not become healthy:\n%s" % (name, self.logtext()))
+
+    def logtext(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()[-3000:]
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        return self.proc.returncode
+
+
+def request(port, method, path, body=None, headers=None, timeout=120):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    c.request(method, path, body=data, headers=h)
+    r = c.getresponse()
+    out = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    c.close()
+    return out
+
+
+def post(port, path, body, **kw):
+    st, hd, data = request(port, "POST", path, body, **kw)
+    try:
+        js = json.loads(data)
+    except ValueError:
+        js = None
+    return st, hd, js
+
+
+def sse_events(port, path, body, timeout=120):
+    """Posts a streaming request; returns (status, list of event payloads)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    if r.status != 200:
+        return r.status, [r.read()]
+    events, buf = [], b""
+    while True:
+        chunk = r.read1(65536) if hasattr(r, "read1") else r.read(1)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n\n" in buf:
+            ev, buf = buf.split(b"\n\n", 1)
+            for line in ev.split(b"\n"):
+                if line.startswith(b"data: "):
+                    events.append(line[6:].decode())
+    c.close()
+    return 200, events
+
+
+def raw(port, data, timeout=5.0):
+    """Sends raw bytes, returns everything read until close or timeout."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+    except socket.timeout:
+        pass
+    s.close()
+    return out
+
+
+def status_of(resp):
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", resp)
+    return int(m.group(1)) if m else None
+
+
+def metric(port, name):
+    _, _, body = request(port, "GET", "/metrics")
+    total, found = 0.0, False
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    return total if found else None
+
+
+CPU_CONF = """
+[server]
+listen = 127.0.0.1:@PORT@
+net_threads = 1
+[model]
+path = @MODEL@
+[backend]
+type = cpu
+threads = 2
+[numa]
+pin = off
+[batching]
+max_seqs = 8
+step_tokens = 256
+prefill_chunk = 128
+[kv]
+tokens = %d
+[limits]
+max_body = 64KiB
+header_timeout = 2s
+request_timeout = 120s
+max_waiting = 32
+drain_timeout = 20s
+"""
+
+NULL_CONF = """
+[server]
+listen = 127.0.0.1:@PORT@
+net_threads = 1
+api_key = %s
+[model]
+path = @MODEL@
+[backend]
+type = null
+null_delay_us = %d
+[numa]
+pin = off
+[batching]
+max_seqs = 2
+step_tokens = 64
+prefill_chunk = 64
+[kv]
+tokens = 4096
+[limits]
+max_waiting = 2
+drain_timeout = 5s
+"""
+
+CHAT = "/v1/chat/completions"
+COMP = "/v1/completions"
+
+
+def chat_body(q, **kw):
+    b = {"model": "SmolLM2-135M-Instruct.Q4_1", "temperature": 0, "max_tokens": 24,
+         "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                      {"role": "user", "content": q}]}
+    b.update(kw)
+    return b
+
+
+def test_basic(e):
+    p = e.port
+    st, _, js = request(p, "GET", "/v1/models")
+    models = json.loads(js)
+    check(st == 200 and models["data"][0]["id"] == "SmolLM2-135M-Instruct.Q4_1", "models lists the served name",
+          models)
+    st, _, js = post(p, CHAT, chat_body("What is the capital of France?"))
+    check(st == 200 and "Paris" in js["choices"][0]["message"]["content"], "chat greedy answer contains Paris", js)
+    check(js and js["object"] == "chat.completion" and js["usage"]["completion_tokens"] > 0 and
+          js["usage"]["total_tokens"] == js["usage"]["prompt_tokens"] + js["usage"]["completion_tokens"],
+          "chat response shape and usage", js)
+    st, _, js = post(p, COMP, {"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0})
+    check(st == 200 and js["object"] == "text_completion" and len(js["choices"][0]["text"]) > 0 and
+          js["usage"]["completion_tokens"] <= 8 and js["choices"][0]["finish_reason"] in ("stop", "length"),
+          "completion greedy", js)
+    st, _, tk = post(p, "/tokenize", {"prompt": "Hello world, this is Locus."})
+    st2, _, dt = post(p, "/detokenize", {"tokens": tk["tokens"] if tk else []})
+    check(st == 200 and st2 == 200 and tk["count"] == len(tk["tokens"]) and
+          dt["prompt"] == "Hello world, this is Locus.", "tokenize/detokenize round trip", (tk, dt))
+    # token-id prompts give the same answer as the text
+    st, _, a = post(p, COMP, {"prompt": tk["tokens"], "max_tokens": 6, "temperature": 0})
+    st2, _, b2 = post(p, COMP, {"prompt": "Hello world, this is Locus.", "max_tokens": 6, "temperature": 0})
+    check(st == 200 and st2 == 200 and a["choices"][0]["text"] == b2["choices"][0]["text"],
+          "token-id prompt equals text prompt", (a, b2))
+    # logprobs
+    st, _, js = post(p, COMP, {"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0, "logprobs": 3})
+    lp = js and js["choices"][0]["logprobs"]
+    check(st == 200 and lp and len(lp["tokens"]) == js["usage"]["completion_tokens"] and
+          all(len(t) == 3 for t in lp["top_logprobs"]) and all(x <= 0 for x in lp["token_logprobs"]),
+          "completion logprobs", js)
+    st, _, js = post(p, CHAT, chat_body("Say hi.", logprobs=True, top_logprobs=2, max_tokens=4))
+    lc = js and js["choices"][0]["logprobs"]
+    check(st == 200 and lc and len(lc["content"]) > 0 and all(len(t["top_logprobs"]) == 2 for t in lc["content"]),
+          "chat logprobs", js)
+
+
+def test_streaming(e):
+    p = e.port
+    body = chat_body("Name three colors.", max_tokens=32)
+    st, _, whole = post(p, CHAT, body)
+    sst, events = sse_events(p, CHAT, dict(body, stream=True, stream_options={"include_usage": True}))
+    ok = sst == 200 and events and events[-1] == "[DONE]"
+    chunks = [json.loads(x) for x in events[:-1]] if ok else []
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    check(ok and chunks[0]["choices"][0]["delta"].get("role") == "assistant", "stream starts with the role", events[:2])
+    check(ok and text == whole["choices"][0]["message"]["content"], "streamed text equals the whole response",
+          (text, whole))
+    check(ok and usage and usage[-1]["completion_tokens"] == whole["usage"]["completion_tokens"],
+          "stream usage (include_usage)", usage)
+    fins = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices") and c["choices"][0].get("finish_reason")]
+    check(fins == [whole["choices"][0]["finish_reason"]], "one finish_reason, same as the whole response", fins)
+    st, events = sse_events(p, COMP, {"prompt": "Count: one, two,", "max_tokens": 10, "temperature": 0, "stream": True})
+    check(st == 200 and events[-1] == "[DONE]" and
+          all(json.loads(x)["object"] == "text_completion" for x in events[:-1]), "completion stream", events[:3])
+
+
+def test_concurrency(e):
+    p = e.port
+    qs = ["What is 2+2?", "Name a fruit.", "What color is the sky?", "Say hello in French.",
+          "What is the capital of Italy?", "Write one word."]
+    seq = []
+    for q in qs:
+        st, _, js = post(p, CHAT, chat_body(q, max_tokens=20))
+        seq.append(js["choices"][0]["message"]["content"] if st == 200 else None)
+    par = [None] * len(qs)
+
+    def run(i):
+        st, _, js = post(p, CHAT, chat_body(qs[i], max_tokens=20))
+        par[i] = js["choices"][0]["message"]["content"] if st == 200 else None
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(len(qs))]
+    [t.start() for t in ts]
+    [t.join(120) for t in ts]
+    check(all(seq) and seq == par, "6 concurrent greedy requests equal the same run one at a time",
+          list(zip(seq, par)))
+    return dict(zip(qs, seq))
+
+
+def test_openai(e):
+    try:
+        import openai
+    except ImportError:
+        check(False, "the openai package is installed (tools/scripts/py-env.sh)")
+        return
+    cl = openai.OpenAI(base_url="http://127.0.0.1:%d/v1" % e.port, api_key="unused", max_retries=0, timeout=60)
+    r = cl.chat.completions.create(model="SmolLM2-135M-Instruct.Q4_1", temperature=0, max_tokens=16,
+                                   messages=[{"role": "system", "content": "You are a helpful assistant."},
+                                             {"role": "user", "content": "What is the capital of France?"}])
+    check("Paris" in r.choices[0].message.content and r.usage.completion_tokens > 0, "openai: chat", r)
+    parts = []
+    for ch in cl.chat.completions.create(model="SmolLM2-135M-Instruct.Q4_1", temperature=0, max_tokens=16,
+                                         stream=True, messages=[{"role": "user", "content": "Say hello."}]):
+        if ch.choices and ch.choices[0].delta.content:
+            parts.append(ch.choices[0].delta.content)
+    check(len("".join(parts)) > 0, "openai: chat stream", parts)
+    r = cl.completions.create(model="SmolLM2-135M-Instruct.Q4_1", prompt="1, 2, 3,", max_tokens=6, temperature=0)
+    check(r.choices[0].text and r.usage.prompt_tokens > 0, "openai: completions", r)
+    try:
+        cl.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+        check(False, "openai: unknown model raises NotFoundError")
+    except openai.NotFoundError:
+        check(True, "openai: unknown model raises NotFoundError")
+
+
+def test_errors(e):
+    p = e.port
+    cases = [
+        ("invalid JSON", CHAT, b'{"messages": [', 400, None),
+        ("temperature as a string", CHAT, chat_body("x", temperature="hot"), 400, "temperature"),
+        ("negative max_tokens", COMP, {"prompt": "x", "max_tokens": -1}, 400, "max_tokens"),
+        ("n = 2", COMP, {"prompt": "x", "n": 2}, 400, "n"),
+        ("empty prompt", COMP, {"prompt": ""}, 400, "prompt"),
+        ("messages not an array", CHAT, {"messages": "hi"}, 400, "messages"),
+        ("token id out of vocabulary", COMP, {"prompt": [1, 2, 999999]}, 400, "prompt[2]"),
+        ("huge max_tokens", COMP, {"prompt": "x", "max_tokens": 10 ** 9}, 400, "max_tokens"),
+        ("unknown model", COMP, {"model": "gpt-9", "prompt": "x"}, 404, "model"),
+    ]
+    for label, path, body, want, param in cases:
+        st, _, js = post(p, path, body)
+        err = js.get("error", {}) if isinstance(js, dict) else {}
+        check(st == want and err.get("message") and (param is None or err.get("param") == param),
+              "error: %s -> %d %s" % (label, want, param or ""), (st, js))
+    st, _, js = post(p, COMP, {"prompt": "word " * 9000, "max_tokens": 4})
+    check(st == 400 and js["error"].get("code") == "context_length_exceeded", "error: prompt over the context",
+          (st, js))
+    st, _, _ = request(p, "GET", "/v1/nothing")
+    check(st == 404, "error: unknown path 404", st)
+    st, hd, _ = request(p, "GET", COMP)
+    check(st == 405 and "allow" in hd, "error: GET on a POST endpoint 405 with Allow", (st, hd))
+    st, _, _ = request(p, "POST", COMP, b'{"prompt":"' + b"a" * 70000 + b'"}')
+    check(st == 413, "error: body over [limits] max_body 413", st)
+    hostile = [
+        ("garbage request line", b"GARBAGE\r\n\r\n", 400),
+        ("header block over 8 KiB", b"GET /health HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        ("Content-Length and Transfer-Encoding", b"POST /v1/completions HTTP/1.1\r\nContent-Length: 4\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("differing Content-Lengths", b"POST /v1/completions HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", 400),
+        ("obs-fold", b"GET /health HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400),
+        ("NUL in a header", b"GET /health HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400),
+        ("HTTP/2.0", b"GET /health HTTP/2.0\r\n\r\n", 505),
+    ]
+    for label, data, want in hostile:
+        got = status_of(raw(p, data))
+        check(got == want, "malformed HTTP: %s -> %d" % (label, want), got)
+    st, _, js = post(p, COMP, {"prompt": "Still serving?", "max_tokens": 2, "temperature": 0})
+    check(st == 200, "a good request after the hostile ones", st)
+
+
+def test_disconnect(e):
+    p = e.port
+    s = socket.create_connection(("127.0.0.1", p), timeout=30)
+    body = json.dumps({"prompt": "Tell me a long story.", "max_tokens": 3000, "temperature": 0.8,
+                       "ignore_eos": True, "stream": True}).encode()
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+              % len(body) + body)
+    got = b""
+    while got.count(b"data: ") < 3:
+        b = s.recv(4096)
+        if not b:
+            break
+        got += b
+    running = metric(p, "locus:num_requests_running")
+    s.close()
+    t0 = time.time()
+    while time.time() - t0 < 10:
+        if metric(p, "locus:num_requests_running") == 0 and metric(p, "locus:kv_cache_usage_perc") == 0:
+            break
+        time.sleep(0.05)
+    gen1 = metric(p, "locus:generation_tokens_total")
+    time.sleep(0.5)
+    gen2 = metric(p, "locus:generation_tokens_total")
+    check(running == 1 and metric(p, "locus:num_requests_running") == 0 and
+          metric(p, "locus:kv_cache_usage_perc") == 0 and gen1 == gen2,
+          "disconnect mid-stream: stopped in %.2f s, KV blocks freed, no more tokens" % (time.time() - t0),
+          (running, gen1, gen2))
+    aborted = metric(p, 'locus:request_success_total{finished_reason="abort"') or 0
+    _, _, body = request(p, "GET", "/metrics")
+    check(b'finished_reason="abort"' in body, "the aborted request is counted", aborted)
+
+
+def test_preemption(answers):
+    # 8 blocks of 16 tokens: each request needs 2-3 blocks (about 27 prompt
+    # tokens + 20 generated), 6 at once need up to 18.
+    e = Engine("tinykv", CPU_CONF % 128)
+    try:
+        qs = list(answers)
+        out = [None] * len(qs)
+
+        def run(i):
+            st, _, js = post(e.port, CHAT, chat_body(qs[i], max_tokens=20))
+            out[i] = js["choices"][0]["message"]["content"] if st == 200 else (st, js)
+
+        ts = [threading.Thread(target=run, args=(i,)) for i in range(len(qs))]
+        [t.start() for t in ts]
+        [t.join(120) for t in ts]
+        pre = metric(e.port, "locus:num_preemptions_total")
+        check(pre and pre > 0, "tiny KV pool preempts (%s preemptions)" % pre, pre)
+        check(out == [answers[q] for q in qs], "preempted requests give the same greedy answers", out)
+    finally:
+        check(e.stop() == 0, "tinykv engine exits 0 on SIGTERM")
+
+
+def test_null_engine():
+    e = Engine("null", NULL_CONF % ("sekrit", 20000))
+    try:
+        p = e.port
+        st, _, _ = request(p, "GET", "/health")
+        check(st == 200, "API key: /health needs none", st)
+        st, hd, js = post(p, COMP, {"prompt": "x", "max_tokens": 2})
+        check(st == 401 and js["error"]["type"] == "authentication_error", "API key: missing -> 401", (st, js))
+        st, _, js = post(p, COMP, {"prompt": "x", "max_tokens": 2}, headers={"Authorization": "Bearer wrong"})
+        check(st == 401, "API key: wrong -> 401", st)
+        auth = {"Authorization": "Bearer sekrit"}
+        st, _, js = post(p, COMP, {"prompt": "x", "max_tokens": 3}, headers=auth)
+        check(st == 200 and js["usage"]["completion_tokens"] == 3, "API key: right -> 200, null backend runs to max_tokens",
+              (st, js))
+        # Overload: 2 running + 2 waiting allowed; 12 at once.
+        res = []
+        lock = threading.Lock()
+
+        def run():
+            st, hd, js = post(p, COMP, {"prompt": "x", "max_tokens": 20}, headers=auth)
+            with lock:
+                res.append((st, hd.get("retry-after")))
+
+        ts = [threading.Thread(target=run) for _ in range(12)]
+        [t.start() for t in ts]
+        [t.join(60) for t in ts]
+        n429 = sum(1 for st, ra in res if st == 429 and ra)
+        n200 = sum(1 for st, _ in res if st == 200)
+        check(n429 > 0 and n200 >= 2 and n429 + n200 == 12, "overload: %d x 200, %d x 429 with Retry-After" % (n200, n429),
+              res)
+        st, _, _ = post(p, COMP, {"prompt": "x", "max_tokens": 2}, headers=auth)
+        check(st == 200, "recovers after the overload", st)
+    finally:
+        check(e.stop() == 0, "null engine exits 0 on SIGTERM")
+
+
+def test_sigterm(e):
+    res = {}
+
+    def run():
+        res["r"] = post(e.port, COMP, {"prompt": "Write a poem.", "max_tokens": 48, "temperature": 0,
+                                        "ignore_eos": True})
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.3)
+    e.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    try:
+        st, _, _ = post(e.port, COMP, {"prompt": "x", "max_tokens": 2})
+        refused = st == 503
+    except OSError:
+        refused = True
+    t.join(60)
+    rc = e.stop()
+    st, _, js = res.get("r", (None, None, None))
+    check(st == 200 and js["usage"]["completion_tokens"] == 48, "SIGTERM: the in-flight request completes", (st, js))
+    check(refused, "SIGTERM: new requests are refused")
+    check(rc == 0, "SIGTERM: exit status 0", rc)
+
+
+def main():
+    if not os.path.exists(MODEL):
+        print("skip: %s is missing (tools/scripts/fetch-model.sh)" % MODEL)
+        return 77
+    e = Engine("cpu", CPU_CONF % 16384)
+    try:
+        test_basic(e)
+        test_streaming(e)
+        answers = test_concurrency(e)
+        test_openai(e)
+        test_errors(e)
+        test_disconnect(e)
+    finally:
+        pass
+    test_sigterm(e)
+    test_preemption(answers)
+    test_null_engine()
+    if FAILS:
+        print("t_engine: %d FAILED: %s" % (len(FAILS), "; ".join(FAILS)))
+        print("engine log tail:\n" + e.logtext())
+        return 1
+    print("t_engine: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
