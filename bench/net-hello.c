@@ -18,8 +18,8 @@
 
 /* 200 bytes, the same as the nginx config in net-bench.sh returns. */
 static const char BODY[] = "{\"id\":\"hello-0001\",\"object\":\"chat.completion\",\"model\":\"locus-bench\","
-			   "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Hi from "
-			   "locus.\"},\"finish_reason\":\"stop\"}],\"usage\":{\"total_tokens\":7}}";
+                           "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Hi from "
+                           "locus.\"},\"finish_reason\":\"stop\"}],\"usage\":{\"total_tokens\":7}}";
 
 static volatile sig_atomic_t g_stop;
 
@@ -56,7 +56,7 @@ int main(int argc, char **argv)
 			seconds = atoi(argv[++i]);
 		else {
 			fprintf(stderr, "usage: %s [--port N] [--threads N] [--epoll] [--cpu N] [--seconds N]\n",
-				argv[0]);
+			        argv[0]);
 			return 2;
 		}
 	}

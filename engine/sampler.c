@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "alloc/alloc.h"
+#include "kernels/kernels.h"
 
 void sampler_params_default(struct sampler_params *p)
 {
@@ -179,11 +180,7 @@ static void apply_penalties(struct sampler *s, uint8_t *mark, float *logits)
 
 static int32_t argmax(const float *x, int32_t n)
 {
-	int32_t best = 0;
-	for (int32_t i = 1; i < n; i++)
-		if (x[i] > x[best])
-			best = i;
-	return best;
+	return kern_argmax(x, n);
 }
 
 /* Moves the k largest (by val) of idx[0..n) to idx[0..k), sorted descending:

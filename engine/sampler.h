@@ -63,6 +63,13 @@ struct sampler {
 
 int sampler_init(struct sampler *s, const struct sampler_params *p, int32_t n_vocab);
 void sampler_free(struct sampler *s);
+/* True when the next token is simply the argmax of the raw logits (greedy,
+ * no penalties), so a backend can pick it without handing out the logits. */
+static inline bool sampler_is_argmax(const struct sampler *s)
+{
+	return s->p.temperature <= 0.0f && !s->counts;
+}
+
 /* Adds a token to the penalty history (prompt tokens and generated ones). */
 void sampler_accept(struct sampler *s, int32_t token);
 /*

@@ -122,6 +122,7 @@ struct dispatcher {
 	struct kv_pool kv;
 	struct batch batch;
 	float *logits;          /* (max_seqs, n_vocab) */
+	int32_t *argmax;        /* (max_seqs) */
 	struct sampler_scratch sw;
 	char *piece;            /* tok_stream_bound bytes */
 	char *emit;             /* piece + STOP_MAX_LEN */
@@ -430,7 +431,16 @@ static int step(struct dispatcher *d)
 	}
 	if (d->batch.kb.n_tokens == 0)
 		return 0;
-	int rc = kern_backend_step(d->be, &d->batch.kb, d->logits);
+	/* When every row only needs its argmax (greedy, no penalties, no
+	 * logprobs), a backend that can pick on its side need not hand out
+	 * the logits at all. */
+	bool argmax_only = kern_backend_argmax_only(d->be);
+	for (int i = 0; i < d->n_running && argmax_only; i++) {
+		const struct seq *s = d->running[i];
+		if (s->logit_row >= 0 && (!sampler_is_argmax(&s->smp) || s->req->api.logprobs >= 0))
+			argmax_only = false;
+	}
+	int rc = kern_backend_step_argmax(d->be, &d->batch.kb, argmax_only ? NULL : d->logits, d->argmax);
 	atomic_fetch_add_explicit(&d->steps, 1, memory_order_relaxed);
 	double t = now_s();
 	for (int i = 0; i < d->n_running;) {
@@ -453,7 +463,9 @@ static int step(struct dispatcher *d)
 		struct sampler_logprob top[API_MAX_LOGPROBS];
 		int n_top = s->req->api.logprobs;
 		float *row = d->logits + (size_t)s->logit_row * d->n_vocab;
-		int32_t tok = sampler_sample(&s->smp, &d->sw, row, n_top >= 0 ? &lp : NULL, top, n_top);
+		int32_t tok = sampler_is_argmax(&s->smp) && n_top < 0
+				      ? d->argmax[s->logit_row]
+				      : sampler_sample(&s->smp, &d->sw, row, n_top >= 0 ? &lp : NULL, top, n_top);
 		sampler_accept(&s->smp, tok);
 		s->tokens[s->n_tokens++] = tok;
 		if (!s->first_token_done) {
@@ -535,11 +547,12 @@ int dispatcher_start(struct dispatcher **out, const struct dispatcher_init *in, 
 	if (!rc)
 		rc = sampler_scratch_init(&d->sw, in->n_vocab);
 	d->logits = alloc_array((size_t)in->cfg.max_seqs * (size_t)in->n_vocab, sizeof(float));
+	d->argmax = alloc_array((size_t)in->cfg.max_seqs, sizeof(int32_t));
 	d->piece = alloc_mem(d->piece_cap);
 	d->emit = alloc_mem(d->piece_cap + STOP_MAX_LEN);
 	d->waiting = alloc_array((size_t)d->cap_waiting, sizeof(*d->waiting));
 	d->running = alloc_array((size_t)in->cfg.max_seqs, sizeof(*d->running));
-	if (rc || !d->logits || !d->piece || !d->emit || !d->waiting || !d->running) {
+	if (rc || !d->logits || !d->argmax || !d->piece || !d->emit || !d->waiting || !d->running) {
 		snprintf(err, errlen, "dispatcher: cannot allocate its ring, KV pool or buffers");
 		goto err;
 	}
@@ -567,6 +580,7 @@ err:
 	batch_free(&d->batch);
 	sampler_scratch_free(&d->sw);
 	alloc_free(d->logits);
+	alloc_free(d->argmax);
 	alloc_free(d->piece);
 	alloc_free(d->emit);
 	alloc_free(d->waiting);
@@ -605,6 +619,7 @@ void dispatcher_stop(struct dispatcher *d)
 	batch_free(&d->batch);
 	sampler_scratch_free(&d->sw);
 	alloc_free(d->logits);
+	alloc_free(d->argmax);
 	alloc_free(d->piece);
 	alloc_free(d->emit);
 	alloc_free(d->waiting);

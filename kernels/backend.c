@@ -51,6 +51,29 @@ int kern_backend_step(kern_backend_t *be, const struct kern_batch *b, float *log
 	return be->ops->step(be, b, logits);
 }
 
+int kern_backend_step_argmax(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax)
+{
+	int rc = batch_check(be, b);
+	if (rc)
+		return rc;
+	if (be->ops->step_argmax)
+		return be->ops->step_argmax(be, b, logits, argmax);
+	if (!logits)
+		return -EINVAL;
+	rc = be->ops->step(be, b, logits);
+	if (rc)
+		return rc;
+	const int32_t V = be->w->hp.n_vocab;
+	for (int32_t i = 0; i < b->n_logits; i++)
+		argmax[i] = kern_argmax(logits + (size_t)i * V, V);
+	return 0;
+}
+
+bool kern_backend_argmax_only(const kern_backend_t *be)
+{
+	return be->ops->step_argmax != NULL;
+}
+
 int kern_backend_kv_copy(kern_backend_t *be, int32_t src_block, int32_t dst_block)
 {
 	if (src_block < 0 || dst_block < 0 || src_block >= be->n_kv_blocks || dst_block >= be->n_kv_blocks)

@@ -12,6 +12,9 @@
 struct kern_backend_ops {
 	const char *name;
 	int (*step)(kern_backend_t *be, const struct kern_batch *b, float *logits);
+	/* optional: step that also (or only, when logits is NULL) picks each
+	 * row's argmax; without it the wrapper runs step and scans the rows */
+	int (*step_argmax)(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax);
 	int (*kv_copy)(kern_backend_t *be, int32_t src_block, int32_t dst_block); /* optional */
 	size_t (*mem_bytes)(const kern_backend_t *be);                              /* optional */
 	void (*close)(kern_backend_t *be);

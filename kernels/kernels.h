@@ -50,6 +50,10 @@ size_t kern_row_bytes(uint32_t type, int64_t n);
 void kern_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
 void kern_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
 
+/* Index of the first maximum of x[0..n) (NaNs never win; 0 when all are
+ * NaN). Vectorized: greedy sampling runs it over the whole vocabulary. */
+int32_t kern_argmax(const float *x, int32_t n);
+
 /* A 1-D or 2-D weight: ne[0] elements per row (the reduction dimension of a
  * matrix product), ne[1] rows. data points into the mapped model file. */
 struct kern_tensor {
@@ -152,6 +156,12 @@ kern_backend_t *kern_backend_null_open(const struct kern_weights *w, const struc
 const char *kern_backend_name(const kern_backend_t *be);
 /* Runs the batch; writes logits (n_logits, n_vocab). 0 or -errno. */
 int kern_backend_step(kern_backend_t *be, const struct kern_batch *b, float *logits);
+/* The same, plus argmax[i] = the index of the largest logit of row i (greedy
+ * sampling). logits may be NULL when kern_backend_argmax_only() says the
+ * backend can pick without materializing the rows (the null backend; a GPU
+ * backend sampling on the device). */
+int kern_backend_step_argmax(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax);
+bool kern_backend_argmax_only(const kern_backend_t *be);
 /* Copies the cached K/V of block src to block dst (prefix sharing, forks). */
 int kern_backend_kv_copy(kern_backend_t *be, int32_t src_block, int32_t dst_block);
 /* Bytes the backend holds beyond the weights (KV cache, scratch). */

@@ -17,24 +17,42 @@ struct null_backend {
 	int delay_us;
 };
 
-static int null_step(kern_backend_t *be, const struct kern_batch *b, float *logits)
+/* The id the null backend "predicts" for a token at position pos. */
+static int32_t null_peak(int32_t V, int32_t pos)
 {
-	const struct null_backend *nb = (const struct null_backend *)be;
-	const int32_t V = be->w->hp.n_vocab;
-	for (int32_t i = 0; i < b->n_logits; i++) {
-		float *row = logits + (size_t)i * V;
-		for (int32_t v = 0; v < V; v++)
-			row[v] = -10.0f;
-		int32_t t = b->logit_idx[i];
-		uint32_t pos = (uint32_t)b->pos[t];
-		int32_t peak = V > 64 ? 32 + (int32_t)((pos * 2654435761u) % (uint32_t)(V - 32)) : V - 1;
-		row[peak] = 10.0f;
-	}
+	return V > 64 ? 32 + (int32_t)(((uint32_t)pos * 2654435761u) % (uint32_t)(V - 32)) : V - 1;
+}
+
+static void null_sleep(const struct null_backend *nb)
+{
 	if (nb->delay_us > 0) {
 		struct timespec ts = {nb->delay_us / 1000000, (long)(nb->delay_us % 1000000) * 1000};
 		nanosleep(&ts, NULL);
 	}
+}
+
+static int null_step_argmax(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax)
+{
+	const struct null_backend *nb = (const struct null_backend *)be;
+	const int32_t V = be->w->hp.n_vocab;
+	for (int32_t i = 0; i < b->n_logits; i++) {
+		int32_t peak = null_peak(V, b->pos[b->logit_idx[i]]);
+		if (argmax)
+			argmax[i] = peak;
+		if (logits) {
+			float *row = logits + (size_t)i * V;
+			for (int32_t v = 0; v < V; v++)
+				row[v] = -10.0f;
+			row[peak] = 10.0f;
+		}
+	}
+	null_sleep(nb);
 	return 0;
+}
+
+static int null_step(kern_backend_t *be, const struct kern_batch *b, float *logits)
+{
+	return null_step_argmax(be, b, logits, NULL);
 }
 
 static void null_close(kern_backend_t *be)
@@ -45,6 +63,7 @@ static void null_close(kern_backend_t *be)
 static const struct kern_backend_ops null_ops = {
 	.name = "null",
 	.step = null_step,
+	.step_argmax = null_step_argmax,
 	.close = null_close,
 };
 

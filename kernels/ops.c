@@ -103,6 +103,29 @@ static inline vf v_exp(vf x)
 #define VL 0
 #endif
 
+/* ---- reductions ---- */
+int32_t kern_argmax(const float *x, int32_t n)
+{
+	if (n <= 0)
+		return 0;
+	/* Pass 1: the maximum (NaN-free lanes win: max(a, b) with a NaN in a
+	 * returns b). Pass 2: its first index. */
+	float m = x[0] == x[0] ? x[0] : -INFINITY;
+	int32_t i = 0;
+#if VL
+	vf vm = v_set1(m);
+	for (; i + VL <= n; i += VL)
+		vm = v_max(v_load(x + i), vm);
+	m = v_hmax(vm);
+#endif
+	for (; i < n; i++)
+		m = x[i] > m ? x[i] : m;
+	for (i = 0; i < n; i++)
+		if (x[i] == m)
+			return i;
+	return 0;
+}
+
 /* ---- element-wise ---- */
 void kern_rmsnorm(const float *x, const float *w, float *y, int n, float eps)
 {

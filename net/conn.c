@@ -24,9 +24,9 @@
 #include "alloc/alloc.h"
 
 #include <errno.h>
-#include <sys/socket.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -371,7 +371,8 @@ static void conn_process(struct net_conn *c)
 			if (p->head_done && p->expect_continue && !c->sent_continue) {
 				static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 				c->sent_continue = true;
-				net_out_append(c, cont, sizeof(cont) - 1);
+				if (net_out_append(c, cont, sizeof(cont) - 1))
+					break;
 			}
 			if (c->in_len - c->in_off >= l->in_max) {
 				net_resp_error(c, 413); /* unreachable: in_max >= http_request_max_bytes */
@@ -448,8 +449,10 @@ char *net_out_reserve(struct net_conn *c, size_t len)
 	if (!t || t->cap - t->len < len || t->zc_pending) {
 		size_t cap = len > NET_SEG_BYTES ? len : NET_SEG_BYTES;
 		t = alloc_mem(sizeof(*t) + cap);
-		if (!t)
+		if (!t) {
+			conn_fail(c); /* the response cannot be made: on_abort follows */
 			return NULL;
+		}
 		t->next = NULL;
 		t->owner = c;
 		t->len = t->off = 0;
@@ -464,15 +467,27 @@ char *net_out_reserve(struct net_conn *c, size_t len)
 	return t->data + t->len;
 }
 
-/* Commits len reserved bytes; drops the connection when a slow reader has
- * let more than max_output_bytes pile up (one response alone may be larger). */
-int net_out_commit(struct net_conn *c, size_t len)
+/* Commits len reserved bytes. */
+void net_out_commit(struct net_conn *c, size_t len)
 {
-	size_t before = c->out_bytes;
 	c->out_tail->len += len;
 	c->out_bytes += len;
 	flush_add(c);
-	if (before && c->out_bytes > c->loop->s->cfg.max_output_bytes) {
+}
+
+/* After queueing one unit (a whole response, a stream's head, one chunk):
+ * drops the connection when what was already queued before it, less what
+ * a send in flight holds, is over max_output_bytes, i.e. a slow reader let
+ * output pile up. Judged on that backlog, not the total, so one large unit
+ * passes, and so does a unit queued while the previous one is on the wire
+ * but its completion is not seen yet. Queued bytes stay under
+ * max_output_bytes plus one send plus one unit. */
+int net_out_check(struct net_conn *c, size_t before)
+{
+	if (c->dead)
+		return -EPIPE;
+	size_t backlog = before > c->out_sending ? before - c->out_sending : 0;
+	if (backlog > c->loop->s->cfg.max_output_bytes) {
 		conn_fail(c);
 		return -EPIPE;
 	}
@@ -482,12 +497,11 @@ int net_out_commit(struct net_conn *c, size_t len)
 int net_out_append(struct net_conn *c, const void *data, size_t len)
 {
 	char *p = net_out_reserve(c, len);
-	if (!p) {
-		conn_fail(c);
+	if (!p)
 		return -ENOMEM;
-	}
 	memcpy(p, data, len);
-	return net_out_commit(c, len);
+	net_out_commit(c, len);
+	return 0;
 }
 
 int conn_out_iov(struct net_conn *c, struct iovec *iov, int max, size_t *bytes)

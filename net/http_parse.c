@@ -22,10 +22,11 @@
 #include <string.h>
 #include <strings.h>
 
-#define HTTP_CHUNK_LINE_MAX 4096 /* chunk-size line with its extensions */
-#define HTTP_MAX_LEADING_CRLF 8  /* empty lines tolerated before a request line (RFC 9112 2.2) */
+#define HTTP_CHUNK_LINE_MAX   4096 /* chunk-size line with its extensions */
+#define HTTP_MAX_LEADING_CRLF 8    /* empty lines tolerated before a request line (RFC 9112 2.2) */
 
 /* tchar (RFC 9110 5.6.2): method and header-name bytes. */
+/* clang-format off */
 static const unsigned char tchar_tab[256] = {
 	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 	0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
@@ -60,6 +61,7 @@ static const unsigned char target_tab[256] = {
 	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 };
+/* clang-format on */
 
 struct lims {
 	size_t head, body;
@@ -149,7 +151,7 @@ static int head_scan(const char *buf, size_t len, struct http_parse *p, size_t *
 /* Parses "name: value\r\n" lines at buf[*pos] until the blank line.
  * Returns 0, or a fail() value. Used for headers and trailers. */
 static long parse_fields(const char *buf, size_t len, size_t *pos, struct http_parse *p, struct http_header *out,
-			 int max_n, int *n_out)
+                         int max_n, int *n_out)
 {
 	size_t i = *pos;
 	int n = 0;
@@ -388,7 +390,7 @@ static int hexval(unsigned char c)
 
 /* Decodes chunks from p->st_raw on; returns the request's total length. */
 static long parse_chunked(const char *buf, size_t len, size_t head_end, const struct lims *l, struct http_parse *p,
-			  char *scratch, size_t scratch_len)
+                          char *scratch, size_t scratch_len)
 {
 	size_t raw_max = head_end + chunked_raw_max(l);
 	size_t i = p->st_raw ? p->st_raw : head_end;
@@ -478,8 +480,8 @@ need_line:
 	return -EAGAIN;
 }
 
-long http_parse_request(const char *buf, size_t len, const struct http_limits *lim, struct http_parse *p,
-			char *scratch, size_t scratch_len)
+long http_parse_request(const char *buf, size_t len, const struct http_limits *lim, struct http_parse *p, char *scratch,
+                        size_t scratch_len)
 {
 	struct lims l = lims_of(lim);
 	p->status = 0;

@@ -255,13 +255,13 @@ static void ep_close(struct net_conn *c)
 }
 
 const struct net_backend_ops net_epoll_ops = {
-	.name = "epoll",
-	.init = ep_init,
-	.fini = ep_fini,
-	.poll = ep_poll,
-	.stop_accept = ep_stop_accept,
-	.conn_flush = ep_flush,
-	.conn_read_pause = ep_read_pause,
-	.conn_shutdown_wr = ep_shutdown_wr,
-	.conn_close = ep_close,
+    .name = "epoll",
+    .init = ep_init,
+    .fini = ep_fini,
+    .poll = ep_poll,
+    .stop_accept = ep_stop_accept,
+    .conn_flush = ep_flush,
+    .conn_read_pause = ep_read_pause,
+    .conn_shutdown_wr = ep_shutdown_wr,
+    .conn_close = ep_close,
 };

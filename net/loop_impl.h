@@ -90,31 +90,31 @@ struct net_conn {
 	int fd; /* socket, or fixed-file index with io_uring registered files */
 
 	/* backend-private */
-	int inflight;        /* io_uring operations whose last completion is still to come */
-	bool recv_armed, sending, rearm_recv, closing;
+	int inflight; /* io_uring operations whose last completion is still to come */
+	bool recv_armed, sending, rearm_recv, closing, err_poll;
 	bool paused;
-	uint32_t ep_events;  /* epoll: the mask last registered */
-	uint8_t n_held;      /* io_uring: provided buffers held while the input buffer is full */
+	uint32_t ep_events; /* epoll: the mask last registered */
+	uint8_t n_held;     /* io_uring: provided buffers held while the input buffer is full */
 	uint16_t held_bid[4];
 	uint32_t held_len[4];
 
 	/* lists and timers */
 	struct net_conn *t_prev, *t_next;
 	int64_t deadline_ms;
-	int8_t timer;       /* enum net_timer */
-	uint8_t tkind;      /* what the NET_T_REQ timer means: 0 fresh, 1 head, 2 body */
+	int8_t timer;  /* enum net_timer */
+	uint8_t tkind; /* what the NET_T_REQ timer means: 0 fresh, 1 head, 2 body */
 	bool in_ready, in_flush, released, in_process;
 	struct net_conn *ready_next, *flush_next, *reap_next;
 
 	/* state */
-	bool dead;         /* closed or failed: no more calls */
+	bool dead; /* closed or failed: no more calls */
 	bool abort_pending;
-	bool app_busy;     /* between on_request and the response's completion */
+	bool app_busy; /* between on_request and the response's completion */
 	bool resp_begun, streaming, stream_chunked;
-	bool close_after;  /* close once the output is drained */
-	bool rd_eof;       /* the peer sent FIN */
-	bool discard;      /* input is read and dropped (after an error response) */
-	bool lingering;    /* our side is shut down; closing after NET_LINGER_MS or EOF */
+	bool close_after; /* close once the output is drained */
+	bool rd_eof;      /* the peer sent FIN */
+	bool discard;     /* input is read and dropped (after an error response) */
+	bool lingering;   /* our side is shut down; closing after NET_LINGER_MS or EOF */
 	bool req_head, req_v10, req_keep_alive, sent_continue;
 	void *ctx;
 
@@ -122,15 +122,16 @@ struct net_conn {
 	 * starts at in_off and stays put until its response completes. */
 	char *in;
 	size_t in_off, in_len, in_cap;
-	size_t need;     /* don't re-parse before in_len - in_off reaches this */
-	size_t req_len;  /* bytes of the request in progress */
-	char *scratch;   /* chunked bodies (max_body_bytes at most) */
+	size_t need;    /* don't re-parse before in_len - in_off reaches this */
+	size_t req_len; /* bytes of the request in progress */
+	char *scratch;  /* chunked bodies (max_body_bytes at most) */
 	size_t scratch_cap;
 	struct http_parse parse;
 
 	/* output */
 	struct net_oseg *out_head, *out_tail;
-	size_t out_bytes; /* queued, not yet sent */
+	size_t out_bytes;   /* queued, not yet sent */
+	size_t out_sending; /* of which handed to a send still in flight (io_uring) */
 };
 
 struct net_stats_atomic {
@@ -156,8 +157,8 @@ struct net_loop {
 	uint32_t *free_slots;
 	uint32_t n_free;
 	uint32_t seq;
-	int n_open;   /* live connections */
-	int n_alive;  /* allocated connections (live, or dead and not yet freed) */
+	int n_open;  /* live connections */
+	int n_alive; /* allocated connections (live, or dead and not yet freed) */
 
 	struct net_conn *t_head[NET_T_COUNT], *t_tail[NET_T_COUNT];
 	int64_t t_ms[NET_T_COUNT];
@@ -206,7 +207,8 @@ void loop_run(struct net_loop *l);
 
 /* conn.c, for respond.c */
 char *net_out_reserve(struct net_conn *c, size_t len);
-int net_out_commit(struct net_conn *c, size_t len);
+void net_out_commit(struct net_conn *c, size_t len);
+int net_out_check(struct net_conn *c, size_t before);
 int net_out_append(struct net_conn *c, const void *data, size_t len);
 void net_conn_response_done(struct net_conn *c);
 void net_conn_close_after(struct net_conn *c);

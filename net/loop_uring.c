@@ -46,12 +46,12 @@
 
 #define UR_SQ_ENTRIES 512
 #define UR_CQ_ENTRIES 4096
-#define UR_NBUFS      256   /* provided receive buffers per thread (power of two) */
+#define UR_NBUFS      256 /* provided receive buffers per thread (power of two) */
 #define UR_BUF_BYTES  16384
 #define UR_BGID       0
 #define NET_ZC_MIN    65536 /* zero-copy send threshold, see the top of the file */
 
-enum tag { TAG_NONE = 0, TAG_ACCEPT, TAG_WAKE, TAG_RECV, TAG_SEND, TAG_ZC };
+enum tag { TAG_NONE = 0, TAG_ACCEPT, TAG_WAKE, TAG_RECV, TAG_SEND, TAG_ZC, TAG_ERRPOLL };
 
 struct ur {
 	struct io_uring ring;
@@ -71,14 +71,18 @@ static inline uint64_t ud(void *p, enum tag t)
 	return (uint64_t)(uintptr_t)p | (uint64_t)t;
 }
 
+/* The SQ ring is full only when one turn prepares more than UR_SQ_ENTRIES
+ * operations: submitting makes room (the kernel consumes SQEs at submit
+ * time; with NODROP a busy CQ only delays completions), so this loops at
+ * most a few times and callers never see NULL. */
 static struct io_uring_sqe *sqe_get(struct ur *u)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
-	if (!sqe) {
-		io_uring_submit(&u->ring);
-		sqe = io_uring_get_sqe(&u->ring);
+	struct io_uring_sqe *sqe;
+	while (!(sqe = io_uring_get_sqe(&u->ring))) {
+		if (io_uring_submit(&u->ring) < 0)
+			io_uring_get_events(&u->ring); /* flush an overflowed CQ, then retry */
 	}
-	return sqe; /* never NULL after a submit: the SQ ring has room again */
+	return sqe;
 }
 
 static void sqe_fd(struct ur *u, struct io_uring_sqe *sqe)
@@ -90,16 +94,16 @@ static void sqe_fd(struct ur *u, struct io_uring_sqe *sqe)
 static void buf_recycle(struct ur *u, unsigned bid)
 {
 	io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * UR_BUF_BYTES, UR_BUF_BYTES, (unsigned short)bid,
-			      io_uring_buf_ring_mask(UR_NBUFS), u->br_pending++);
+	                      io_uring_buf_ring_mask(UR_NBUFS), u->br_pending++);
 }
 
 /* ---- probe (main thread, once) ---- */
 
 static const unsigned setup_tries[] = {
-	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
-	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
-	IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
-	0,
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+    0,
 };
 
 static int ring_create(struct io_uring *ring, unsigned flags)
@@ -207,9 +211,8 @@ int net_uring_probe(const struct net_config *cfg, struct net_uring_caps *caps, c
 		rc = -ENOTSUP;
 		goto out;
 	}
-	static const int need[] = {IORING_OP_ACCEPT, IORING_OP_RECV,	     IORING_OP_SEND,
-				   IORING_OP_POLL_ADD, IORING_OP_ASYNC_CANCEL, IORING_OP_SHUTDOWN,
-				   IORING_OP_CLOSE};
+	static const int need[] = {IORING_OP_ACCEPT,       IORING_OP_RECV,     IORING_OP_SEND, IORING_OP_POLL_ADD,
+	                           IORING_OP_ASYNC_CANCEL, IORING_OP_SHUTDOWN, IORING_OP_CLOSE};
 	for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++) {
 		if (!io_uring_opcode_supported(pr, need[i])) {
 			snprintf(why, whylen, "io_uring lacks opcode %d", need[i]);
@@ -230,11 +233,11 @@ int net_uring_probe(const struct net_config *cfg, struct net_uring_caps *caps, c
 	caps->fixed_files = io_uring_register_files_sparse(&ring, (unsigned)cfg->max_conns + 64) == 0;
 	caps->setup_flags = flags;
 	snprintf(caps->text, sizeof(caps->text), "%s%s%s%smultishot_accept multishot_recv buf_ring ext_arg%s%s",
-		 flags & IORING_SETUP_SINGLE_ISSUER ? "single_issuer " : "",
-		 flags & IORING_SETUP_DEFER_TASKRUN ? "defer_taskrun " : "",
-		 flags & IORING_SETUP_COOP_TASKRUN ? "coop_taskrun " : "",
-		 flags & IORING_SETUP_SUBMIT_ALL ? "submit_all " : "", caps->fixed_files ? " fixed_files" : "",
-		 caps->send_zc ? " send_zc" : "");
+	         flags & IORING_SETUP_SINGLE_ISSUER ? "single_issuer " : "",
+	         flags & IORING_SETUP_DEFER_TASKRUN ? "defer_taskrun " : "",
+	         flags & IORING_SETUP_COOP_TASKRUN ? "coop_taskrun " : "",
+	         flags & IORING_SETUP_SUBMIT_ALL ? "submit_all " : "", caps->fixed_files ? " fixed_files" : "",
+	         caps->send_zc ? " send_zc" : "");
 out:
 	io_uring_queue_exit(&ring);
 	return rc;
@@ -416,6 +419,18 @@ static void on_data(struct net_conn *c, unsigned bid, size_t n)
 		struct io_uring_sqe *sqe = sqe_get(u);
 		io_uring_prep_cancel64(sqe, ud(c, TAG_RECV), 0);
 		io_uring_sqe_set_data64(sqe, 0);
+		/* Without a receive, a reset would go unnoticed until the next
+		 * write: watch for POLLERR/POLLHUP instead. It stays armed for
+		 * the connection's life (a healthy socket never fires it; the
+		 * close cancels it). */
+		if (!c->err_poll) {
+			sqe = sqe_get(u);
+			io_uring_prep_poll_add(sqe, c->fd, POLLERR | POLLHUP);
+			sqe_fd(u, sqe);
+			io_uring_sqe_set_data64(sqe, ud(c, TAG_ERRPOLL));
+			c->err_poll = true;
+			c->inflight++;
+		}
 	}
 }
 
@@ -480,12 +495,13 @@ static void flush_conn(struct net_conn *c);
 static void on_send(struct net_conn *c, int res)
 {
 	c->sending = false;
+	c->out_sending = 0;
 	c->inflight--;
 	if (!c->dead) {
-		if (res >= 0)
+		if (res > 0)
 			conn_on_sent(c, (size_t)res);
 		else
-			conn_on_error(c, res);
+			conn_on_error(c, res ? res : -EPIPE); /* 0 bytes of a non-empty send: gone */
 	}
 	if (!c->dead && c->out_bytes)
 		flush_conn(c);
@@ -534,6 +550,15 @@ static void on_cqe(struct net_loop *l, struct io_uring_cqe *cqe)
 	case TAG_SEND:
 		on_send(ptr, cqe->res);
 		break;
+	case TAG_ERRPOLL: {
+		struct net_conn *c = ptr;
+		c->err_poll = false;
+		c->inflight--;
+		if (cqe->res > 0 && (cqe->res & (POLLERR | POLLHUP)) && !c->dead)
+			conn_on_error(c, -ECONNRESET);
+		maybe_release(c);
+		break;
+	}
 	case TAG_ZC: {
 		struct net_oseg *s = ptr;
 		if (cqe->flags & IORING_CQE_F_NOTIF) {
@@ -614,6 +639,7 @@ static void flush_conn(struct net_conn *c)
 	}
 	sqe_fd(u, sqe);
 	c->sending = true;
+	c->out_sending = n;
 	c->inflight++;
 }
 
@@ -675,13 +701,13 @@ static void ur_close(struct net_conn *c)
 }
 
 const struct net_backend_ops net_uring_ops = {
-	.name = "io_uring",
-	.init = ur_init,
-	.fini = ur_fini,
-	.poll = ur_poll,
-	.stop_accept = ur_stop_accept,
-	.conn_flush = flush_conn,
-	.conn_read_pause = ur_read_pause,
-	.conn_shutdown_wr = ur_shutdown_wr,
-	.conn_close = ur_close,
+    .name = "io_uring",
+    .init = ur_init,
+    .fini = ur_fini,
+    .poll = ur_poll,
+    .stop_accept = ur_stop_accept,
+    .conn_flush = flush_conn,
+    .conn_read_pause = ur_read_pause,
+    .conn_shutdown_wr = ur_shutdown_wr,
+    .conn_close = ur_close,
 };

@@ -125,13 +125,14 @@ const char *net_server_features(const net_server_t *s);
 
 /* Thread-safe wake of net thread `thread` (coalescing: several calls before
  * the thread runs give one on_wake; a call made while on_wake runs gives
- * another). Async-signal-unsafe only in that it may write to an eventfd. */
+ * another). Any thread, any time while s is running: an atomic exchange
+ * and at most one write(2) to the thread's eventfd. */
 void net_wake(net_server_t *s, int thread);
 
 /* ---- on the connection's thread ---- */
 int net_conn_thread(const net_conn_t *c);
-/* Unique within the server for its lifetime (a closed connection's id is
- * never reused). */
+/* Unique within the server: seq << 32 | thread << 20 | slot, so a closed
+ * connection's id comes back only after 2^32 more on its thread. */
 uint64_t net_conn_id(const net_conn_t *c);
 /* The live connection with this id on the calling net thread, or NULL. */
 net_conn_t *net_conn_find(net_server_t *s, int thread, uint64_t id);
@@ -140,7 +141,8 @@ void net_conn_set_ctx(net_conn_t *c, void *req_ctx);
 void *net_conn_ctx(const net_conn_t *c);
 
 /* extra_headers: NULL or complete header lines, each ending in "\r\n". 0 or -errno:
- * -EINVAL when no request is in progress or a response was already begun,
+ * -EINVAL when no request is in progress, a response was already begun or
+ * status is outside 200..999,
  * -EPIPE when the connection failed (on_abort follows from the loop).
  * The body is copied; a HEAD request gets the headers only. A single
  * response may exceed max_output_bytes; output that piles up past it

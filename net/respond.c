@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+/* clang-format off */
 static const char *reason(int status)
 {
 	switch (status) {
@@ -49,6 +50,7 @@ static const char *reason(int status)
 	default: return "Status";
 	}
 }
+/* clang-format on */
 
 /* "Date: ...\r\n", formatted once a second per loop. */
 static const char *date_line(struct net_loop *l)
@@ -86,8 +88,8 @@ static char *put_u(char *p, size_t v)
 enum { LEN_NONE, LEN_FIXED, LEN_CHUNKED };
 
 /* Status line and headers into the output queue. 0 or -errno. */
-static int write_head(struct net_conn *c, int status, const char *ctype, const char *extra, int len_mode,
-		      size_t clen, bool keep_alive)
+static int write_head(struct net_conn *c, int status, const char *ctype, const char *extra, int len_mode, size_t clen,
+                      bool keep_alive)
 {
 	const char *rs = reason(status);
 	size_t ct_n = ctype ? strlen(ctype) : 0, ex_n = extra ? strlen(extra) : 0, rs_n = strlen(rs);
@@ -121,7 +123,8 @@ static int write_head(struct net_conn *c, int status, const char *ctype, const c
 	if (extra)
 		p = put(p, extra, ex_n);
 	p = put(p, "\r\n", 2);
-	return net_out_commit(c, (size_t)(p - p0));
+	net_out_commit(c, (size_t)(p - p0));
+	return 0;
 }
 
 void net_resp_error(struct net_conn *c, int status)
@@ -146,7 +149,7 @@ static int check_conn(struct net_conn *c, bool begun)
 }
 
 int net_respond(net_conn_t *c, int status, const char *content_type, const char *extra_headers, const void *body,
-		size_t len)
+                size_t len)
 {
 	int rc = check_conn(c, false);
 	if (rc)
@@ -155,11 +158,13 @@ int net_respond(net_conn_t *c, int status, const char *content_type, const char 
 		return -EINVAL;
 	c->resp_begun = true;
 	bool no_body = status == 204 || status == 304;
-	bool ka = c->req_keep_alive;
+	size_t before = c->out_bytes;
 	rc = write_head(c, status, no_body ? NULL : content_type, extra_headers, no_body ? LEN_NONE : LEN_FIXED, len,
-			ka);
+	                c->req_keep_alive);
 	if (rc == 0 && len && !no_body && !c->req_head)
 		rc = net_out_append(c, body, len);
+	if (rc == 0)
+		rc = net_out_check(c, before);
 	if (rc)
 		return c->dead ? -EPIPE : rc;
 	net_conn_response_done(c);
@@ -178,8 +183,11 @@ int net_stream_begin(net_conn_t *c, int status, const char *content_type, const 
 	c->stream_chunked = !c->req_v10;
 	if (!c->stream_chunked)
 		c->req_keep_alive = false;
+	size_t before = c->out_bytes;
 	rc = write_head(c, status, content_type, extra_headers, c->stream_chunked ? LEN_CHUNKED : LEN_NONE, 0,
-			c->req_keep_alive);
+	                c->req_keep_alive);
+	if (rc == 0)
+		rc = net_out_check(c, before);
 	return rc && c->dead ? -EPIPE : rc;
 }
 
@@ -192,8 +200,11 @@ int net_stream_write(net_conn_t *c, const void *data, size_t len)
 		return -EINVAL;
 	if (len == 0 || c->req_head)
 		return 0;
-	if (!c->stream_chunked)
-		return net_out_append(c, data, len);
+	size_t before = c->out_bytes;
+	if (!c->stream_chunked) {
+		rc = net_out_append(c, data, len);
+		return rc ? rc : net_out_check(c, before);
+	}
 	char *p0 = net_out_reserve(c, len + 24);
 	if (!p0)
 		return -ENOMEM;
@@ -207,7 +218,8 @@ int net_stream_write(net_conn_t *c, const void *data, size_t len)
 	p = put(p, "\r\n", 2);
 	p = put(p, data, len);
 	p = put(p, "\r\n", 2);
-	return net_out_commit(c, (size_t)(p - p0));
+	net_out_commit(c, (size_t)(p - p0));
+	return net_out_check(c, before);
 }
 
 int net_stream_end(net_conn_t *c)

@@ -109,7 +109,7 @@ static int listen_socket(const struct net_config *cfg, int port, int *bound_port
 	socklen_t sl = sizeof(ss);
 	getsockname(fd, (struct sockaddr *)&ss, &sl);
 	*bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-						     : ((struct sockaddr_in *)&ss)->sin_port);
+	                                             : ((struct sockaddr_in *)&ss)->sin_port);
 	return fd;
 }
 
@@ -213,7 +213,7 @@ static int start_loops(struct net_server *s, const struct net_backend_ops *ops, 
 }
 
 net_server_t *net_server_start(const struct net_config *cfg_in, const struct net_callbacks *cb, char *err,
-			       size_t errlen)
+                               size_t errlen)
 {
 	char dummy[8];
 	if (!err || !errlen) {
@@ -262,7 +262,7 @@ net_server_t *net_server_start(const struct net_config *cfg_in, const struct net
 			s->ops = &net_uring_ops;
 			snprintf(s->features, sizeof(s->features), "%s", s->caps.text);
 			fprintf(stderr, "net: using io_uring (%s), %d thread%s\n", s->features, s->n_threads,
-				s->n_threads == 1 ? "" : "s");
+			        s->n_threads == 1 ? "" : "s");
 		}
 	} else if (s->cfg.force_epoll) {
 		snprintf(why, sizeof(why), "force_epoll");
@@ -274,7 +274,7 @@ net_server_t *net_server_start(const struct net_config *cfg_in, const struct net
 		s->ops = &net_epoll_ops;
 		snprintf(s->features, sizeof(s->features), "level-triggered");
 		fprintf(stderr, "net: io_uring unavailable (%s), using epoll, %d thread%s\n", why, s->n_threads,
-			s->n_threads == 1 ? "" : "s");
+		        s->n_threads == 1 ? "" : "s");
 	}
 	return s;
 

@@ -162,7 +162,8 @@ static void test_bodies(void)
 	CHECK(rc > 0 && str_is(p.req.body, "hello"), "identical duplicate Content-Length");
 
 	s = "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n"
-	    "5;name=value\r\nhello\r\n6 ; a=\"b c\";x\r\n world\r\nA\r\n0123456789\r\n0\r\nTrailer: t\r\nX-2: y\r\n\r\n";
+	    "5;name=value\r\nhello\r\n6 ; a=\"b c\";x\r\n world\r\nA\r\n0123456789\r\n0\r\nTrailer: t\r\nX-2: "
+	    "y\r\n\r\n";
 	rc = parse(s, &p);
 	CHECK(rc == (long)strlen(s), "chunked: rc %ld status %d", rc, p.status);
 	CHECK(str_is(p.req.body, "hello world0123456789"), "decoded '%.*s'", (int)p.req.body.n, p.req.body.p);
@@ -171,7 +172,8 @@ static void test_bodies(void)
 	s = "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
 	rc = parse(s, &p);
 	CHECK(rc == (long)strlen(s) && p.req.body.n == 0, "empty chunked body");
-	s = "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000000000003\r\nabc\r\n0\r\n\r\n";
+	s = "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: "
+	    "chunked\r\n\r\n00000000000000000000003\r\nabc\r\n0\r\n\r\n";
 	rc = parse(s, &p);
 	CHECK(rc == (long)strlen(s) && str_is(p.req.body, "abc"), "leading zeros in chunk-size");
 }
@@ -179,9 +181,9 @@ static void test_bodies(void)
 static void test_pipelined(void)
 {
 	const char *s = "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
-			"POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
-			"POST /3 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\n\r\n"
-			"GET /4 HTTP/1.1\r\nHo";
+	                "POST /2 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+	                "POST /3 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\n\r\n"
+	                "GET /4 HTTP/1.1\r\nHo";
 	const char *paths[] = {"/1", "/2", "/3"};
 	const char *bodies[] = {"", "abc", "xy"};
 	size_t n = strlen(s), off = 0;
@@ -224,7 +226,9 @@ static void split_everywhere(const char *what, const char *s, const char *body)
 	long rc = http_parse_request(b, n, &g_lim, &inc, scr, n);
 	CHECK(rc == (long)n, "%s: resumed whole: rc %ld", what, rc);
 	CHECK(rc < 0 || str_is(inc.req.body, body), "%s: resumed body", what);
-	CHECK(rc < 0 || str_is(inc.req.method, s[0] == 0x0d ? "GET" : (s[0] == 0x50 ? (s[1] == 0x55 ? "PUT" : "POST") : "GET")), "%s: method", what);
+	CHECK(rc < 0 || str_is(inc.req.method,
+	                       s[0] == 0x0d ? "GET" : (s[0] == 0x50 ? (s[1] == 0x55 ? "PUT" : "POST") : "GET")),
+	      "%s: method", what);
 	struct http_parse p;
 	rc = parse_n(s, n, NULL, &p);
 	CHECK(rc == (long)n && str_is(p.req.body, body), "%s: whole", what);
@@ -236,9 +240,9 @@ static void test_splits(void)
 	split_everywhere("get", "GET /x?y HTTP/1.1\r\nHost: h\r\nA: b\r\n\r\n", "");
 	split_everywhere("content-length", "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody", "body");
 	split_everywhere("chunked",
-			 "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-			 "3;e=1\r\nabc\r\n1\r\nd\r\n0\r\nT: v\r\n\r\n",
-			 "abcd");
+	                 "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                 "3;e=1\r\nabc\r\n1\r\nd\r\n0\r\nT: v\r\n\r\n",
+	                 "abcd");
 	split_everywhere("leading crlf", "\r\nGET / HTTP/1.0\r\n\r\n", "");
 }
 
@@ -283,21 +287,23 @@ static void test_limits(void)
 
 	/* body limits */
 	expect_status("content-length over 1 MiB", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1048577\r\n\r\n",
-		      413);
+	              413);
 	CHECK(parse("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1048576\r\n\r\n", &p) == -EAGAIN &&
-		      p.need == 1048576 + strlen("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1048576\r\n\r\n"),
+	          p.need == 1048576 + strlen("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1048576\r\n\r\n"),
 	      "content-length at the limit waits for the body");
 	struct http_limits small = {8192, 100, 10};
-	const char *cb = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\nghijk\r\n";
+	const char *cb =
+	    "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\nghijk\r\n";
 	CHECK(parse_n(cb, strlen(cb), &small, &p) < 0 && p.status == 413, "chunked over the decoded limit: %d",
 	      p.status);
 	const char *cb2 = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n";
-	CHECK(parse_n(cb2, strlen(cb2), &small, &p) < 0 && p.status == 413, "chunk-size over the limit: %d",
-	      p.status);
+	CHECK(parse_n(cb2, strlen(cb2), &small, &p) < 0 && p.status == 413, "chunk-size over the limit: %d", p.status);
 	expect_status("huge chunk-size",
-		      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffffff\r\n", 413);
+	              "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffffff\r\n",
+	              413);
 	expect_status("chunk-size overflow to small",
-		      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000001\r\nx\r\n", 413);
+	              "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000001\r\nx\r\n",
+	              413);
 	/* many tiny chunks: the raw framing is bounded too */
 	struct http_limits tiny = {8192, 100, 100};
 	n = sprintf(big, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -375,7 +381,8 @@ static void test_malformed(void)
 	expect_status("bad method char", "GE(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400);
 	expect_status("empty method", " / HTTP/1.1\r\nHost: h\r\n\r\n", 400);
 	expect_status("relative target", "GET a/b HTTP/1.1\r\nHost: h\r\n\r\n", 400);
-	expect_status("too many empty lines", "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", 400);
+	expect_status("too many empty lines", "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+	              400);
 
 	const char *TE = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
 #define CH(body) (snprintf(buf, sizeof(buf), "%s%s", TE, body), buf)

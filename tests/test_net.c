@@ -63,6 +63,14 @@ static void on_request(net_conn_t *c, const struct http_request *req, void *ud)
 		char extra[64];
 		snprintf(extra, sizeof(extra), "X-Method: %.*s\r\n", (int)req->method.n, req->method.p);
 		net_respond(c, 200, "text/plain", extra, req->body.p, req->body.n);
+	} else if (n == 4 && !memcmp(p, "/big", 4)) {
+		/* large enough for the zero-copy send path (io_uring, >= 64 KiB) */
+		size_t len = 300000;
+		char *b = malloc(len);
+		for (size_t i = 0; i < len; i++)
+			b[i] = (char)('a' + i % 26);
+		net_respond(c, 200, "application/octet-stream", NULL, b, len);
+		free(b);
 	} else if (n == 7 && !memcmp(p, "/stream", 7)) {
 		const char *q = memchr(req->target.p, '=', req->target.n);
 		int k = q ? atoi(q + 1) : 3;
@@ -74,7 +82,7 @@ static void on_request(net_conn_t *c, const struct http_request *req, void *ud)
 		}
 		net_stream_end(c);
 	} else if ((n == 5 && !memcmp(p, "/hold", 5)) || (n == 5 && !memcmp(p, "/tick", 5)) ||
-		   (n == 6 && !memcmp(p, "/flood", 6))) {
+	           (n == 6 && !memcmp(p, "/flood", 6))) {
 		int *ctx = malloc(sizeof(int));
 		*ctx = 0x5eed;
 		net_conn_set_ctx(c, ctx);
@@ -174,7 +182,7 @@ static void on_wake_tick(net_server_t *s, int thread, void *ud)
 
 struct client {
 	int fd;
-	char buf[1 << 16];
+	char buf[1 << 19];
 	size_t len;
 };
 
@@ -244,7 +252,7 @@ static void consume(struct client *cl, size_t n)
 struct resp {
 	int status;
 	char head[2048];
-	char body[1 << 16];
+	char body[1 << 19];
 	size_t body_n;
 	bool close;
 };
@@ -371,9 +379,10 @@ static void t_keepalive_pipelining(const char *be)
 		      "%s: keep-alive request %d", be, i);
 	}
 	/* three requests in one send, answered in order */
-	send_str(&cl, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nA"
-		      "GET /stream?n=2 HTTP/1.1\r\nHost: t\r\n\r\n"
-		      "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;x=y\r\nC\r\n0\r\nT: 1\r\n\r\n");
+	send_str(&cl,
+	         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nA"
+	         "GET /stream?n=2 HTTP/1.1\r\nHost: t\r\n\r\n"
+	         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;x=y\r\nC\r\n0\r\nT: 1\r\n\r\n");
 	CHECK(read_resp(&cl, r, false) == 0 && !strcmp(r->body, "A"), "%s: pipelined 1", be);
 	CHECK(read_resp(&cl, r, false) == 0 && !strcmp(r->body, "data: 0\n\ndata: 1\n\n"), "%s: pipelined 2 '%s'", be,
 	      r->body);
@@ -387,6 +396,29 @@ static void t_keepalive_pipelining(const char *be)
 	CHECK(read_resp(&cl, r, true) == 0 && r->status == 100, "%s: 100 Continue (%d)", be, r->status);
 	send_str(&cl, "xyz");
 	CHECK(read_resp(&cl, r, false) == 0 && r->status == 200 && !strcmp(r->body, "xyz"), "%s: body after 100", be);
+
+	/* a 60000-byte request body (the input buffer grows), echoed back */
+	{
+		char *req = malloc(70000);
+		int n = sprintf(req, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 60000\r\n\r\n");
+		for (int i = 0; i < 60000; i++)
+			req[n + i] = (char)('A' + i % 23);
+		req[n + 60000] = 0;
+		send_str(&cl, req);
+		bool ok = read_resp(&cl, r, false) == 0 && r->status == 200 && r->body_n == 60000;
+		for (int i = 0; ok && i < 60000; i++)
+			ok = r->body[i] == (char)('A' + i % 23);
+		CHECK(ok, "%s: 60000-byte body echoed (%zu)", be, r->body_n);
+		free(req);
+	}
+	/* a large body (zero-copy send on io_uring), twice on one connection */
+	for (int k = 0; k < 2; k++) {
+		send_str(&cl, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+		bool ok = read_resp(&cl, r, false) == 0 && r->status == 200 && r->body_n == 300000;
+		for (size_t i = 0; ok && i < r->body_n; i++)
+			ok = r->body[i] == (char)('a' + i % 26);
+		CHECK(ok, "%s: 300 KB body %d (%zu bytes)", be, k, r->body_n);
+	}
 	client_close(&cl);
 
 	/* HTTP/1.0: answered, then closed */
@@ -408,15 +440,15 @@ static void t_errors(const char *be)
 		const char *req;
 		int status;
 	} cases[] = {
-		{"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
-		{"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
-		{"GET /echo HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", 400},
-		{"GET /echo HTTP/1.1\r\nHost : t\r\n\r\n", 400},
-		{"GET /echo HTTP/1.1\r\nHost: t\r\nX: a\rb\r\n\r\n", 400},
-		{"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400},
-		{"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
-		{"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 70000\r\n\r\n", 413},
-		{"GET /echo HTTP/3.0\r\nHost: t\r\n\r\n", 505},
+	    {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+	    {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
+	    {"GET /echo HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n", 400},
+	    {"GET /echo HTTP/1.1\r\nHost : t\r\n\r\n", 400},
+	    {"GET /echo HTTP/1.1\r\nHost: t\r\nX: a\rb\r\n\r\n", 400},
+	    {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400},
+	    {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+	    {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 70000\r\n\r\n", 413},
+	    {"GET /echo HTTP/3.0\r\nHost: t\r\n\r\n", 505},
 	};
 	struct client cl;
 	struct resp *r = malloc(sizeof(*r));
@@ -507,7 +539,8 @@ static void t_hold_wake(struct app *a, const char *be)
 
 	/* pipelined bytes behind a held request wait, then are answered */
 	client_open(&cl);
-	send_str(&cl, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok");
+	send_str(&cl,
+	         "GET /hold HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok");
 	CHECK(take_held(a, &h, 2000), "%s: held (pipelined)", be);
 	usleep(20000);
 	answer(a, h);
@@ -527,7 +560,29 @@ static void t_hold_wake(struct app *a, const char *be)
 	usleep(50000);
 	CHECK(atomic_load(&a->aborts) == aborts0 + 1, "%s: on_abort exactly once", be);
 
+	/* a reset while reading is paused (pipelined bytes beyond the input
+	 * buffer behind a held request) is still noticed: on_abort once */
+	aborts0 = atomic_load(&a->aborts);
+	client_open(&cl);
+	{
+		char *junk = malloc(40000);
+		int n = sprintf(junk, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\n"
+		                      "Content-Length: 60000\r\n\r\n");
+		memset(junk + n, 'j', 30000);
+		junk[n + 30000] = 0;
+		send_str(&cl, junk);
+		free(junk);
+	}
+	CHECK(take_held(a, &h, 2000), "%s: held (paused)", be);
+	usleep(50000);
+	client_reset(&cl);
+	CHECK(wait_for(&a->aborts, aborts0 + 1, 2000), "%s: on_abort after reset while paused", be);
+	answer(a, h);
+	usleep(50000);
+	CHECK(atomic_load(&a->aborts) == aborts0 + 1, "%s: once", be);
+
 	/* half-close after the request: not an abort, the full answer comes, then EOF */
+	aborts0 = atomic_load(&a->aborts) - 1;
 	client_open(&cl);
 	send_str(&cl, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
 	CHECK(take_held(a, &h, 2000), "%s: held (half-close)", be);
@@ -580,11 +635,70 @@ static void t_slow_reader(struct app *a, const char *be)
 	int64_t end = now_ms() + 5000;
 	while (atomic_load(&a->aborts) == aborts0 && now_ms() < end) {
 		net_wake(a->s, 0);
+		net_wake(a->s, 1); /* ignored with one thread */
 		usleep(5000);
 	}
 	CHECK(atomic_load(&a->aborts) == aborts0 + 1, "%s: slow reader dropped (aborts %d)", be,
 	      atomic_load(&a->aborts) - aborts0);
 	client_close(&cl);
+}
+
+/* Two threads: held requests answered on the right thread by id; per-thread
+ * max_conns; the idle keep-alive timeout. */
+static void t_threads_limits(struct app *a, const char *be)
+{
+	struct client *cl = malloc(8 * sizeof(*cl));
+	struct resp *r = malloc(sizeof(*r));
+	struct held h[8];
+	int n_ok = 0, threads_seen = 0;
+	enum { NH = 5 }; /* at most 5 on one thread, under its max_conns of 6 */
+	for (int i = 0; i < NH; i++) {
+		client_open(&cl[i]);
+		send_str(&cl[i], "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+	}
+
+	for (int i = 0; i < NH; i++) {
+		if (!take_held(a, &h[i], 2000))
+			break;
+		threads_seen |= 1 << h[i].thread;
+		n_ok++;
+	}
+	CHECK(n_ok == NH, "%s: %d held over 2 threads", be, n_ok);
+	for (int i = 0; i < n_ok; i++)
+		answer(a, h[i]);
+	int answered = 0;
+	for (int i = 0; i < NH; i++)
+		answered += read_resp(&cl[i], r, false) == 0 && !strcmp(r->body, "held-ok");
+	CHECK(answered == n_ok, "%s: answered %d of %d", be, answered, n_ok);
+	printf("test_net: %s: held requests on threads mask %d\n", be, threads_seen);
+	/* idle keep-alive timeout (300 ms here): closed without a response */
+	int64_t t0 = now_ms();
+	CHECK(closed_by_peer(&cl[0], 2000), "%s: idle connection closed", be);
+	int64_t dt = now_ms() - t0;
+	CHECK(dt < 1500, "%s: idle close after %lld ms", be, (long long)dt);
+	for (int i = 0; i < NH; i++)
+		client_close(&cl[i]);
+	usleep(50000);
+
+	/* over max_conns per thread: the excess is closed at once */
+	struct client *many = malloc(16 * sizeof(*many));
+	int closed = 0, served = 0;
+	for (int i = 0; i < 16; i++)
+		client_open(&many[i]);
+	for (int i = 0; i < 16; i++) {
+		send_str(&many[i], "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n");
+		if (read_resp(&many[i], r, false) == 0 && r->status == 200)
+			served++;
+		else
+			closed++;
+	}
+	CHECK(served >= 6 && served <= 12 && closed == 16 - served, "%s: max_conns: served %d closed %d", be, served,
+	      closed);
+	for (int i = 0; i < 16; i++)
+		client_close(&many[i]);
+	free(many);
+	free(cl);
+	free(r);
 }
 
 static void run_backend(bool force_epoll)
@@ -601,7 +715,7 @@ static void run_backend(bool force_epoll)
 	cfg.max_output_bytes = 256 * 1024;
 	cfg.force_epoll = force_epoll;
 	struct net_callbacks cb = {
-		.on_request = on_request, .on_abort = on_abort, .on_wake = on_wake_tick, .user_data = a};
+	    .on_request = on_request, .on_abort = on_abort, .on_wake = on_wake_tick, .user_data = a};
 	char err[256];
 	net_server_t *s = net_server_start(&cfg, &cb, err, sizeof(err));
 	CHECK(s, "start: %s", err);
@@ -624,6 +738,9 @@ static void run_backend(bool force_epoll)
 	cb.on_wake = on_wake;
 	memset(a->tick, 0, sizeof(a->tick));
 	a->n_tick = a->n_answer = a->n_held = 0;
+	cfg.n_threads = 2;
+	cfg.max_conns = 6;
+	cfg.idle_timeout_ms = 300;
 	s = net_server_start(&cfg, &cb, err, sizeof(err));
 	CHECK(s, "restart: %s", err);
 	if (!s)
@@ -631,13 +748,16 @@ static void run_backend(bool force_epoll)
 	a->s = s;
 	g_port = net_server_port(s);
 	t_slow_reader(a, be);
-	struct net_stats st;
+	t_threads_limits(a, be);
+	struct net_stats st, st1;
 	net_stats_get(s, 0, &st);
-	CHECK(st.accepted >= 1, "%s: stats", be);
+	net_stats_get(s, 1, &st1);
+	CHECK(st.accepted + st1.accepted >= 10 && st.requests + st1.requests >= 8, "%s: stats", be);
 
 	/* stop with a request held: drained until the deadline, then aborted */
 	struct client cl;
 	int aborts0 = atomic_load(&a->aborts);
+	usleep(50000);
 	client_open(&cl);
 	send_str(&cl, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
 	struct held h;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/kernels.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "tests/check.h"
@@ -156,8 +157,38 @@ static void test_attn(void)
 	}
 }
 
+/* kern_argmax: first index of the maximum, NaNs never win, any length. */
+static void test_argmax(void)
+{
+	int sizes[] = {1, 2, 15, 16, 17, 100, 49152, 50257};
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		int n = sizes[k];
+		float *x = malloc(sizeof(float) * n);
+		for (int trial = 0; trial < 20; trial++) {
+			for (int i = 0; i < n; i++)
+				x[i] = frand() * 10;
+			int want = (int)((unsigned)(trial * 7919 + n) % (unsigned)n);
+			x[want] = 20.0f;
+			if (n > 3 && trial % 3 == 0) { /* a tie later on, and NaNs */
+				x[n - 1] = 20.0f;
+				x[0] = want == 0 ? 20.0f : NAN;
+			}
+			int got = kern_argmax(x, n);
+			int ref = 0;
+			for (int i = 1; i < n; i++)
+				if (x[i] > x[ref] || (x[ref] != x[ref] && x[i] == x[i]))
+					ref = i;
+			CHECK(got == ref && got == want, "argmax n=%d trial=%d: %d, expected %d", n, trial, got, want);
+		}
+		free(x);
+	}
+	float nans[3] = {NAN, NAN, NAN};
+	CHECK(kern_argmax(nans, 3) == 0, "argmax of NaNs is 0");
+}
+
 int main(void)
 {
+	test_argmax();
 	test_rmsnorm();
 	test_silu_add();
 	test_rope();

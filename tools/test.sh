@@ -13,6 +13,7 @@ QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 tools/scripts/install-deps.sh
 tools/scripts/fetch-model.sh
+tools/scripts/py-env.sh >/dev/null   # the openai client for tests/t_engine.py
 JOBS=$(nproc)
 
 tools/scripts/build.sh release

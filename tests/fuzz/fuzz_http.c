@@ -25,10 +25,10 @@
 #include <string.h>
 
 static const struct http_limits g_lims[4] = {
-	{8192, 100, 1 << 20},
-	{256, 8, 64},
-	{64, 4, 16},
-	{1024, 128, 4096},
+    {8192, 100, 1 << 20},
+    {256, 8, 64},
+    {64, 4, 16},
+    {1024, 128, 4096},
 };
 
 static bool inside(const char *p, size_t n, const char *base, size_t len)

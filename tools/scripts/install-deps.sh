@@ -7,8 +7,9 @@ PKGS=(
   build-essential cmake pkg-config git ca-certificates
   liburing-dev libnuma-dev libhwloc-dev libmimalloc-dev libcjson-dev libinih-dev libpcre2-dev libcmocka-dev
   clang libclang-rt-14-dev
-  python3 python3-numpy python3-pip
+  python3 python3-numpy python3-pip python3-venv
   numactl hwloc-nox util-linux
+  curl wrk nginx-light
 )
 
 missing=()
