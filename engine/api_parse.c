@@ -528,7 +528,7 @@ static int get_float_field(struct api_error *err, const cJSON *v, const char *na
 {
 	if (!v)
 		return 0;
-	double d;
+	double d = 0;
 	int rc = get_num(err, v, name, lo, lo_open, hi, hi_open, &d);
 	if (!rc)
 		*out = (float)d;
@@ -628,7 +628,7 @@ static int decode_common(struct alloc_arena *arena, struct api_error *err, const
 			return rc;
 	}
 	if (v[F_ECHO]) {
-		bool echo;
+		bool echo = false;
 		if ((rc = get_bool(err, v[F_ECHO], "echo", &echo)))
 			return rc;
 		if (echo)

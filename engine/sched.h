@@ -82,6 +82,7 @@ struct gen_req {
 	/* ---- net thread only ---- */
 	int64_t n_sent;             /* tokens already written to the client */
 	size_t text_sent;           /* bytes of text already written */
+	int64_t chars_sent;         /* characters of it (logprobs text_offset) */
 	bool stream_open;           /* SSE response headers sent */
 	bool started_chunks;        /* first chunk (chat: with the role) sent */
 	bool aborted;               /* the client went away */

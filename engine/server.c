@@ -189,8 +189,10 @@ static void stream_new(struct server *s, struct gen_req *r, struct api_buf *b)
 		token_view(r, r->n_sent, &t, tp, tpl, API_MAX_LOGPROBS);
 		t.text = r->text + r->text_sent;
 		t.text_len = end - r->text_sent;
+		t.text_offset = r->chars_sent;
 		api_write_stream_chunk(b, &m, !r->started_chunks, &t, API_FINISH_NONE);
 		r->started_chunks = true;
+		r->chars_sent += api_utf8_chars(t.text, t.text_len);
 		r->text_sent = end;
 	}
 }

@@ -307,8 +307,15 @@ void conn_on_eof(struct net_conn *c)
 		conn_fail(c);
 		return;
 	}
-	/* A half-close: what is in progress (and complete requests behind it)
+	/* A FIN cannot be told from a half-close without writing. By default
+	 * it is the client going away (on_abort now, not at the next write,
+	 * which for a whole response may come minutes later). With
+	 * half_close_ok, what is in progress (and complete requests behind it)
 	 * is answered; conn_finish closes once nothing is left. */
+	if (c->app_busy && !c->loop->s->cfg.half_close_ok) {
+		conn_fail(c);
+		return;
+	}
 	if (!c->app_busy)
 		conn_process(c);
 	else

@@ -106,6 +106,10 @@ struct net_config {
 	size_t max_output_bytes;  /* default 4 MiB queued to a slow reader before it is dropped */
 	int max_conns;            /* per thread, default 4096; over it new connections are closed */
 	bool force_epoll;         /* use the epoll backend even when io_uring works */
+	bool half_close_ok;       /* false (default): a FIN from the client while its request is in
+				   * progress means it went away: on_abort, as nginx treats it, so
+				   * generation stops for non-streamed requests too. true: answer
+				   * clients that half-close (shutdown(SHUT_WR)) after sending. */
 };
 
 void net_config_default(struct net_config *c);

@@ -403,6 +403,26 @@ def test_disconnect(e):
           metric(p, "locus:kv_cache_usage_perc") == 0 and gen1 == gen2,
           "disconnect mid-stream: stopped in %.2f s, KV blocks freed, no more tokens" % (time.time() - t0),
           (running, gen1, gen2))
+    # The same for a whole (non-streamed) response: nothing is written before
+    # the end, so only the FIN tells the client is gone.
+    s = socket.create_connection(("127.0.0.1", p), timeout=30)
+    body = json.dumps({"prompt": "Tell me a long story.", "max_tokens": 3000, "temperature": 0.8,
+                       "ignore_eos": True}).encode()
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+              % len(body) + body)
+    t0 = time.time()
+    while time.time() - t0 < 5 and metric(p, "locus:num_requests_running") != 1:
+        time.sleep(0.02)
+    running = metric(p, "locus:num_requests_running")
+    s.close()
+    t0 = time.time()
+    while time.time() - t0 < 10:
+        if metric(p, "locus:num_requests_running") == 0 and metric(p, "locus:kv_cache_usage_perc") == 0:
+            break
+        time.sleep(0.05)
+    check(running == 1 and metric(p, "locus:num_requests_running") == 0 and
+          metric(p, "locus:kv_cache_usage_perc") == 0,
+          "disconnect while a whole response is generated: stopped in %.2f s, KV freed" % (time.time() - t0), running)
     aborted = metric(p, 'locus:request_success_total{finished_reason="abort"') or 0
     _, _, body = request(p, "GET", "/metrics")
     check(b'finished_reason="abort"' in body, "the aborted request is counted", aborted)

@@ -581,17 +581,34 @@ static void t_hold_wake(struct app *a, const char *be)
 	usleep(50000);
 	CHECK(atomic_load(&a->aborts) == aborts0 + 1, "%s: once", be);
 
-	/* half-close after the request: not an abort, the full answer comes, then EOF */
-	aborts0 = atomic_load(&a->aborts) - 1;
+	client_close(&cl);
+	free(r);
+}
+
+/* A FIN while a request is held: by default the client went away (on_abort
+ * at once); with half_close_ok the full answer comes, then EOF. */
+static void t_half_close(struct app *a, const char *be, bool half_close_ok)
+{
+	struct client cl;
+	struct held h;
+	struct resp *r = calloc(1, sizeof(*r));
+	int aborts0 = atomic_load(&a->aborts);
 	client_open(&cl);
 	send_str(&cl, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
 	CHECK(take_held(a, &h, 2000), "%s: held (half-close)", be);
 	shutdown(cl.fd, SHUT_WR);
-	usleep(50000);
-	answer(a, h);
-	CHECK(read_resp(&cl, r, false) == 0 && !strcmp(r->body, "held-ok"), "%s: answer after half-close", be);
-	CHECK(closed_by_peer(&cl, 2000), "%s: closed after the answer", be);
-	CHECK(atomic_load(&a->aborts) == aborts0 + 1, "%s: half-close is no abort", be);
+	if (!half_close_ok) {
+		CHECK(wait_for(&a->aborts, aborts0 + 1, 2000), "%s: FIN while held -> on_abort", be);
+		answer(a, h); /* a stale id: delivered nowhere */
+		usleep(50000);
+		CHECK(atomic_load(&a->aborts) == aborts0 + 1, "%s: FIN abort once", be);
+	} else {
+		usleep(50000);
+		answer(a, h);
+		CHECK(read_resp(&cl, r, false) == 0 && !strcmp(r->body, "held-ok"), "%s: answer after half-close", be);
+		CHECK(closed_by_peer(&cl, 2000), "%s: closed after the answer", be);
+		CHECK(atomic_load(&a->aborts) == aborts0, "%s: half-close is no abort", be);
+	}
 	client_close(&cl);
 	free(r);
 }
@@ -731,6 +748,7 @@ static void run_backend(bool force_epoll)
 	t_errors(be);
 	t_slowloris(be);
 	t_hold_wake(a, be);
+	t_half_close(a, be, false);
 	t_stream_disconnect(a, be);
 	net_server_stop(s, 500);
 
@@ -741,12 +759,14 @@ static void run_backend(bool force_epoll)
 	cfg.n_threads = 2;
 	cfg.max_conns = 6;
 	cfg.idle_timeout_ms = 300;
+	cfg.half_close_ok = true;
 	s = net_server_start(&cfg, &cb, err, sizeof(err));
 	CHECK(s, "restart: %s", err);
 	if (!s)
 		return;
 	a->s = s;
 	g_port = net_server_port(s);
+	t_half_close(a, be, true);
 	t_slow_reader(a, be);
 	t_threads_limits(a, be);
 	struct net_stats st, st1;

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Serving overhead: the whole engine (HTTP, JSON decoding, tokenization, the
+# ring to the node's dispatcher, a scheduler step on the null backend, the
+# wake-up back to the net thread, the JSON response) against nginx returning
+# a static JSON body of the same size, both driven by wrk on loopback.
+# Engine: backend = null, one net thread (plus its dispatcher thread); nginx:
+# one worker. Both servers on CPU 0, wrk on CPU 1 (taskset). Interleaved
+# rounds; medians; server CPU per request from /proc (user + system).
+#
+#   bench/serve-null-vs-nginx.sh [ROUNDS] [SECONDS] [CONNS]    (defaults 5 10 16)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}; SECS=${2:-10}; CONNS=${3:-16}
+MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 77; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x build/bin/engine ] || tools/scripts/build.sh release >/dev/null
+TMP=$(mktemp -d)
+EPORT=$((21000 + RANDOM % 5000)); NPORT=$((EPORT + 1))
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+cat > "$TMP/engine.conf" <<CONF
+[server]
+listen = 127.0.0.1:$EPORT
+net_threads = 1
+[model]
+path = $PWD/$MODEL
+[backend]
+type = null
+[numa]
+pin = off
+[batching]
+max_seqs = 64
+step_tokens = 512
+[kv]
+tokens = 65536
+[limits]
+max_waiting = 1024
+CONF
+BODYREQ='{"prompt":"Hello","max_tokens":1,"temperature":0}'
+cat > "$TMP/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$BODYREQ'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+taskset -c 0 build/bin/engine --config "$TMP/engine.conf" > "$TMP/engine.log" 2>&1 &
+PIDS+=($!); EPID=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$EPORT/health" >/dev/null 2>&1 && break; sleep 0.1; done
+# nginx returns exactly the body the engine returns for this request.
+BODY=$(curl -s -H 'Content-Type: application/json' -d "$BODYREQ" "http://127.0.0.1:$EPORT/v1/completions")
+cat > "$TMP/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  server {
+    listen 127.0.0.1:$NPORT;
+    location / { default_type application/json; return 200 '$BODY'; }
+  }
+}
+CONF
+taskset -c 0 "$NGINX" -c "$TMP/nginx.conf" &
+PIDS+=($!); NPID=$!
+sleep 0.5
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run() { # name pid url
+  local t0 t1 out rps p99
+  t0=$(cpu_ticks "$2")
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$TMP/post.lua" "$3")
+  t1=$(cpu_ticks "$2")
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+  echo "$1 $rps $p99 $(( (t1 - t0) * 10000 ))" # cpu in us (100 ticks/s)
+}
+echo "engine body: ${#BODY} bytes"
+: > "$TMP/res"
+for ((r = 1; r <= ROUNDS; r++)); do
+  run engine "$EPID" "http://127.0.0.1:$EPORT/v1/completions" >> "$TMP/res"
+  run nginx "$NPID" "http://127.0.0.1:$NPORT/" >> "$TMP/res"
+done
+python3 - "$TMP/res" "$SECS" "$CONNS" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+secs, conns = float(sys.argv[2]), sys.argv[3]
+def ms(x):
+    return float(x[:-2]) / 1000 if x.endswith("us") else float(x[:-2]) if x.endswith("ms") else float(x[:-1]) * 1000
+print(f"wrk -t1 -c{conns} -d{int(secs)}s, POST /v1/completions (engine, null backend) vs static JSON (nginx)\n")
+print("| server | requests/s (median) | spread | p99 ms (median) | server CPU us/request |")
+print("|---|---:|---:|---:|---:|")
+med = {}
+for who in ("engine", "nginx"):
+    rs = [float(r[1]) for r in rows if r[0] == who]
+    p99 = [ms(r[2]) for r in rows if r[0] == who]
+    cpu = [float(r[3]) / (float(r[1]) * secs) for r in rows if r[0] == who]
+    med[who] = statistics.median(rs)
+    print(f"| {who} | {med[who]:,.0f} | {min(rs):,.0f}..{max(rs):,.0f} | {statistics.median(p99):.2f} | "
+          f"{statistics.median(cpu):.2f} |")
+print(f"\nengine / nginx requests/s: {med['engine'] / med['nginx']:.2f}x")
+PY
