@@ -303,7 +303,35 @@ def test_concurrency(e):
     [t.join(120) for t in ts]
     check(all(seq) and seq == par, "6 concurrent greedy requests equal the same run one at a time",
           list(zip(seq, par)))
+    streamed = [None] * len(qs)
+
+    def run_stream(i):
+        st, events = sse_events(p, CHAT, chat_body(qs[i], max_tokens=20, stream=True))
+        if st == 200 and events and events[-1] == "[DONE]":
+            chunks = [json.loads(x) for x in events[:-1]]
+            streamed[i] = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+
+    ts = [threading.Thread(target=run_stream, args=(i,)) for i in range(len(qs))]
+    [t.start() for t in ts]
+    [t.join(120) for t in ts]
+    check(streamed == seq, "6 concurrent streams equal the same requests run one at a time", list(zip(seq, streamed)))
     return dict(zip(qs, seq))
+
+
+def test_curl(e):
+    """The same API from curl, the client most people try first."""
+    base = "http://127.0.0.1:%d" % e.port
+    out = subprocess.run(["curl", "-sS", "-N", base + CHAT, "-H", "Content-Type: application/json", "-d",
+                          json.dumps(chat_body("What is the capital of France?", stream=True))],
+                         capture_output=True, timeout=60)
+    text = out.stdout.decode()
+    content = "".join(json.loads(l[6:])["choices"][0]["delta"].get("content") or ""
+                      for l in text.splitlines() if l.startswith("data: {") and '"choices":[{' in l)
+    check(out.returncode == 0 and text.rstrip().endswith("data: [DONE]") and "Paris" in content,
+          "curl: streamed chat", text[-300:])
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", base + "/health"],
+                         capture_output=True, timeout=10)
+    check(out.stdout == b"200", "curl: /health", out.stdout)
 
 
 def test_openai(e):
@@ -521,6 +549,7 @@ def main():
         test_streaming(e)
         answers = test_concurrency(e)
         test_openai(e)
+        test_curl(e)
         test_errors(e)
         test_disconnect(e)
     finally:
