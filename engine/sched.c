@@ -517,6 +517,21 @@ static void *dispatcher_main(void *arg)
 	return NULL;
 }
 
+static void dispatcher_free(struct dispatcher *d)
+{
+	ring_free(&d->ring);
+	kv_pool_free(&d->kv);
+	batch_free(&d->batch);
+	sampler_scratch_free(&d->sw);
+	alloc_free(d->logits);
+	alloc_free(d->argmax);
+	alloc_free(d->piece);
+	alloc_free(d->emit);
+	alloc_free(d->waiting);
+	alloc_free(d->running);
+	alloc_free(d);
+}
+
 int dispatcher_start(struct dispatcher **out, const struct dispatcher_init *in, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -576,17 +591,7 @@ int dispatcher_start(struct dispatcher **out, const struct dispatcher_init *in, 
 	*out = d;
 	return 0;
 err:
-	ring_free(&d->ring);
-	kv_pool_free(&d->kv);
-	batch_free(&d->batch);
-	sampler_scratch_free(&d->sw);
-	alloc_free(d->logits);
-	alloc_free(d->argmax);
-	alloc_free(d->piece);
-	alloc_free(d->emit);
-	alloc_free(d->waiting);
-	alloc_free(d->running);
-	alloc_free(d);
+	dispatcher_free(d);
 	return -ENOMEM;
 }
 
@@ -615,17 +620,7 @@ void dispatcher_stop(struct dispatcher *d)
 	atomic_store_explicit(&d->stop, 1, memory_order_release);
 	ring_kick(&d->ring);
 	pthread_join(d->thread, NULL);
-	ring_free(&d->ring);
-	kv_pool_free(&d->kv);
-	batch_free(&d->batch);
-	sampler_scratch_free(&d->sw);
-	alloc_free(d->logits);
-	alloc_free(d->argmax);
-	alloc_free(d->piece);
-	alloc_free(d->emit);
-	alloc_free(d->waiting);
-	alloc_free(d->running);
-	alloc_free(d);
+	dispatcher_free(d);
 }
 
 int dispatcher_load(struct dispatcher *d)
