@@ -33,6 +33,7 @@
 #include "alloc/alloc.h"
 #include "engine/api.h"
 #include "engine/chat.h"
+#include "engine/engine.h"
 #include "engine/metrics.h"
 #include "engine/model.h"
 #include "engine/sched.h"
@@ -53,8 +54,9 @@ struct server {
 	struct engine_config cfg;
 	struct plan plan;
 	net_server_t *net;
-	struct model *model;
-	tok_vocab_t *vocab;
+	struct engine_core core; /* model + vocabulary (its backend part is unused) */
+	struct model *model;     /* core.model */
+	tok_vocab_t *vocab;      /* core.vocab */
 	struct chat_tmpl_info chat;
 	bool has_chat;
 	char chat_err[200];
@@ -374,27 +376,43 @@ static int64_t tokenize_into(const struct server *s, struct gen_req *r, const ch
 	return n;
 }
 
+/* Renders chat messages with the model's template into arena memory. */
+static int render_chat(const struct server *s, struct alloc_arena *arena, const struct chat_msg *msgs, int n,
+		       bool add_generation_prompt, const char **text, size_t *len, struct api_error *e)
+{
+	if (!s->has_chat) {
+		api_error_set(e, 400, "invalid_request_error", "messages", "%s", s->chat_err);
+		return -EINVAL;
+	}
+	int64_t need = chat_apply(&s->chat, msgs, n, add_generation_prompt, NULL, 0);
+	if (need < 0) {
+		api_error_set(e, 400, "invalid_request_error", "messages",
+			      "the messages cannot be rendered with the model's chat template (roles must "
+			      "follow the template's order)");
+		return -EINVAL;
+	}
+	char *buf = alloc_arena_get(arena, (size_t)need + 1, 1);
+	if (!buf) {
+		api_error_set(e, 500, "server_error", "", "out of memory");
+		return -ENOMEM;
+	}
+	chat_apply(&s->chat, msgs, n, add_generation_prompt, buf, (size_t)need + 1);
+	*text = buf;
+	*len = (size_t)need;
+	return 0;
+}
+
 static int build_prompt(struct server *s, struct gen_req *r, struct api_error *e)
 {
 	const struct api_request *a = &r->api;
 	int64_t n;
 	if (a->kind == API_CHAT) {
-		if (!s->has_chat) {
-			api_error_set(e, 400, "invalid_request_error", "messages", "%s", s->chat_err);
-			return -EINVAL;
-		}
-		int64_t need = chat_apply(&s->chat, a->messages, a->n_messages, true, NULL, 0);
-		if (need < 0) {
-			api_error_set(e, 400, "invalid_request_error", "messages",
-				      "the messages cannot be rendered with the model's chat template (roles must "
-				      "follow the template's order)");
-			return -EINVAL;
-		}
-		char *text = alloc_arena_get(&r->arena, (size_t)need + 1, 1);
-		if (!text)
-			return -ENOMEM;
-		chat_apply(&s->chat, a->messages, a->n_messages, true, text, (size_t)need + 1);
-		n = tokenize_into(s, r, text, (size_t)need, &r->prompt);
+		const char *text;
+		size_t len;
+		int rc = render_chat(s, &r->arena, a->messages, a->n_messages, true, &text, &len, e);
+		if (rc)
+			return rc;
+		n = tokenize_into(s, r, text, len, &r->prompt);
 	} else if (a->prompt_ids) {
 		int32_t V = tok_n_vocab(s->vocab);
 		for (int64_t i = 0; i < a->n_prompt_ids; i++)
@@ -516,11 +534,8 @@ static void handle_tokenize(struct server *s, net_conn_t *c, const struct http_r
 	struct api_tokenize_request t;
 	int rc = detok ? api_parse_detokenize(req->body.p, req->body.n, &arena, &t, &e)
 		       : api_parse_tokenize(req->body.p, req->body.n, &arena, &t, &e);
-	if (rc) {
-		respond_error(c, b, &e, NULL);
-		alloc_arena_free(&arena);
-		return;
-	}
+	if (rc)
+		goto fail;
 	api_buf_reset(b);
 	if (detok) {
 		int32_t V = tok_n_vocab(s->vocab);
@@ -530,52 +545,34 @@ static void handle_tokenize(struct server *s, net_conn_t *c, const struct http_r
 				snprintf(p, sizeof(p), "tokens[%" PRId64 "]", i);
 				api_error_set(&e, 400, "invalid_request_error", p, "token id %d is outside the vocabulary",
 					      t.tokens[i]);
-				respond_error(c, b, &e, NULL);
-				alloc_arena_free(&arena);
-				return;
+				goto fail;
 			}
 		int64_t n = tok_decode(s->vocab, t.tokens, t.n_tokens, false, true, NULL, 0);
 		char *text = n >= 0 ? alloc_arena_get(&arena, (size_t)n + 1, 1) : NULL;
 		if (!text || tok_decode(s->vocab, t.tokens, t.n_tokens, false, true, text, (size_t)n) != n) {
 			api_error_set(&e, 500, "server_error", "", "cannot detokenize");
-			respond_error(c, b, &e, NULL);
-			alloc_arena_free(&arena);
-			return;
+			goto fail;
 		}
 		api_write_detokenize(b, text, (size_t)n);
 	} else {
 		const char *text = t.prompt;
 		size_t len = t.prompt_len;
-		if (t.messages) {
-			if (!s->has_chat) {
-				api_error_set(&e, 400, "invalid_request_error", "messages", "%s", s->chat_err);
-				respond_error(c, b, &e, NULL);
-				alloc_arena_free(&arena);
-				return;
-			}
-			int64_t need = chat_apply(&s->chat, t.messages, t.n_messages, true, NULL, 0);
-			char *buf = need >= 0 ? alloc_arena_get(&arena, (size_t)need + 1, 1) : NULL;
-			if (!buf) {
-				api_error_set(&e, 400, "invalid_request_error", "messages", "cannot render the messages");
-				respond_error(c, b, &e, NULL);
-				alloc_arena_free(&arena);
-				return;
-			}
-			chat_apply(&s->chat, t.messages, t.n_messages, true, buf, (size_t)need + 1);
-			text = buf;
-			len = (size_t)need;
-		}
+		if (t.messages &&
+		    render_chat(s, &arena, t.messages, t.n_messages, t.add_generation_prompt, &text, &len, &e))
+			goto fail;
 		int64_t n = tok_encode(s->vocab, text, len, t.add_special, true, NULL, 0);
 		int32_t *ids = n >= 0 ? alloc_arena_get(&arena, (size_t)(n ? n : 1) * sizeof(int32_t), 8) : NULL;
 		if (!ids || (n && tok_encode(s->vocab, text, len, t.add_special, true, ids, n) != n)) {
 			api_error_set(&e, 400, "invalid_request_error", "prompt", "cannot tokenize the prompt");
-			respond_error(c, b, &e, NULL);
-			alloc_arena_free(&arena);
-			return;
+			goto fail;
 		}
 		api_write_tokenize(b, ids, n, s->ctx);
 	}
 	respond_buf(c, 200, b, NULL);
+	alloc_arena_free(&arena);
+	return;
+fail:
+	respond_error(c, b, &e, NULL);
 	alloc_arena_free(&arena);
 }
 
@@ -663,13 +660,14 @@ static void *loader_main(void *arg)
 	struct server *s = arg;
 	char err[512];
 	const struct engine_config *cfg = &s->cfg;
-	int rc = model_load(cfg->model_path, 0, &s->model, err, sizeof(err));
-	if (!rc) {
-		s->vocab = tok_vocab_load(s->model->gguf, err, sizeof(err));
-		rc = s->vocab ? 0 : -EINVAL;
-	}
+	struct engine_opts eo;
+	engine_opts_default(&eo);
+	eo.model_path = cfg->model_path;
+	int rc = engine_core_load(&s->core, &eo, err, sizeof(err));
 	if (rc)
 		goto fail;
+	s->model = s->core.model;
+	s->vocab = s->core.vocab;
 	if (cfg->chat_template[0])
 		rc = chat_tmpl_by_name(cfg->chat_template, &s->chat);
 	else
@@ -859,8 +857,7 @@ void server_stop(struct server *s)
 		api_buf_free(&s->bufs[i]);
 	if (s->n_disp)
 		metrics_free(&s->metrics);
-	tok_vocab_free(s->vocab);
-	model_free(s->model);
+	engine_core_close(&s->core); /* model and vocabulary */
 	alloc_free(s->outbox);
 	alloc_free(s->bufs);
 	alloc_free(s);
