@@ -187,6 +187,7 @@ static int ep_poll(struct net_loop *l, int timeout_ms)
 	int n = epoll_wait(e->epfd, e->ev, EP_EVENTS, timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
+	l->now_ms = net_now_ms(); /* deadlines set by these events count from now */
 	for (int i = 0; i < n; i++) {
 		void *ptr = e->ev[i].data.ptr;
 		uint32_t ev = e->ev[i].events;

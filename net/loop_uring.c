@@ -603,6 +603,9 @@ static int ur_poll(struct net_loop *l, int timeout_ms)
 	int rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout_ms < 0 && !delivered ? NULL : &ts, NULL);
 	if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
 		return rc;
+	/* Deadlines set by these events count from now, not from before the
+	 * wait (a stale clock timed out a new connection at once). */
+	l->now_ms = net_now_ms();
 	unsigned head, n = 0;
 	io_uring_for_each_cqe(&u->ring, head, cqe)
 	{

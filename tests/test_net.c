@@ -708,6 +708,23 @@ static void t_threads_limits(struct app *a, const char *be)
 	free(r);
 }
 
+/* Regression: after the loop had slept longer than header_timeout with
+ * nothing to do, a new connection's deadline was computed from the clock
+ * read before the wait, so it expired at once and the connection was closed
+ * before its request was read (an empty reply instead of a response). */
+static void t_first_after_idle(const char *be)
+{
+	struct client cl;
+	struct resp *r = malloc(sizeof(*r));
+	usleep(800 * 1000); /* header_timeout is 500 ms; no connection open, no timer armed */
+	client_open(&cl);
+	send_str(&cl, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok");
+	CHECK(read_resp(&cl, r, false) == 0 && r->status == 200 && !strcmp(r->body, "ok"),
+	      "%s: first request after the loop slept past header_timeout", be);
+	client_close(&cl);
+	free(r);
+}
+
 static void run_backend(bool force_epoll)
 {
 	struct app *a = calloc(1, sizeof(*a));
@@ -733,6 +750,8 @@ static void run_backend(bool force_epoll)
 	const char *be = net_server_backend(s);
 	printf("test_net: %s (%s) on port %d\n", be, net_server_features(s), g_port);
 	CHECK(force_epoll ? !strcmp(be, "epoll") : 1, "forced epoll");
+
+	t_first_after_idle(be);
 
 	t_keepalive_pipelining(be);
 	t_errors(be);
