@@ -93,6 +93,14 @@ int config_apply_env(struct engine_config *c, char *err, size_t errlen);
 /* ---- placement plan ---- */
 #define PLAN_MAX_WARNINGS 16
 #define PLAN_WARNING_LEN 192
+#define PLAN_MAX_GPUS 64
+
+/* An NVIDIA GPU as the plan sees it (PCI class 03xx, vendor 0x10de). */
+struct plan_gpu {
+	int index;       /* CUDA device index (cudaN when hwloc names it, else PCI order) */
+	int node;        /* the NUMA node it is placed on (local, with cores) */
+	char busid[24];  /* "0000:18:00.0" */
+};
 
 struct plan_node {
 	int node;              /* NUMA node id */
@@ -120,6 +128,7 @@ struct plan {
 	char model_name[128];       /* resolved: [model] name, or the file name without .gguf */
 	bool model_fixed_shape;     /* backend null without a model: KV sized for a fixed tiny shape */
 	int n_gpus;                 /* NVIDIA GPUs found (whether or not they are used) */
+	struct plan_gpu gpus[PLAN_MAX_GPUS]; /* the n_gpus GPUs, by index */
 	bool net_shared;            /* a net thread shares its CPU with compute */
 	char warnings[PLAN_MAX_WARNINGS][PLAN_WARNING_LEN]; /* plan_print lists them */
 	int n_warnings;
@@ -138,8 +147,17 @@ int plan_resolve(const struct engine_config *c, const char *synthetic, struct pl
 /* plan_resolve with flags: PLAN_ASSUME_CUDA plans as if this build had the
  * CUDA backend (tests of GPU placement, checking a config for a CUDA build). */
 #define PLAN_ASSUME_CUDA 1u
+/* PLAN_NO_MODEL: without [model] path, size memory for the null backend's
+ * fixed shape whatever the backend (tools that show placement only). */
+#define PLAN_NO_MODEL 2u
 int plan_resolve_ex(const struct engine_config *c, const char *synthetic, unsigned flags, struct plan *out, char *err,
 		    size_t errlen);
+/* The hwloc topology plan_resolve reads: this machine with its important I/O
+ * devices (PCI through sysfs), or `synthetic` as above. For tools that
+ * describe the machine as the plan sees it (topo-capture). Free it with
+ * hwloc_topology_destroy(). 0 or -errno, with a message in err. */
+struct hwloc_topology;
+int plan_topology_load(struct hwloc_topology **out, const char *synthetic, char *err, size_t errlen);
 /* Human-readable plan, as `engine --check-config` prints it. */
 void plan_print(const struct engine_config *c, const struct plan *p, void *file /* FILE * */);
 

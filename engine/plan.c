@@ -22,7 +22,7 @@
  * block count fits int32.
  *
  * Threading: start-up only. The hwloc topology lives only inside
- * plan_resolve_ex.
+ * plan_resolve_ex (plan_topology_load hands one to a tool, which frees it).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -37,7 +37,6 @@
 #include "engine/config.h"
 #include "engine/model.h"
 
-#define PLAN_MAX_GPUS    64
 #define NVIDIA_VENDOR_ID 0x10de
 
 struct topo_node {
@@ -297,9 +296,10 @@ out:
 	return rc;
 }
 
-static int topo_load(struct topo *tp, const char *desc, struct plan *out, char *err, size_t errlen)
+int plan_topology_load(struct hwloc_topology **out, const char *desc, char *err, size_t errlen)
 {
 	hwloc_topology_t t;
+	*out = NULL;
 	if (hwloc_topology_init(&t)) {
 		errf(err, errlen, "topology: hwloc_topology_init failed");
 		return -ENOMEM;
@@ -329,6 +329,19 @@ static int topo_load(struct topo *tp, const char *desc, struct plan *out, char *
 		rc = -EIO;
 		goto out;
 	}
+	*out = t;
+	return 0;
+out:
+	hwloc_topology_destroy(t);
+	return rc;
+}
+
+static int topo_load(struct topo *tp, const char *desc, struct plan *out, char *err, size_t errlen)
+{
+	hwloc_topology_t t;
+	int rc = plan_topology_load(&t, desc, err, errlen);
+	if (rc)
+		return rc;
 	rc = topo_read(tp, t, !desc && hwloc_topology_is_thissystem(t), out, err, errlen);
 	if (rc == 0) {
 		char gpus[48];
@@ -345,29 +358,34 @@ static int topo_load(struct topo *tp, const char *desc, struct plan *out, char *
 			              " (%d cores, %d PUs usable)", tp->n_cores_usable, tp->n_pus_usable);
 		snprintf(out->topology + o, sizeof(out->topology) - (size_t)o, ", %s", gpus);
 		out->n_gpus = tp->n_gpus;
+		for (int g = 0; g < tp->n_gpus; g++) {
+			out->gpus[g].index = tp->gpus[g].index;
+			out->gpus[g].node = tp->nodes[tp->gpus[g].node_idx].os;
+			memcpy(out->gpus[g].busid, tp->gpus[g].busid, sizeof(out->gpus[g].busid));
+		}
 	}
-out:
 	hwloc_topology_destroy(t);
 	return rc;
 }
 
 /* ---- model shape ---- */
 
-static int shape_load(const struct engine_config *c, enum cfg_backend be, struct shape *s, struct plan *out, char *err,
-		      size_t errlen)
+static int shape_load(const struct engine_config *c, enum cfg_backend be, bool no_model, struct shape *s,
+		      struct plan *out, char *err, size_t errlen)
 {
 	if (!c->model_path[0]) {
-		if (be != CFG_BACKEND_NULL) {
+		if (be != CFG_BACKEND_NULL && !no_model) {
 			errf(err, errlen, "[model] path: required (the GGUF file to serve)");
 			return -EINVAL;
 		}
 		*s = null_shape;
 		out->model_fixed_shape = true;
 		snprintf(out->model_name, sizeof(out->model_name), "%s", c->model_name[0] ? c->model_name : "null");
-		warn(out,
-		     "no model: memory sized for the null backend's fixed shape (%" PRId64 " layers, %" PRId64
-		     " KV heads of %" PRId64 ", vocabulary %" PRId64 ")",
-		     s->n_layer, s->n_head_kv, s->head_dim, s->n_vocab);
+		if (!no_model)
+			warn(out,
+			     "no model: memory sized for the null backend's fixed shape (%" PRId64 " layers, %" PRId64
+			     " KV heads of %" PRId64 ", vocabulary %" PRId64 ")",
+			     s->n_layer, s->n_head_kv, s->head_dim, s->n_vocab);
 		return 0;
 	}
 	struct model *m = NULL;
@@ -699,7 +717,7 @@ int plan_resolve_ex(const struct engine_config *c, const char *synthetic, unsign
 	out->membind = c->membind;
 
 	struct shape s;
-	rc = shape_load(c, out->backend, &s, out, err, errlen);
+	rc = shape_load(c, out->backend, (flags & PLAN_NO_MODEL) != 0, &s, out, err, errlen);
 	if (rc)
 		goto out;
 	out->ctx = c->ctx > 0 ? c->ctx : s.n_ctx_train;
