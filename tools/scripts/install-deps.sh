@@ -9,6 +9,10 @@ PKGS=(
   clang libclang-rt-14-dev
   python3 python3-numpy python3-pip python3-venv
   numactl hwloc-nox util-linux
+  # stress-ng: the competing load of bench/numa-compare.sh --noise cpu|mem
+  # (stress-ng --cpu / --vm), so the NUMA experiment can show what pinning and
+  # membind do for the engine when other work shares its cores and memory.
+  stress-ng
   curl wrk nginx-light
 )
 
