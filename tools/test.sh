@@ -6,7 +6,7 @@
 #   asan    (AddressSanitizer + UndefinedBehaviorSanitizer, leaks on), the whole suite;
 #   avx2    (-march=x86-64-v3), the kernel tests, so the AVX2 paths run too;
 #   tsan    (ThreadSanitizer), the concurrent parts: rings, net threads,
-#           thread pool, metrics, and the engine end to end.
+#           thread pool, metrics, the engine end to end, and uring-bench.
 # Then each libFuzzer target runs for FUZZ_SECONDS (default 60).
 #   tools/test.sh [--quick]   --quick: release build only
 set -euo pipefail
@@ -31,7 +31,7 @@ ctest --test-dir build-avx2 --output-on-failure -j"$JOBS" -R 'test_(quant|ops)'
 
 tools/scripts/build.sh tsan
 TSAN_OPTIONS=halt_on_error=1 \
-  ctest --test-dir build-tsan --output-on-failure -j"$JOBS" -R 'test_(ring|net|http|metrics|batch)|t_engine'
+  ctest --test-dir build-tsan --output-on-failure -j"$JOBS" -R 'test_(ring|net|http|metrics|batch)|t_engine|t_uring_bench'
 
 tools/scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 echo "test.sh: all passed"

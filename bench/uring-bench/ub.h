@@ -118,7 +118,7 @@ struct ub_run {
 	atomic_bool stop;
 	pthread_barrier_t barrier;
 	uint64_t t_begin, t_end; /* measured phase, ns (t_end: set by main from the workers) */
-	bool uring_failed;     /* a worker could not set up io_uring and used epoll */
+	atomic_bool uring_failed; /* a worker could not set up io_uring and used epoll */
 };
 
 struct ub_loop_ops;
