@@ -754,11 +754,13 @@ def main():
                 "%s (%s, %s)" % (lab_, word, ratio_text(ratio)) for _, lab_, word, ratio, _ in d)))
     learned.append(" ".join(cores))
     perf = []
+    perf_labels = ", ".join(lab_ for key, lab_, _, _ in metrics if key not in SCHED_KEYS)
     for m, diffs in all_diffs.items():
         d = [x for x in diffs if x[0] not in SCHED_KEYS]
         if not d:
-            perf.append("%s performed like %s in latency and throughput (every metric above), within run-to-run "
-                        "noise" % (m, base))
+            perf.append("%s performed like %s (%s) within run-to-run noise%s" % (
+                m, base, perf_labels, "; its fewer migrations and context switches did not show in latency or "
+                "throughput at this load" if any(x[0] in SCHED_KEYS for x in diffs) else ""))
         else:
             perf.append("%s differed from %s in %s" % (m, base, ", ".join(
                 "%s (%s, %s, %s)" % (lab_, word, ratio_text(ratio), "better" if good else "worse")
