@@ -111,15 +111,25 @@ def conf_value(path, section, key, default=None):
 
 
 def thread_roles(rows, pid, n_net):
-    """tid -> role. The engine does not name its threads (all 'engine'), so
-    roles follow its creation order: main thread, net threads, then per node
-    the compute workers and last the dispatcher (compute thread 0);
-    io_uring's own workers are named iou-*."""
+    """tid -> role: from the engine's thread names (locus-net*, locus-disp*,
+    locus-work*); for engines that do not name their threads (all 'engine'),
+    from creation order: main thread, net threads, then per node the compute
+    workers and last the dispatcher. io_uring's own workers are named iou-*."""
     tids = sorted(to_int(r["tid"]) for r in rows)
+    comms = {to_int(r["tid"]): r["comm"] for r in rows}
+    if any(c.startswith("locus-") for c in comms.values()):
+        # engines that name their threads: locus-net<i>, locus-disp<node>, locus-work<i>
+        named = {"locus-net": "net", "locus-disp": "dispatcher", "locus-work": "worker"}
+        roles = {}
+        for t in tids:
+            c = comms[t]
+            role = next((v for k, v in named.items() if c.startswith(k)), None)
+            roles[t] = "main" if t == pid else "io_uring worker" if c.startswith("iou-") else role or "?"
+        return roles
     roles = {}
     rest = []
     for t in tids:
-        comm = next(r["comm"] for r in rows if to_int(r["tid"]) == t)
+        comm = comms[t]
         if t == pid:
             roles[t] = "main"
         elif comm.startswith("iou-"):
@@ -617,8 +627,8 @@ def main():
     # threads
     w("### Threads: migrations and context switches\n")
     w("Per thread, from the snapshots taken just before and just after uring-bench (its 4 warm-up requests "
-      "included), median (min–max) over runs. The engine does not name "
-      "its threads (all `engine`); roles follow creation order (main, net, workers, dispatcher last). "
+      "included), median (min–max) over runs. Roles come from the engine's thread names (`locus-net*`, "
+      "`locus-disp*`, `locus-work*`; the main thread keeps `engine`). "
       "Allowed CPUs and last CPU are from the last run.\n")
     w("| Mode | Thread | Allowed CPUs | Last CPU | Migrations | Voluntary ctx sw | Involuntary ctx sw | CPU s |")
     w("|---|---|---|---|---:|---:|---:|---:|")

@@ -492,6 +492,9 @@ static int step(struct dispatcher *d)
 static void *dispatcher_main(void *arg)
 {
 	struct dispatcher *d = arg;
+	char name[16];
+	snprintf(name, sizeof(name), "locus-disp%d", d->node);
+	pthread_setname_np(pthread_self(), name);
 	while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
 		drain_ring(d);
 		double t = now_s();

@@ -104,6 +104,9 @@ static void *worker_main(void *arg)
 {
 	struct tp_worker *w = arg;
 	struct tp_pool *p = w->pool;
+	char name[16];
+	snprintf(name, sizeof(name), "locus-work%d", w->ith);
+	pthread_setname_np(pthread_self(), name);
 	if (w->cpu >= 0)
 		pin_self(w->cpu);
 	/* gen is 0 at creation; reading it here instead would miss a tp_run

@@ -117,6 +117,9 @@ static void *loop_thread(void *arg)
 {
 	struct net_loop *l = arg;
 	struct net_server *s = l->s;
+	char name[16];
+	snprintf(name, sizeof(name), "locus-net%d", l->idx);
+	pthread_setname_np(pthread_self(), name); /* top, ps -L, /proc/PID/task/TID/comm */
 	if (s->cfg.cpus && s->cfg.n_cpus > 0) {
 		cpu_set_t set;
 		CPU_ZERO(&set);
