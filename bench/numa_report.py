@@ -749,8 +749,9 @@ def main():
     if "pinned" in modes and base in modes and base != "pinned":
         mb, mp = vals(runs, base, "mig_compute"), vals(runs, "pinned", "mig_compute")
         if mb and mp:
-            cores.append("Pinning took the compute threads' migrations from %g (%s) to %g per run (median)%s." % (
-                med(mb), base, med(mp), ", i.e. none: each pinned thread stays on its CPU" if max(mp) == 0 else ""))
+            cores.append("Compute-thread migrations per run: %s %g (%g–%g), pinned %g (%g–%g)%s." % (
+                base, med(mb), min(mb), max(mb), med(mp), min(mp), max(mp),
+                ": pinned threads never moved" if max(mp) == 0 else ""))
     if "numactl" in modes:
         mn = vals(runs, "numactl", "mig_compute")
         if mn and lab.get("node_cpus") == lab.get("online_cpus"):
