@@ -231,7 +231,7 @@ engine_cmd() {                    # MODE PORT: the engine's command line, one st
 }
 
 json_obj date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-	dirty "$(git status --porcelain -uno 2>/dev/null | grep -qv '^??' && echo yes || echo no)" \
+	dirty "$(git status --porcelain -uno -- . ":(exclude)$(rel "$OUT")" 2>/dev/null | grep -q . && echo yes || echo no)" \
 	cpu_model "$CPU_MODEL" kernel "$(uname -r)" ncpu "$NCPU" online_cpus "$(</sys/devices/system/cpu/online)" \
 	numa_nodes "$NODES" node "$NODE" node_cpus "$NODE_CPUS" mem_total_kib "$(awk '/^MemTotal/{print $2}' /proc/meminfo)" node_mem_kib "$(node_mem)" \
 	n "$N" c "$C" R "$R" max_tokens "$MAXTOK" stream "$STREAM" model "$(rel "$MODEL")" backend "$BACKEND" modes "$MODES" \
