@@ -15,11 +15,16 @@ known behaviour (stdlib asyncio, loopback only, bounded in time).
               lines and chunk framing anywhere.
   /bad/...    request k behaves per k % 6: ok, 500, closed mid-body,
               garbage status line, malformed SSE JSON, never answers.
+  /inst/...   answers at once, naming its instance (X-Locus-Instance);
+              two servers, A and B, check uring-bench's per-URL and
+              per-instance counts with two --url.
 
 Tolerances: a reported percentile may not be below the injected value
 by more than the histogram's relative error (0.1%); above, it may exceed
 it by that error plus SLACK_MS for loopback, asyncio scheduling and the
-client (measured: ~1-2 ms here; 15 ms allowed for noisy CI machines).
+client (measured: ~1-3 ms here; 15 ms allowed for noisy CI machines).
+Maxima are not compared to the injected values: one scheduling hiccup of
+the Python server moves them.
 """
 import asyncio
 import json
@@ -52,7 +57,8 @@ def check(cond, label, detail=""):
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, name="A"):
+        self.name = name
         self.count = {}
         self.t0 = None
         self.stall_until = None
@@ -92,10 +98,10 @@ class Server:
                 pass
 
     @staticmethod
-    def whole(status, obj, reason="OK"):
+    def whole(status, obj, reason="OK", extra=b""):
         b = json.dumps(obj).encode()
-        return b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
-            status, reason.encode(), len(b)) + b
+        return b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n" % (
+            status, reason.encode(), extra, len(b)) + b
 
     @staticmethod
     def completion(n_tokens):
@@ -137,6 +143,8 @@ class Server:
                 wait = max(wait, self.stall_until - now)
             await asyncio.sleep(wait)
             writer.write(self.whole(200, self.completion(1)))
+        elif mode == "inst":
+            writer.write(self.whole(200, self.completion(1), extra=b"X-Locus-Instance: %s\r\n" % self.name.encode()))
         elif mode == "sse":
             await self.sse(writer, good=True)
             return True
@@ -194,8 +202,8 @@ class Server:
         await self.write_pieces(writer, b"0\r\n\r\n")
 
 
-def start_server():
-    srv = Server()
+def start_server(name="A"):
+    srv = Server(name)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     holder = {}
@@ -292,18 +300,36 @@ def test_sse(port, extra, label):
     check(js["requests"]["ok"] == 12 and js["requests"]["errors"] == 0, "%s: 12 ok" % label, js)
     check(js["throughput"]["output_tokens"] == 12 * 11, "%s: tokens from the usage chunk" % label, js["throughput"])
     t = js["ttft_ms"]
-    check(within(t["p50"], 50) and within(t["max"], 50), "%s: ttft p50 %.2f max %.2f vs 50 ms" % (label, t["p50"],
-                                                                                                   t["max"]))
+    check(within(t["p50"], 50) and within(t["p90"], 50), "%s: ttft p50 %.2f p90 %.2f vs 50 ms" % (label, t["p50"],
+                                                                                                   t["p90"]))
     i = js["itl_ms"]
     check(i["count"] == 12 * 10, "%s: one ITL sample per token after the first (%d)" % (label, i["count"]))
     spec = dict((round(a, 4), b) for a, b in js["spectrum"]["itl_ms"])
     # 8 of 10 gaps are 20 ms, 2 are 10 ms (the two-token event)
     check(within(spec[10.0], 10, 3) and within(spec[20.0], 10, 3), "%s: itl p10/p20 %.2f/%.2f vs 10 ms" % (
         label, spec[10.0], spec[20.0]))
-    check(within(spec[50.0], 20, 3) and within(spec[100.0], 20, 3), "%s: itl p50/max %.2f/%.2f vs 20 ms" % (
-        label, spec[50.0], spec[100.0]))
+    check(within(spec[50.0], 20, 3) and within(spec[75.0], 20, 3), "%s: itl p50/p75 %.2f/%.2f vs 20 ms" % (
+        label, spec[50.0], spec[75.0]))
     tp = js["tpot_ms"]
     check(within(tp["p50"], 18, 3), "%s: tpot %.2f vs 18 ms (180 ms over 10 tokens)" % (label, tp["p50"]))
+
+
+def test_targets(port_a, port_b):
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = f.name
+    cmd = [UB, "-q", "--json", out, "-n", 40, "-c", 4, "-t", 2, "--url", "http://127.0.0.1:%d/inst/x" % port_a,
+           "--url", "http://127.0.0.1:%d/inst/x" % port_b]
+    p = subprocess.run([str(a) for a in cmd], capture_output=True, text=True, timeout=60)
+    js = json.load(open(out)) if p.returncode == 0 else None
+    os.unlink(out)
+    if not check(js is not None, "targets: two URLs", p.stderr):
+        return
+    t = js["targets"]
+    inst = js["instances"]
+    check(len(t) == 2 and t[0]["ok"] + t[1]["ok"] == 40 and t[0]["ok"] > 0 and t[1]["ok"] > 0,
+          "targets: both URLs served, 40 in all", t)
+    check(inst.get("A") == t[0]["ok"] and inst.get("B") == t[1]["ok"] and len(inst) == 2,
+          "targets: per-instance counts from X-Locus-Instance match the per-URL counts", (inst, t))
 
 
 def test_errors(port):
@@ -337,15 +363,18 @@ def main():
     if not os.path.exists(UB):
         print("FAIL %s is missing" % UB)
         return 1
-    srv, loop, port = start_server()
+    srv, loop, port = start_server("A")
+    srv_b, loop_b, port_b = start_server("B")
     test_delays(port, [], "delays (io_uring)")
     test_delays(port, ["--epoll"], "delays (epoll)")
     test_delays(port, ["-t", 2], "delays (2 threads, merged histograms)")
     test_sse(port, [], "sse (io_uring)")
     test_sse(port, ["--epoll"], "sse (epoll)")
     test_stall(port)
+    test_targets(port, port_b)
     test_errors(port)
     loop.call_soon_threadsafe(loop.stop)
+    loop_b.call_soon_threadsafe(loop_b.stop)
     if FAILS:
         print("t_uring_bench: %d FAILED: %s" % (len(FAILS), "; ".join(FAILS)))
         return 1

@@ -47,6 +47,21 @@ void ub_results_init(struct ub_results *r)
 	hist_init(&r->tpot);
 }
 
+void ub_instance_add(struct ub_results *r, const char *name, uint64_t n)
+{
+	for (int i = 0; i < r->n_instances; i++)
+		if (!strcmp(r->instance[i], name)) {
+			r->instance_ok[i] += n;
+			return;
+		}
+	if (r->n_instances == UB_MAX_INSTANCES) {
+		r->instance_other += n;
+		return;
+	}
+	snprintf(r->instance[r->n_instances], sizeof(r->instance[0]), "%s", name);
+	r->instance_ok[r->n_instances++] = n;
+}
+
 void ub_results_merge(struct ub_results *d, const struct ub_results *s)
 {
 	d->ok += s->ok;
@@ -58,6 +73,13 @@ void ub_results_merge(struct ub_results *d, const struct ub_results *s)
 	d->output_tokens += s->output_tokens;
 	d->prompt_tokens += s->prompt_tokens;
 	d->bytes_in += s->bytes_in;
+	for (int i = 0; i < UB_MAX_TARGETS; i++) {
+		d->target_ok[i] += s->target_ok[i];
+		d->target_err[i] += s->target_err[i];
+	}
+	d->instance_other += s->instance_other;
+	for (int i = 0; i < s->n_instances; i++)
+		ub_instance_add(d, s->instance[i], s->instance_ok[i]);
 	hist_merge(&d->latency, &s->latency);
 	hist_merge(&d->ttft, &s->ttft);
 	hist_merge(&d->itl, &s->itl);
@@ -150,6 +172,9 @@ static void finish(struct ub_conn *c, int err_class, int status)
 	if (err_class < 0) {
 		if (measured) {
 			r->ok++;
+			r->target_ok[c->target]++;
+			if (c->resp.instance[0])
+				ub_instance_add(r, c->resp.instance, 1);
 			uint64_t now = c->now;
 			hist_record(&r->latency, now - c->t_start);
 			long toks = c->usage_tokens >= 0 ? c->usage_tokens : c->n_tokens;
@@ -167,6 +192,7 @@ static void finish(struct ub_conn *c, int err_class, int status)
 	} else {
 		if (measured) {
 			r->errors++;
+			r->target_err[c->target]++;
 			r->err[err_class]++;
 			if (err_class == UB_E_HTTP && status >= 0 && status < 600)
 				r->http_status[status]++;
@@ -392,7 +418,7 @@ static void start_request(struct ub_thread *t, struct ub_conn *c, uint64_t t_sta
 {
 	c->busy = true;
 	c->measured = measured;
-	c->req = &t->run->reqs[t->rr++ % (unsigned)t->run->n_reqs];
+	c->req = &t->run->reqs[c->target * t->run->n_reqs + (int)(t->rr++ % (unsigned)t->run->n_reqs)];
 	c->req_off = 0;
 	c->t_start = t_start;
 	c->t_first = c->t_last = 0;

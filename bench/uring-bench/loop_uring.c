@@ -148,7 +148,8 @@ static int ur_connect(struct ub_conn *c)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd = fd;
 	struct io_uring_sqe *sqe = sqe_get(u);
-	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&c->t->o->addr, sizeof(c->t->o->addr));
+	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&c->t->o->targets[c->target].addr,
+			      sizeof(c->t->o->targets[c->target].addr));
 	io_uring_sqe_set_data64(sqe, tag(c, OP_CONNECT));
 	return -EINPROGRESS;
 }

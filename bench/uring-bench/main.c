@@ -45,7 +45,9 @@ static void usage(FILE *f)
 		"\n"
 		"Target and workload:\n"
 		"  --url URL             server, http://HOST:PORT[/PATH] (default http://127.0.0.1:8080);\n"
-		"                        a PATH replaces the endpoint's default path\n"
+		"                        a PATH replaces the endpoint's default path. Repeatable (up to 16):\n"
+		"                        connection i goes to URL i mod n; counts are reported per URL and per\n"
+		"                        instance named by the response header X-Locus-Instance (or X-Instance)\n"
 		"  --endpoint E          completions (POST /v1/completions, default), chat\n"
 		"                        (POST /v1/chat/completions) or get (GET the URL's path; any HTTP server)\n"
 		"  --model NAME          \"model\" field (default: omitted)\n"
@@ -78,7 +80,12 @@ static void usage(FILE *f)
 		"  -h, --help\n");
 }
 
-static int parse_url(const char *url, struct ub_opts *o)
+static const char *default_path(enum ub_endpoint e)
+{
+	return e == UB_EP_CHAT ? "/v1/chat/completions" : e == UB_EP_GET ? "/" : "/v1/completions";
+}
+
+static int parse_url(const char *url, struct ub_target *t)
 {
 	const char *p = url;
 	if (!strncmp(p, "http://", 7))
@@ -97,7 +104,7 @@ static int parse_url(const char *url, struct ub_opts *o)
 	memcpy(hostport, p, hp);
 	hostport[hp] = 0;
 	char *colon = strrchr(hostport, ':');
-	o->port = 80;
+	t->port = 80;
 	if (colon) {
 		*colon = 0;
 		char *end;
@@ -106,25 +113,25 @@ static int parse_url(const char *url, struct ub_opts *o)
 			fprintf(stderr, "uring-bench: bad port in %s\n", url);
 			return -1;
 		}
-		o->port = (int)port;
+		t->port = (int)port;
 	}
-	snprintf(o->host, sizeof(o->host), "%s", hostport);
-	o->path[0] = 0;
+	snprintf(t->host, sizeof(t->host), "%s", hostport);
+	t->path[0] = 0;
 	if (slash && strcmp(slash, "/")) {
-		if (strlen(slash) >= sizeof(o->path)) {
+		if (strlen(slash) >= sizeof(t->path)) {
 			fprintf(stderr, "uring-bench: URL path too long\n");
 			return -1;
 		}
-		snprintf(o->path, sizeof(o->path), "%s", slash);
+		snprintf(t->path, sizeof(t->path), "%s", slash);
 	}
 	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai;
-	int rc = getaddrinfo(o->host, NULL, &hints, &ai);
+	int rc = getaddrinfo(t->host, NULL, &hints, &ai);
 	if (rc) {
-		fprintf(stderr, "uring-bench: cannot resolve %s: %s\n", o->host, gai_strerror(rc));
+		fprintf(stderr, "uring-bench: cannot resolve %s: %s\n", t->host, gai_strerror(rc));
 		return -1;
 	}
-	memcpy(&o->addr, ai->ai_addr, sizeof(o->addr));
-	o->addr.sin_port = htons((uint16_t)o->port);
+	memcpy(&t->addr, ai->ai_addr, sizeof(t->addr));
+	t->addr.sin_port = htons((uint16_t)t->port);
 	freeaddrinfo(ai);
 	return 0;
 }
@@ -197,19 +204,17 @@ static char *read_prompts(const char *path, struct ub_opts *o)
 	return buf;
 }
 
-static void build_request(const struct ub_opts *o, const char *prompt, struct ub_request *r)
+static void build_request(const struct ub_opts *o, const struct ub_target *t, const char *prompt,
+			  struct ub_request *r)
 {
-	const char *path = o->path[0] ? o->path
-	                   : o->endpoint == UB_EP_CHAT ? "/v1/chat/completions"
-	                   : o->endpoint == UB_EP_GET  ? "/"
-	                                               : "/v1/completions";
+	const char *path = t->path[0] ? t->path : default_path(o->endpoint);
 	char auth[600] = "";
 	if (o->api_key && o->api_key[0])
 		snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", o->api_key);
 	if (o->endpoint == UB_EP_GET) {
-		size_t cap = strlen(path) + strlen(o->host) + strlen(auth) + 64;
+		size_t cap = strlen(path) + strlen(t->host) + strlen(auth) + 64;
 		r->bytes = malloc(cap);
-		r->len = (size_t)snprintf(r->bytes, cap, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n", path, o->host, o->port,
+		r->len = (size_t)snprintf(r->bytes, cap, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n", path, t->host, t->port,
 					  auth);
 		return;
 	}
@@ -237,12 +242,12 @@ static void build_request(const struct ub_opts *o, const char *prompt, struct ub
 	char *body = cJSON_PrintUnformatted(j);
 	cJSON_Delete(j);
 	size_t blen = strlen(body);
-	size_t cap = blen + strlen(path) + strlen(o->host) + strlen(auth) + 200;
+	size_t cap = blen + strlen(path) + strlen(t->host) + strlen(auth) + 200;
 	r->bytes = malloc(cap);
 	int h = snprintf(r->bytes, cap,
 			 "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
 			 "Accept: %s\r\n%sContent-Length: %zu\r\n\r\n",
-			 path, o->host, o->port, o->stream ? "text/event-stream" : "application/json", auth, blen);
+			 path, t->host, t->port, o->stream ? "text/event-stream" : "application/json", auth, blen);
 	memcpy(r->bytes + h, body, blen);
 	r->len = (size_t)h + blen;
 	free(body);
@@ -294,8 +299,9 @@ static const char *endpoint_name(enum ub_endpoint e)
 }
 
 static int write_json(const struct ub_opts *o, const char *backend, double wall_s, const struct ub_results *r,
-		      const struct rusage *ru, const char *url)
+		      const struct rusage *ru)
 {
+	const char *url = o->targets[0].url;
 	cJSON *j = cJSON_CreateObject();
 	cJSON_AddStringToObject(j, "tool", "uring-bench");
 	cJSON_AddNumberToObject(j, "version", 1);
@@ -345,6 +351,19 @@ static int write_json(const struct ub_opts *o, const char *backend, double wall_
 		cJSON_AddItemToObject(sp, "ttft_ms", spectrum_json(&r->ttft));
 		cJSON_AddItemToObject(sp, "itl_ms", spectrum_json(&r->itl));
 	}
+	cJSON *tg = cJSON_AddArrayToObject(j, "targets");
+	for (int i = 0; i < o->n_targets; i++) {
+		cJSON *x = cJSON_CreateObject();
+		cJSON_AddStringToObject(x, "url", o->targets[i].url);
+		cJSON_AddNumberToObject(x, "ok", (double)r->target_ok[i]);
+		cJSON_AddNumberToObject(x, "errors", (double)r->target_err[i]);
+		cJSON_AddItemToArray(tg, x);
+	}
+	cJSON *in = cJSON_AddObjectToObject(j, "instances");
+	for (int i = 0; i < r->n_instances; i++)
+		cJSON_AddNumberToObject(in, r->instance[i], (double)r->instance_ok[i]);
+	if (r->instance_other)
+		cJSON_AddNumberToObject(j, "instances_over_table", (double)r->instance_other);
 	cJSON_AddNumberToObject(j, "histogram_relative_error", HIST_REL_ERROR);
 	cJSON *cpu = cJSON_AddObjectToObject(j, "cpu");
 	double us = (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6;
@@ -401,7 +420,8 @@ int main(int argc, char **argv)
 	o.max_tokens = 64;
 	o.seed = 1;
 	o.api_key = getenv("OPENAI_API_KEY");
-	const char *url = "http://127.0.0.1:8080";
+	const char *urls[UB_MAX_TARGETS];
+	int n_urls = 0;
 	const char *prompt = NULL, *prompt_file = NULL;
 	bool n_given = false;
 	enum {
@@ -452,7 +472,13 @@ int main(int argc, char **argv)
 		case 't': NUM(o.threads, 1, 256, "-t"); break;
 		case 'q': o.quiet = true; break;
 		case 'h': usage(stdout); return 0;
-		case O_URL: url = optarg; break;
+		case O_URL:
+			if (n_urls == UB_MAX_TARGETS) {
+				fprintf(stderr, "uring-bench: at most %d --url\n", UB_MAX_TARGETS);
+				return 2;
+			}
+			urls[n_urls++] = optarg;
+			break;
 		case O_ENDPOINT:
 			if (!strcmp(optarg, "completions"))
 				o.endpoint = UB_EP_COMPLETIONS;
@@ -501,8 +527,20 @@ int main(int argc, char **argv)
 		o.n = -1;
 	if (o.threads > o.concurrency)
 		o.threads = o.concurrency;
-	if (parse_url(url, &o))
+	if (n_urls == 0)
+		urls[n_urls++] = "http://127.0.0.1:8080";
+	for (int i = 0; i < n_urls; i++) {
+		struct ub_target *t = &o.targets[i];
+		if (parse_url(urls[i], t))
+			return 2;
+		snprintf(t->url, sizeof(t->url), "http://%s:%d%s", t->host, t->port,
+			 t->path[0] ? t->path : default_path(o.endpoint));
+	}
+	o.n_targets = n_urls;
+	if (o.concurrency < o.n_targets) {
+		fprintf(stderr, "uring-bench: -c %d is fewer connections than the %d URLs\n", o.concurrency, o.n_targets);
 		return 2;
+	}
 	char *prompt_buf = NULL;
 	if (prompt_file) {
 		if (!(prompt_buf = read_prompts(prompt_file, &o)))
@@ -516,14 +554,16 @@ int main(int argc, char **argv)
 		o.n_prompts = (int)(sizeof(default_prompts) / sizeof(default_prompts[0]));
 	}
 	int n_reqs = o.endpoint == UB_EP_GET ? 1 : o.n_prompts;
-	struct ub_request *reqs = calloc((size_t)n_reqs, sizeof(*reqs));
-	for (int i = 0; i < n_reqs; i++)
-		build_request(&o, o.prompts[i], &reqs[i]);
+	struct ub_request *reqs = calloc((size_t)(n_reqs * o.n_targets), sizeof(*reqs));
+	for (int t = 0; t < o.n_targets; t++)
+		for (int i = 0; i < n_reqs; i++)
+			build_request(&o, &o.targets[t], o.prompts[i], &reqs[t * n_reqs + i]);
 
 	struct ub_run run = {.o = &o, .reqs = reqs, .n_reqs = n_reqs};
 	pthread_barrier_init(&run.barrier, NULL, (unsigned)o.threads + 1);
 	struct ub_thread *th = calloc((size_t)o.threads, sizeof(*th));
 	pthread_t *tid = calloc((size_t)o.threads, sizeof(*tid));
+	int conn_no = 0; /* global connection number: its target is conn_no % n_targets */
 	for (int i = 0; i < o.threads; i++) {
 		struct ub_thread *t = &th[i];
 		t->run = &run;
@@ -538,6 +578,7 @@ int main(int argc, char **argv)
 			struct ub_conn *c = calloc(1, sizeof(*c));
 			c->t = t;
 			c->idx = k;
+			c->target = conn_no++ % o.n_targets;
 			c->fd = -1;
 			t->conns[k] = c;
 		}
@@ -593,18 +634,13 @@ int main(int argc, char **argv)
 	}
 	double wall = (double)(t_end - run.t_begin) / 1e9;
 	const char *backend = run.uring_failed ? "epoll" : o.force_epoll ? "epoll" : "io_uring";
-	char full_url[1400];
-	snprintf(full_url, sizeof(full_url), "http://%s:%d%s", o.host, o.port,
-		 o.path[0] ? o.path
-		 : o.endpoint == UB_EP_CHAT ? "/v1/chat/completions"
-		 : o.endpoint == UB_EP_GET  ? "/"
-					    : "/v1/completions");
+	const char *full_url = o.targets[0].url;
 	if (run.uring_failed)
 		fprintf(stderr, "uring-bench: io_uring could not be set up here; used epoll\n");
 
-	printf("uring-bench: %s, %s loop%s, %d connection(s), %d thread(s), %s (%s)%s\n", full_url,
-	       o.rate > 0 ? "open" : "closed", "", o.concurrency, o.threads, backend, th[0].features,
-	       o.stream ? ", streaming" : "");
+	printf("uring-bench: %s%s, %s loop, %d connection(s), %d thread(s), %s (%s)%s\n", full_url,
+	       o.n_targets > 1 ? " and more (below)" : "", o.rate > 0 ? "open" : "closed", o.concurrency, o.threads, backend,
+	       th[0].features, o.stream ? ", streaming" : "");
 	if (o.rate > 0)
 		printf("  offered rate %.2f req/s (burstiness %.2f); latency from each request's intended send time\n",
 		       o.rate, o.burstiness);
@@ -636,6 +672,18 @@ int main(int argc, char **argv)
 		print_row("itl", &r->itl);
 		print_row("tpot", &r->tpot);
 	}
+	if (o.n_targets > 1)
+		for (int i = 0; i < o.n_targets; i++)
+			printf("  target %s: %llu ok, %llu errors\n", o.targets[i].url, (unsigned long long)r->target_ok[i],
+			       (unsigned long long)r->target_err[i]);
+	if (r->n_instances) {
+		printf("  answered by:");
+		for (int i = 0; i < r->n_instances; i++)
+			printf("%s %s %llu", i ? "," : "", r->instance[i], (unsigned long long)r->instance_ok[i]);
+		if (r->instance_other)
+			printf(", %llu more past the %d-name table", (unsigned long long)r->instance_other, UB_MAX_INSTANCES);
+		printf(" (X-Locus-Instance)\n");
+	}
 	double cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
 		       (double)ru.ru_stime.tv_usec / 1e6;
 	printf("  client cpu: %.3f s (%.0f req per cpu-second)\n", cpu_s, cpu_s > 0 ? (double)r->ok / cpu_s : 0);
@@ -650,7 +698,7 @@ int main(int argc, char **argv)
 		}
 	}
 	int rc = 0;
-	if (o.json_path && write_json(&o, backend, wall, r, &ru, full_url))
+	if (o.json_path && write_json(&o, backend, wall, r, &ru))
 		rc = 1;
 	/* exit status: 0 when at least one request succeeded; errors are results, not failures */
 	if (r->ok == 0)
@@ -667,7 +715,7 @@ int main(int argc, char **argv)
 		free(th[i].idle);
 		free(th[i].arrivals);
 	}
-	for (int i = 0; i < n_reqs; i++)
+	for (int i = 0; i < n_reqs * o.n_targets; i++)
 		free(reqs[i].bytes);
 	free(reqs);
 	free(th);

@@ -28,11 +28,21 @@
 
 enum ub_endpoint { UB_EP_COMPLETIONS, UB_EP_CHAT, UB_EP_GET };
 
-struct ub_opts {
+#define UB_MAX_TARGETS 16
+#define UB_MAX_INSTANCES 64
+
+/* One server (--url); connection i talks to target i % n_targets. */
+struct ub_target {
 	char host[256];
 	int port;
-	char path[1024];
+	char path[1024];       /* "" : the endpoint's default path */
+	char url[1400];        /* as reported */
 	struct sockaddr_in addr;
+};
+
+struct ub_opts {
+	struct ub_target targets[UB_MAX_TARGETS];
+	int n_targets;
 	enum ub_endpoint endpoint;
 	long n;             /* measured requests; <0: unbounded (duration) */
 	int concurrency;    /* connections (in flight at most) */
@@ -75,6 +85,12 @@ struct ub_results {
 	uint64_t http_status[600]; /* non-2xx statuses seen */
 	uint64_t output_tokens, prompt_tokens;
 	uint64_t bytes_in;
+	uint64_t target_ok[UB_MAX_TARGETS], target_err[UB_MAX_TARGETS];
+	/* responses by the instance the server named (X-Locus-Instance or X-Instance) */
+	int n_instances;
+	char instance[UB_MAX_INSTANCES][64];
+	uint64_t instance_ok[UB_MAX_INSTANCES];
+	uint64_t instance_other;  /* ok responses naming an instance past the table */
 	struct hist latency, ttft, itl, tpot;
 };
 
@@ -83,6 +99,7 @@ struct ub_thread;
 struct ub_conn {
 	struct ub_thread *t;
 	int idx;
+	int target;            /* index into ub_opts.targets */
 	int fd;
 	uint32_t gen;          /* bumped at close: stale completions are dropped */
 	bool connected, connecting, busy, sending, recv_armed, write_wait;
@@ -110,8 +127,8 @@ struct ub_conn {
 
 struct ub_run {
 	const struct ub_opts *o;
-	const struct ub_request *reqs;
-	int n_reqs;
+	const struct ub_request *reqs; /* (target, prompt) */
+	int n_reqs;                    /* per target */
 	atomic_long issued;    /* closed loop: requests claimed (measured phase) */
 	atomic_long warm_issued;
 	atomic_long done, failed;
@@ -181,5 +198,6 @@ void ub_on_data(struct ub_conn *c, const char *p, long n);
 void *ub_worker(void *arg);
 void ub_results_init(struct ub_results *r);
 void ub_results_merge(struct ub_results *dst, const struct ub_results *src);
+void ub_instance_add(struct ub_results *r, const char *name, uint64_t n);
 
 #endif
