@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <ini.h>
 
@@ -304,15 +305,15 @@ static int set_node(struct engine_config *c, const char *v, char *why, size_t wh
 	return 0;
 }
 
-/* auto, or "0-3,8,10-11": CPU numbers 0..CFG_MAX_CPUS-1, each once; the
- * order is kept (the first CPU of a node runs its dispatcher). */
-static int set_cpus(struct engine_config *c, const char *v, char *why, size_t whylen)
+/* auto, or "0-3,8,10-11": numbers 0..max-1, each once, order kept. `what`
+ * names one item in messages ("CPU", "GPU"). 0 with *n_out = 0 for auto. */
+static int parse_id_list(const char *v, int max, int *out, int *n_out, const char *what, char *why, size_t whylen)
 {
 	if (streq_ci(v, "auto")) {
-		c->n_cpus = 0;
+		*n_out = 0;
 		return 0;
 	}
-	int cpus[CFG_MAX_CPUS];
+	int ids[CFG_MAX_CPUS];
 	unsigned char seen[CFG_MAX_CPUS] = {0};
 	int n = 0;
 	const char *p = v;
@@ -321,8 +322,8 @@ static int set_cpus(struct engine_config *c, const char *v, char *why, size_t wh
 			p++;
 		int64_t lo, hi;
 		const char *e;
-		if (parse_i64_prefix(p, &lo, &e) || lo < 0 || lo >= CFG_MAX_CPUS) {
-			errf(why, whylen, "expected auto or a list of CPUs 0..%d like 0-3,8,10-11", CFG_MAX_CPUS - 1);
+		if (parse_i64_prefix(p, &lo, &e) || lo < 0 || lo >= max) {
+			errf(why, whylen, "expected auto or a list of %ss 0..%d like 0-3,8,10-11", what, max - 1);
 			return -EINVAL;
 		}
 		hi = lo;
@@ -333,9 +334,8 @@ static int set_cpus(struct engine_config *c, const char *v, char *why, size_t wh
 			p++;
 			while (*p == ' ')
 				p++;
-			if (parse_i64_prefix(p, &hi, &e) || hi < lo || hi >= CFG_MAX_CPUS) {
-				errf(why, whylen, "bad range: expected FIRST-LAST with FIRST <= LAST <= %d",
-				     CFG_MAX_CPUS - 1);
+			if (parse_i64_prefix(p, &hi, &e) || hi < lo || hi >= max) {
+				errf(why, whylen, "bad range: expected FIRST-LAST with FIRST <= LAST <= %d", max - 1);
 				return -EINVAL;
 			}
 			p = e;
@@ -344,22 +344,61 @@ static int set_cpus(struct engine_config *c, const char *v, char *why, size_t wh
 		}
 		for (int64_t i = lo; i <= hi; i++) {
 			if (seen[i]) {
-				errf(why, whylen, "CPU %" PRId64 " is listed twice", i);
+				errf(why, whylen, "%s %" PRId64 " is listed twice", what, i);
 				return -EINVAL;
 			}
 			seen[i] = 1;
-			cpus[n++] = (int)i;
+			ids[n++] = (int)i;
 		}
 		if (*p == '\0')
 			break;
 		if (*p != ',') {
-			errf(why, whylen, "expected auto or a list of CPUs like 0-3,8,10-11");
+			errf(why, whylen, "expected auto or a list of %ss like 0-3,8,10-11", what);
 			return -EINVAL;
 		}
 		p++;
 	}
-	memcpy(c->cpus, cpus, (size_t)n * sizeof(int));
-	c->n_cpus = n;
+	memcpy(out, ids, (size_t)n * sizeof(int));
+	*n_out = n;
+	return 0;
+}
+
+/* CPU numbers 0..CFG_MAX_CPUS-1; the first CPU of a node runs its dispatcher. */
+static int set_cpus(struct engine_config *c, const char *v, char *why, size_t whylen)
+{
+	return parse_id_list(v, CFG_MAX_CPUS, c->cpus, &c->n_cpus, "CPU", why, whylen);
+}
+
+/* CUDA device numbers 0..CFG_MAX_GPUS-1; whether they exist and sit on the
+ * configured node is the plan's business (it knows the machine). */
+static int set_gpus(struct engine_config *c, const char *v, char *why, size_t whylen)
+{
+	return parse_id_list(v, CFG_MAX_GPUS, c->gpus, &c->n_gpus, "GPU", why, whylen);
+}
+
+/* One character of an instance name: it travels as an HTTP header value and
+ * in load-balancer logs, so no blanks, quotes or separators beyond these. */
+static bool instance_char(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+	       ch == '_' || ch == ':' || ch == '-';
+}
+
+/* Empty: the default, "<hostname>:<port>" (config_instance_name). */
+static int set_instance(struct engine_config *c, const char *v, char *why, size_t whylen)
+{
+	size_t n = strlen(v);
+	if (n > CFG_INSTANCE_MAX) {
+		errf(why, whylen, "longer than %d characters", CFG_INSTANCE_MAX);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!instance_char(v[i])) {
+			errf(why, whylen, "expected 1..%d characters of A-Z a-z 0-9 . _ : - (or empty: hostname:port)",
+			     CFG_INSTANCE_MAX);
+			return -EINVAL;
+		}
+	memcpy(c->instance, v, n + 1);
 	return 0;
 }
 
@@ -457,6 +496,7 @@ static const struct key_def keys[] = {
 	{"server", "net_threads", KK_INT, 0, OFF(net_threads), 1, 256, NULL},
 	KEY_FN("server", "api_key", set_api_key),
 	{"server", "max_conns", KK_INT, 0, OFF(max_conns), 1, 1000000, NULL},
+	KEY_FN("server", "instance", set_instance),
 
 	KEY_FN("model", "path", set_model_path),
 	KEY_FN("model", "name", set_model_name),
@@ -466,6 +506,7 @@ static const struct key_def keys[] = {
 	KEY_FN("backend", "type", set_backend),
 	{"backend", "threads", KK_INT, KF_AUTO, OFF(threads), 0, CFG_MAX_CPUS, NULL},
 	{"backend", "null_delay_us", KK_INT, 0, OFF(null_delay_us), 0, 10000000, NULL},
+	KEY_FN("backend", "gpus", set_gpus),
 
 	KEY_FN("numa", "node", set_node),
 	KEY_FN("numa", "cpus", set_cpus),
@@ -665,6 +706,34 @@ int config_apply_env(struct engine_config *c, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+void config_instance_name(const struct engine_config *c, int port, char *out, size_t len)
+{
+	if (!len)
+		return;
+	if (c->instance[0]) {
+		snprintf(out, len, "%s", c->instance);
+		return;
+	}
+	char host[256] = "";
+	if (gethostname(host, sizeof(host) - 1) != 0 || !host[0])
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	char *dot = strchr(host, '.');
+	if (dot && dot != host)
+		*dot = '\0'; /* the short name: "gpu-07", not "gpu-07.rack3.example.com" */
+	char port_s[16];
+	int pn = snprintf(port_s, sizeof(port_s), ":%d", port);
+	size_t max_host = CFG_INSTANCE_MAX - (size_t)pn; /* pn <= 6: ":65535" */
+	size_t n = strlen(host);
+	if (n > max_host)
+		n = max_host;
+	for (size_t i = 0; i < n; i++)
+		if (!instance_char(host[i]) || host[i] == ':')
+			host[i] = '-';
+	host[n] = '\0';
+	snprintf(out, len, "%s%s", host, port_s);
 }
 
 int config_set(struct engine_config *c, const char *section, const char *key, const char *value, char *err,

@@ -25,6 +25,8 @@ enum cfg_backend { CFG_BACKEND_AUTO = 0, CFG_BACKEND_CPU, CFG_BACKEND_CUDA, CFG_
 
 #define CFG_MAX_CPUS 1024
 #define CFG_MAX_NODES 64
+#define CFG_MAX_GPUS     64
+#define CFG_INSTANCE_MAX 63 /* [server] instance: 1..63 characters of A-Z a-z 0-9 . _ : - */
 
 struct engine_config {
 	/* [server] */
@@ -33,6 +35,7 @@ struct engine_config {
 	int net_threads;           /* default 1 */
 	char api_key[256];         /* "" = none; LOCUS_API_KEY in the environment overrides */
 	int max_conns;             /* per net thread, default 4096 */
+	char instance[CFG_INSTANCE_MAX + 1]; /* X-Locus-Instance; "" = "<hostname>:<port>" (config_instance_name) */
 	/* [model] */
 	char model_path[1024];
 	char model_name[128];      /* served name; default: file name without .gguf */
@@ -42,6 +45,8 @@ struct engine_config {
 	enum cfg_backend backend;  /* auto: cuda when a GPU is present and built, else cpu */
 	int threads;               /* compute threads per node; 0 = auto (all cores of the node's cpus) */
 	int null_delay_us;         /* null backend: simulated step time, default 0 */
+	int gpus[CFG_MAX_GPUS];    /* cuda: CUDA devices to serve (gpus = 0,5); n_gpus 0 = auto (all) */
+	int n_gpus;
 	/* [numa] */
 	int node;                  /* -1 = auto: every node with cores (cpu), the GPU's node (cuda) */
 	int cpus[CFG_MAX_CPUS];    /* explicit CPU list (cpus = 0-3,8); n_cpus 0 = auto */
@@ -89,11 +94,17 @@ int config_check(const struct engine_config *c, char *err, size_t errlen);
 /* LOCUS_API_KEY, when set and not empty, replaces api_key (validated as the
  * key is). config_load calls it; call it yourself when there is no file. */
 int config_apply_env(struct engine_config *c, char *err, size_t errlen);
+/* The name this process answers with in X-Locus-Instance: [server] instance,
+ * or "<hostname>:<port>" (the short host name, characters outside
+ * [A-Za-z0-9._-] replaced by '-', cut so the whole fits 63 characters) when
+ * it is empty. `port` is the port actually bound (listen = HOST:0 picks
+ * one). Always writes a valid name into out (len >= CFG_INSTANCE_MAX + 1). */
+void config_instance_name(const struct engine_config *c, int port, char *out, size_t len);
 
 /* ---- placement plan ---- */
 #define PLAN_MAX_WARNINGS 16
 #define PLAN_WARNING_LEN 192
-#define PLAN_MAX_GPUS 64
+#define PLAN_MAX_GPUS     CFG_MAX_GPUS
 
 /* An NVIDIA GPU as the plan sees it (PCI class 03xx, vendor 0x10de). */
 struct plan_gpu {

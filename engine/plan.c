@@ -8,10 +8,13 @@
  *   - A CPU belongs to the lowest-numbered NUMA node whose locality holds it
  *     (so a CPU-less memory node, CXL or HBM, whose locality is a whole
  *     package or machine, never claims cores).
+ *   - cuda: one plan node per GPU ([backend] gpus = LIST: only those, each
+ *     of which must exist on a served node), the node's CPUs split evenly.
  *   - cpus = auto: one PU per physical core (SMT siblings skipped) among the
  *     PUs this process may use (hwloc's allowed set, which follows the cgroup
  *     cpuset, intersected with the process's CPU binding on the real machine).
- *   - Net threads: on cores of the first plan node that no compute thread
+ *   - Net threads: on listed CPUs (cpus = LIST) of the first plan node that
+ *     compute does not use, then on its other cores that no compute thread
  *     uses; else, with cpus, threads and backend all automatic, the last cores
  *     of the first node are taken from compute as long as two compute cores
  *     remain; else they share the last compute CPUs (and the plan warns).
@@ -489,10 +492,59 @@ static int place_nodes(const struct engine_config *c, const struct topo *tp, str
 	return 0;
 }
 
-/* cuda: one plan node per GPU on its node; the node's CPUs are split between
- * the GPUs that share it. */
+/* [backend] gpus = LIST: every listed GPU must exist and sit on a node the
+ * plan serves ([numa] node, or the nodes of [numa] cpus). */
+static int check_gpu_list(const struct engine_config *c, const struct topo *tp, const struct plan *out, char *err,
+                          size_t errlen)
+{
+	for (int k = 0; k < c->n_gpus; k++) {
+		int g = 0;
+		while (g < tp->n_gpus && tp->gpus[g].index != c->gpus[k])
+			g++;
+		if (g == tp->n_gpus) {
+			int idx[PLAN_MAX_GPUS];
+			for (int i = 0; i < tp->n_gpus; i++)
+				idx[i] = tp->gpus[i].index;
+			char list[256];
+			fmt_cpus(list, sizeof(list), idx, tp->n_gpus);
+			errf(err, errlen, "[backend] gpus: GPU %d does not exist (this machine has GPU%s %s)",
+			     c->gpus[k], tp->n_gpus == 1 ? "" : "s", list);
+			return -EINVAL;
+		}
+		int node = tp->nodes[tp->gpus[g].node_idx].os;
+		bool served = false;
+		for (int j = 0; j < out->n_nodes; j++)
+			served |= out->nodes[j].node == node;
+		if (served)
+			continue;
+		if (c->node >= 0)
+			errf(err, errlen, "[backend] gpus: GPU %d is on NUMA node %d, but [numa] node = %d", c->gpus[k],
+			     node, c->node);
+		else
+			errf(err, errlen, "[backend] gpus: GPU %d is on NUMA node %d, where [numa] cpus lists no CPU",
+			     c->gpus[k], node);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static bool gpu_selected(const struct engine_config *c, int index)
+{
+	if (c->n_gpus == 0)
+		return true;
+	for (int k = 0; k < c->n_gpus; k++)
+		if (c->gpus[k] == index)
+			return true;
+	return false;
+}
+
+/* cuda: one plan node per GPU on its node ([backend] gpus: only those); the
+ * node's CPUs are split between the (selected) GPUs that share it. */
 static int place_gpus(const struct engine_config *c, const struct topo *tp, struct plan *out, char *err, size_t errlen)
 {
+	int rc = check_gpu_list(c, tp, out, err, errlen);
+	if (rc)
+		return rc;
 	int n = out->n_nodes;
 	struct plan_node *by_node = alloc_array((size_t)n, sizeof(*by_node));
 	if (!by_node) {
@@ -505,9 +557,10 @@ static int place_gpus(const struct engine_config *c, const struct topo *tp, stru
 		const struct plan_node *src = &by_node[j];
 		int on_node = 0, seen = 0;
 		for (int g = 0; g < tp->n_gpus; g++)
-			on_node += tp->nodes[tp->gpus[g].node_idx].os == src->node;
+			on_node +=
+			    tp->nodes[tp->gpus[g].node_idx].os == src->node && gpu_selected(c, tp->gpus[g].index);
 		for (int g = 0; g < tp->n_gpus && out->n_nodes < CFG_MAX_NODES; g++) {
-			if (tp->nodes[tp->gpus[g].node_idx].os != src->node)
+			if (tp->nodes[tp->gpus[g].node_idx].os != src->node || !gpu_selected(c, tp->gpus[g].index))
 				continue;
 			struct plan_node *pn = &out->nodes[out->n_nodes++];
 			pn->node = src->node;
@@ -584,10 +637,29 @@ static void place_net(const struct engine_config *c, const struct topo *tp, stru
 	struct plan_node *p0 = &out->nodes[0];
 	const struct topo_node *tn = &tp->nodes[topo_node_index(tp, p0->node)];
 	int want = c->net_threads, got = 0;
+	/* 0. With cpus = LIST, listed CPUs of the first node that compute does
+	 * not use (cuda runs one thread on a slice of the node; threads = N),
+	 * from the end: a process given a slice of a node stays inside it, so
+	 * processes sharing a node (one per GPU) do not pile their net
+	 * threads onto the node's last core. */
+	for (int k = c->n_cpus - 1; k >= 0 && got < want; k--) {
+		int cpu = c->cpus[k];
+		if (tp->pu_node[cpu] < 0 || tp->nodes[tp->pu_node[cpu]].os != p0->node || cpu_used(out, cpu))
+			continue;
+		bool dup = false;
+		for (int i = 0; i < got; i++)
+			dup |= out->net_cpus[i] == cpu;
+		if (!dup)
+			out->net_cpus[got++] = cpu;
+	}
 	/* 1. Cores of the first node no compute thread uses, from the end. */
-	for (int k = tn->n_cores - 1; k >= 0 && got < want; k--)
-		if (!cpu_used(out, tn->cores[k]))
+	for (int k = tn->n_cores - 1; k >= 0 && got < want; k--) {
+		bool dup = false;
+		for (int i = 0; i < got; i++)
+			dup |= out->net_cpus[i] == tn->cores[k];
+		if (!cpu_used(out, tn->cores[k]) && !dup)
 			out->net_cpus[got++] = tn->cores[k];
+	}
 	/* 2. All automatic: take cores from compute while two remain. */
 	bool all_auto = c->n_cpus == 0 && c->threads == 0 && out->backend == CFG_BACKEND_CPU;
 	while (all_auto && got < want && p0->n_cpus > 2) {
@@ -746,6 +818,8 @@ int plan_resolve_ex(const struct engine_config *c, const char *synthetic, unsign
 		if (rc)
 			goto out;
 	}
+	if (c->n_gpus && out->backend != CFG_BACKEND_CUDA)
+		warn(out, "[backend] gpus is ignored: the backend is %s, not cuda", backend_name(out->backend));
 	rc = place_threads(c, out, err, errlen);
 	if (rc)
 		goto out;
@@ -790,10 +864,16 @@ void plan_print(const struct engine_config *c, const struct plan *p, void *file)
 	char list[1024];
 	const char *pinned = p->pin ? "pinned" : "not pinned";
 	fprintf(f, "topology:  %s\n", p->topology);
+	char gpus[320] = "", glist[256];
+	if (c->n_gpus) {
+		fmt_cpus(glist, sizeof(glist), c->gpus, c->n_gpus);
+		snprintf(gpus, sizeof(gpus), ", gpus = %s%s", glist,
+		         p->backend == CFG_BACKEND_CUDA ? "" : " (ignored)");
+	}
 	if (c->backend == p->backend)
-		fprintf(f, "backend:   %s\n", backend_name(p->backend));
+		fprintf(f, "backend:   %s%s\n", backend_name(p->backend), gpus);
 	else
-		fprintf(f, "backend:   %s (type = %s)\n", backend_name(p->backend), backend_name(c->backend));
+		fprintf(f, "backend:   %s (type = %s)%s\n", backend_name(p->backend), backend_name(c->backend), gpus);
 	if (p->model_fixed_shape)
 		fprintf(f, "model:     none (fixed shape for the null backend), served as \"%s\"\n", p->model_name);
 	else
@@ -823,6 +903,12 @@ void plan_print(const struct engine_config *c, const struct plan *p, void *file)
 	fprintf(f, "net:       %d thread%s on CPU %s (%s%s), listening on %s%s%s:%d\n", p->n_net_cpus,
 	        p->n_net_cpus == 1 ? "" : "s", list, pinned, p->net_shared ? ", shared with compute" : "", lb, c->host,
 	        rb, c->port);
+	char inst[CFG_INSTANCE_MAX + 1];
+	config_instance_name(c, c->port, inst, sizeof(inst));
+	const char *how = "";
+	if (!c->instance[0])
+		how = c->port ? " (hostname:port)" : " (hostname:port, the port bound at start)";
+	fprintf(f, "instance:  %s%s\n", inst, how);
 	if (p->n_warnings) {
 		fprintf(f, "warnings:\n");
 		for (int i = 0; i < p->n_warnings; i++)

@@ -11,9 +11,16 @@
  * which frees it after writing the end of the response (or at once when
  * the client is gone).
  *
+ * Every response written here (whole or streamed, errors, /health and
+ * /metrics included) carries "X-Locus-Instance: NAME" ([server] instance,
+ * or hostname:port), so a client behind a load balancer can tell which
+ * engine answered. Responses the net layer writes itself (malformed HTTP,
+ * 413/431 before routing) do not.
+ *
  * Threading: outboxes are the only state shared between dispatchers and
  * net threads besides the requests; one mutex each. Everything else here is
- * read-only after start or per net thread.
+ * read-only after start or per net thread (inst_hdr is published once,
+ * before or right after the listeners start).
  */
 #define _GNU_SOURCE
 #include "engine/server.h"
@@ -74,6 +81,8 @@ struct server {
 	uint64_t id_salt;
 	_Atomic uint64_t next_id;
 	_Atomic uint32_t rr;
+	char inst_buf[CFG_INSTANCE_MAX + 32]; /* "X-Locus-Instance: NAME\r\n" */
+	_Atomic(const char *) inst_hdr;       /* inst_buf once it is filled, else NULL */
 	pthread_t loader;
 	bool loader_started;
 	char load_err[512];
@@ -125,19 +134,57 @@ static void notify(struct gen_req *r, void *user)
 }
 
 /* ---- responses ---- */
-static void respond_buf(net_conn_t *c, int status, const struct api_buf *b, const char *extra)
+
+/* The response's own header lines (extra: NULL or lines ending in CRLF, a
+ * few dozen bytes at most) after X-Locus-Instance, in buf. */
+#define HDR_BUF 256
+static const char *with_instance(const struct server *s, const char *extra, char *buf)
 {
-	if (b->oom)
-		net_respond(c, 500, "application/json", NULL, "{\"error\":{\"message\":\"out of memory\"}}", 37);
-	else
-		net_respond(c, status, "application/json", extra, b->p, b->n);
+	const char *inst = atomic_load_explicit(&s->inst_hdr, memory_order_acquire);
+	if (!inst)
+		return extra; /* only a port-0 listener hit before its port was known */
+	snprintf(buf, HDR_BUF, "%s%s", inst, extra ? extra : "");
+	return buf;
 }
 
-static void respond_error(net_conn_t *c, struct api_buf *b, const struct api_error *e, const char *extra)
+/* net_respond / net_stream_begin with the instance header: every response
+ * of the application layer goes through these two. */
+static void respond(const struct server *s, net_conn_t *c, int status, const char *ctype, const char *extra,
+                    const void *body, size_t len)
+{
+	char buf[HDR_BUF];
+	net_respond(c, status, ctype, with_instance(s, extra, buf), body, len);
+}
+
+static void stream_begin(const struct server *s, net_conn_t *c)
+{
+	char buf[HDR_BUF];
+	net_stream_begin(c, 200, "text/event-stream", with_instance(s, "Cache-Control: no-cache\r\n", buf));
+}
+
+static void respond_buf(const struct server *s, net_conn_t *c, int status, const struct api_buf *b, const char *extra)
+{
+	if (b->oom)
+		respond(s, c, 500, "application/json", NULL, "{\"error\":{\"message\":\"out of memory\"}}", 37);
+	else
+		respond(s, c, status, "application/json", extra, b->p, b->n);
+}
+
+static void respond_error(const struct server *s, net_conn_t *c, struct api_buf *b, const struct api_error *e,
+                          const char *extra)
 {
 	api_buf_reset(b);
 	api_write_error(b, e);
-	respond_buf(c, e->status, b, extra);
+	respond_buf(s, c, e->status, b, extra);
+}
+
+/* Fills inst_buf and publishes it (port: the port actually bound). */
+static void instance_publish(struct server *s, int port)
+{
+	char name[CFG_INSTANCE_MAX + 1];
+	config_instance_name(&s->cfg, port, name, sizeof(name));
+	snprintf(s->inst_buf, sizeof(s->inst_buf), "X-Locus-Instance: %s\r\n", name);
+	atomic_store_explicit(&s->inst_hdr, s->inst_buf, memory_order_release);
 }
 
 static void resp_meta(const struct server *s, const struct gen_req *r, struct api_resp_meta *m)
@@ -207,7 +254,7 @@ static void write_end(struct server *s, net_conn_t *c, struct gen_req *r, struct
 	struct api_usage u = {r->prompt_tokens, r->completion_tokens};
 	if (!r->api.stream) {
 		if (r->error.status) {
-			respond_error(c, b, &r->error, NULL);
+			respond_error(s, c, b, &r->error, NULL);
 			return;
 		}
 		api_buf_reset(b);
@@ -232,12 +279,12 @@ static void write_end(struct server *s, net_conn_t *c, struct gen_req *r, struct
 		alloc_free(toks);
 		alloc_free(tp);
 		alloc_free(tpl);
-		respond_buf(c, 200, b, NULL);
+		respond_buf(s, c, 200, b, NULL);
 		return;
 	}
 	api_buf_reset(b);
 	if (r->error.status && !r->stream_open) {
-		respond_error(c, b, &r->error, NULL);
+		respond_error(s, c, b, &r->error, NULL);
 		return;
 	}
 	stream_new(s, r, b);
@@ -261,7 +308,7 @@ static void write_end(struct server *s, net_conn_t *c, struct gen_req *r, struct
 	}
 	api_write_stream_done(b);
 	if (!r->stream_open) {
-		net_stream_begin(c, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
+		stream_begin(s, c);
 		r->stream_open = true;
 	}
 	if (!b->oom)
@@ -282,7 +329,7 @@ static void deliver(struct server *s, int th, struct gen_req *r)
 	pthread_mutex_unlock(&r->mu);
 	if (c && b->n && !fin) {
 		if (!r->stream_open) {
-			net_stream_begin(c, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
+			stream_begin(s, c);
 			r->stream_open = true;
 		}
 		net_stream_write(c, b->p, b->n);
@@ -481,7 +528,7 @@ static void handle_generate(struct server *s, net_conn_t *c, const struct http_r
 	struct gen_req *r = gen_req_new();
 	if (!r) {
 		api_error_set(&e, 500, "server_error", "", "out of memory");
-		respond_error(c, b, &e, NULL);
+		respond_error(s, c, b, &e, NULL);
 		return;
 	}
 	if (api_parse_request(kind, req->body.p, req->body.n, &r->arena, &r->api, &e))
@@ -515,13 +562,13 @@ static void handle_generate(struct server *s, net_conn_t *c, const struct http_r
 			api_error_set(&e, 429, "rate_limit_error", "", "the waiting queue is full; retry later");
 		else
 			api_error_set(&e, 503, "service_unavailable", "", "the request ring is full; retry later");
-		respond_error(c, b, &e, "Retry-After: 1\r\n");
+		respond_error(s, c, b, &e, "Retry-After: 1\r\n");
 		gen_req_free(r);
 		return;
 	}
 	return;
 fail:
-	respond_error(c, b, &e, NULL);
+	respond_error(s, c, b, &e, NULL);
 	gen_req_free(r);
 }
 
@@ -568,11 +615,11 @@ static void handle_tokenize(struct server *s, net_conn_t *c, const struct http_r
 		}
 		api_write_tokenize(b, ids, n, s->ctx);
 	}
-	respond_buf(c, 200, b, NULL);
+	respond_buf(s, c, 200, b, NULL);
 	alloc_arena_free(&arena);
 	return;
 fail:
-	respond_error(c, b, &e, NULL);
+	respond_error(s, c, b, &e, NULL);
 	alloc_arena_free(&arena);
 }
 
@@ -583,9 +630,9 @@ static void handle_metrics(struct server *s, net_conn_t *c, struct api_buf *b)
 	api_buf_reset(b);
 	metrics_write(&s->metrics, b);
 	if (b->oom)
-		net_respond(c, 500, "text/plain", NULL, "out of memory\n", 14);
+		respond(s, c, 500, "text/plain", NULL, "out of memory\n", 14);
 	else
-		net_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b->p, b->n);
+		respond(s, c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b->p, b->n);
 }
 
 static void on_request(net_conn_t *c, const struct http_request *req, void *user)
@@ -600,11 +647,11 @@ static void on_request(net_conn_t *c, const struct http_request *req, void *user
 		if (!get)
 			goto not_allowed_get;
 		if (st == STATE_READY)
-			net_respond(c, 200, "application/json", NULL, "{\"status\":\"ok\"}", 15);
+			respond(s, c, 200, "application/json", NULL, "{\"status\":\"ok\"}", 15);
 		else
-			net_respond(c, 503, "application/json", "Retry-After: 1\r\n",
-				    st == STATE_DRAINING ? "{\"status\":\"draining\"}" : "{\"status\":\"loading\"}",
-				    st == STATE_DRAINING ? 21 : 20);
+			respond(s, c, 503, "application/json", "Retry-After: 1\r\n",
+			        st == STATE_DRAINING ? "{\"status\":\"draining\"}" : "{\"status\":\"loading\"}",
+			        st == STATE_DRAINING ? 21 : 20);
 		return;
 	}
 	bool gen = path_is(req, "/v1/completions") || path_is(req, "/v1/chat/completions");
@@ -613,18 +660,18 @@ static void on_request(net_conn_t *c, const struct http_request *req, void *user
 	if (!known) {
 		api_error_set(&e, 404, "invalid_request_error", "", "no route for %.*s %.*s", (int)(req->method.n > 16 ? 16 : req->method.n),
 			      req->method.p, (int)(req->path.n > 128 ? 128 : req->path.n), req->path.p);
-		respond_error(c, b, &e, NULL);
+		respond_error(s, c, b, &e, NULL);
 		return;
 	}
 	if (!authorized(s, req)) {
 		api_error_set(&e, 401, "authentication_error", "", "a valid API key is required (Authorization: Bearer ...)");
 		e.code = "invalid_api_key";
-		respond_error(c, b, &e, "WWW-Authenticate: Bearer\r\n");
+		respond_error(s, c, b, &e, "WWW-Authenticate: Bearer\r\n");
 		return;
 	}
 	if ((gen || tokn) && !post) {
 		api_error_set(&e, 405, "invalid_request_error", "", "use POST for this endpoint");
-		respond_error(c, b, &e, "Allow: POST\r\n");
+		respond_error(s, c, b, &e, "Allow: POST\r\n");
 		return;
 	}
 	if (!gen && !tokn && !get)
@@ -636,13 +683,13 @@ static void on_request(net_conn_t *c, const struct http_request *req, void *user
 	if (st != STATE_READY) {
 		api_error_set(&e, 503, "service_unavailable", "", st == STATE_DRAINING ? "the server is shutting down"
 											 : "the model is loading");
-		respond_error(c, b, &e, "Retry-After: 1\r\n");
+		respond_error(s, c, b, &e, "Retry-After: 1\r\n");
 		return;
 	}
 	if (path_is(req, "/v1/models")) {
 		api_buf_reset(b);
 		api_write_models(b, s->plan.model_name, s->created, s->ctx);
-		respond_buf(c, 200, b, NULL);
+		respond_buf(s, c, 200, b, NULL);
 	} else if (gen) {
 		handle_generate(s, c, req, path_is(req, "/v1/chat/completions") ? API_CHAT : API_COMPLETION, b);
 	} else {
@@ -651,7 +698,7 @@ static void on_request(net_conn_t *c, const struct http_request *req, void *user
 	return;
 not_allowed_get:
 	api_error_set(&e, 405, "invalid_request_error", "", "use GET for this endpoint");
-	respond_error(c, b, &e, "Allow: GET\r\n");
+	respond_error(s, c, b, &e, "Allow: GET\r\n");
 }
 
 /* ---- start and stop ---- */
@@ -780,9 +827,18 @@ int server_start(struct server **out, const struct engine_config *cfg, const str
 		.on_wake = on_wake,
 		.user_data = s,
 	};
+	/* The instance name is known before the listeners start unless the
+	 * port is 0 (picked at bind): then right after, before anyone can have
+	 * learnt the port. */
+	if (cfg->port)
+		instance_publish(s, cfg->port);
 	s->net = net_server_start(&nc, &cb, err, errlen);
 	if (!s->net)
 		goto err;
+	if (!cfg->port)
+		instance_publish(s, net_server_port(s->net));
+	const char *name = s->inst_buf + strlen("X-Locus-Instance: ");
+	fprintf(stderr, "engine: instance %.*s (the X-Locus-Instance header)\n", (int)strlen(name) - 2, name);
 	fprintf(stderr, "engine: listening on %s:%d, %d net thread(s), %s (%s); loading %s\n", cfg->host,
 		net_server_port(s->net), cfg->net_threads, net_server_backend(s->net), net_server_features(s->net),
 		cfg->model_path);

@@ -5,9 +5,12 @@
  *     key's parser (sizes, durations, lists, listen addresses) at its edges;
  *     every kind of bad file naming FILE:LINE and the key; *c unchanged on
  *     error; LOCUS_API_KEY; config_set.
+ *   - [server] instance (valid, too long, bad characters, the hostname:port
+ *     default) and [backend] gpus.
  *   - plan: synthetic hwloc topologies (2 sockets x 4 cores x 2 SMT; the
  *     2-core machine this was written on), XML topologies from
- *     tests/data/topo (a GPU on node 1; a cgroup-restricted CPU set), KV and
+ *     tests/data/topo (a GPU on node 1; a cgroup-restricted CPU set) and
+ *     tests/data/topo-2s-8gpu.xml (4 GPUs per socket: gpus = LIST), KV and
  *     scratch sizing on the tiny model of the GGUF fuzz corpus, plan_print.
  *
  * Parser input is placed right before a PROT_NONE page, so reading past the
@@ -27,6 +30,7 @@
 #define SMT_2S         "pack:2 numa:1 core:4 pu:2"
 #define GPU_XML        "tests/data/topo/2s-gpu.xml"
 #define RESTRICTED_XML "tests/data/topo/1s-restricted.xml"
+#define GPU8_XML       "tests/data/topo-2s-8gpu.xml"
 
 /* ---- guarded parsing ---- */
 
@@ -83,7 +87,9 @@ static bool same_config(const struct engine_config *a, const struct engine_confi
 	       a->max_header_bytes == b->max_header_bytes && a->header_timeout_ms == b->header_timeout_ms &&
 	       a->idle_timeout_ms == b->idle_timeout_ms && a->request_timeout_ms == b->request_timeout_ms &&
 	       a->max_waiting == b->max_waiting && a->ring_slots == b->ring_slots &&
-	       a->max_tokens_limit == b->max_tokens_limit && a->drain_timeout_ms == b->drain_timeout_ms;
+	       a->max_tokens_limit == b->max_tokens_limit && a->drain_timeout_ms == b->drain_timeout_ms &&
+	       strcmp(a->instance, b->instance) == 0 && a->n_gpus == b->n_gpus &&
+	       memcmp(a->gpus, b->gpus, (size_t)a->n_gpus * sizeof(int)) == 0;
 }
 
 static void test_defaults(void)
@@ -92,7 +98,8 @@ static void test_defaults(void)
 	config_default(&c);
 	CHECK(strcmp(c.host, "127.0.0.1") == 0 && c.port == 8080, "listen %s:%d", c.host, c.port);
 	CHECK(c.net_threads == 1 && c.max_conns == 4096 && c.api_key[0] == '\0', "server");
-	CHECK(c.backend == CFG_BACKEND_AUTO && c.threads == 0 && c.null_delay_us == 0, "backend");
+	CHECK(c.backend == CFG_BACKEND_AUTO && c.threads == 0 && c.null_delay_us == 0 && c.n_gpus == 0, "backend");
+	CHECK(c.instance[0] == '\0', "instance empty (hostname:port)");
 	CHECK(c.node == -1 && c.n_cpus == 0 && c.pin && c.membind == ALLOC_POLICY_PREFERRED, "numa");
 	CHECK(c.max_seqs == 16 && c.step_tokens == 512 && c.prefill_chunk == 256, "batching");
 	CHECK(c.kv_tokens == 0 && c.kv_memory_bytes == 256LL << 20 && c.kv_block_size == 16, "kv");
@@ -117,6 +124,7 @@ static void test_valid_file(void)
 	                   "  net_threads = 3   ; indented, inline comment\n"
 	                   "api_key = sk-abc_123\n"
 	                   "max_conns = 100\n"
+	                   "instance = gpu-07.rack_3:node1\n"
 	                   "[model]\n"
 	                   "path = /models/x y.gguf\n"
 	                   "name = my-model\n"
@@ -126,6 +134,7 @@ static void test_valid_file(void)
 	                   "type = null\n"
 	                   "threads = 7\n"
 	                   "null_delay_us = 250\n"
+	                   "gpus = 5, 0-1\n"
 	                   "[numa]\n"
 	                   "node = 1\n"
 	                   "cpus = 0-3, 8 ,10-11\n"
@@ -161,6 +170,8 @@ static void test_valid_file(void)
 	CHECK(c.ctx == 4096 && strcmp(c.chat_template, "chatml") == 0, "ctx %lld %s", (long long)c.ctx,
 	      c.chat_template);
 	CHECK(c.backend == CFG_BACKEND_NULL && c.threads == 7 && c.null_delay_us == 250, "backend");
+	CHECK(strcmp(c.instance, "gpu-07.rack_3:node1") == 0, "instance '%s'", c.instance);
+	CHECK(c.n_gpus == 3 && c.gpus[0] == 5 && c.gpus[1] == 0 && c.gpus[2] == 1, "gpus n=%d", c.n_gpus);
 	CHECK(c.node == 1 && !c.pin && c.membind == ALLOC_POLICY_STRICT, "numa");
 	int want[] = {0, 1, 2, 3, 8, 10, 11};
 	CHECK(c.n_cpus == 7 && memcmp(c.cpus, want, sizeof(want)) == 0, "cpus n=%d", c.n_cpus);
@@ -174,9 +185,13 @@ static void test_valid_file(void)
 
 	/* auto forms */
 	config_default(&c);
-	rc = parse(&c, "[numa]\nnode = auto\ncpus = auto\n[backend]\nthreads = auto\n[model]\nctx = auto\n", err,
-	           sizeof(err));
-	CHECK(rc == 0 && c.node == -1 && c.n_cpus == 0 && c.threads == 0 && c.ctx == 0, "auto forms: %s", err);
+	rc = parse(&c,
+	           "[numa]\nnode = auto\ncpus = auto\n[backend]\nthreads = auto\ngpus = auto\n[model]\nctx = auto\n"
+	           "[server]\ninstance =\n",
+	           err, sizeof(err));
+	CHECK(rc == 0 && c.node == -1 && c.n_cpus == 0 && c.threads == 0 && c.ctx == 0 && c.n_gpus == 0 &&
+	          c.instance[0] == '\0',
+	      "auto forms: %s", err);
 	/* an empty file and a file of comments */
 	CHECK(parse(&c, "", err, sizeof(err)) == 0, "empty file: %s", err);
 	CHECK(parse(&c, "# only\n;comments\n\n", err, sizeof(err)) == 0, "comments: %s", err);
@@ -236,6 +251,16 @@ static void test_bad_files(void)
 		{"[server]\nnet_threads =\n", 2, "net_threads = '': empty value"},
 		{"[server]\nmax_conns = 99999999999999999999999\n", 2, "max_conns = '99999999999999999999999': too large"},
 		{"[server]\napi_key = a b\n", 2, "api_key"},
+		{"[server]\ninstance = node 0\n", 2, "[server] instance = 'node 0': expected 1..63 characters of A-Z a-z 0-9 . _ : -"},
+		{"[server]\ninstance = a/b\n", 2, "[server] instance = 'a/b': expected 1..63 characters"},
+		{"[server]\ninstance = a\"b\n", 2, "[server] instance"},
+		{"[server]\ninstance = n\xC3\xA9ud\n", 2, "[server] instance"},
+		{"[server]\ninstance = 0123456789012345678901234567890123456789012345678901234567890123\n", 2,
+		 "[server] instance = '0123456789012345678901234567890123456789012345678901234567890123': longer than 63 characters"},
+		{"[backend]\ngpus = 64\n", 2, "[backend] gpus = '64': expected auto or a list of GPUs 0..63"},
+		{"[backend]\ngpus = 1,1\n", 2, "GPU 1 is listed twice"},
+		{"[backend]\ngpus = one\n", 2, "[backend] gpus"},
+		{"[backend]\ngpus =\n", 2, "[backend] gpus"},
 		{"[model]\npath =\n", 2, "[model] path"},
 		{"[model]\nctx = -1\n", 2, "[model] ctx"},
 		{"[model]\nctx = 16777217\n", 2, "[model] ctx"},
@@ -284,7 +309,7 @@ static void test_bad_files(void)
 		{"[limits]\nring_slots = 2097152\n", 2, "ring_slots"},
 		{"[limits]\nmax_tokens = -3\n", 2, "max_tokens"},
 		/* structure */
-		{"[server]\nlisten = 1.2.3.4:80\nport = 80\n", 3, "[server] port: unknown key (expected listen, net_threads, api_key, max_conns)"},
+		{"[server]\nlisten = 1.2.3.4:80\nport = 80\n", 3, "[server] port: unknown key (expected listen, net_threads, api_key, max_conns, instance)"},
 		{"[servers]\n", 1, "unknown section [servers]"},
 		{"[server]\nlisten = 1.2.3.4:80\n\n[Server]\n", 4, "unknown section [Server]"},
 		{"listen = 1.2.3.4:80\n", 1, "listen: key outside any section"},
@@ -417,6 +442,10 @@ static void test_env_and_set(void)
 		{"limits", "ring_slots", "16", 1},    {"limits", "ring_slots", "1048576", 1},
 		{"server", "listen", "[fe80::1%eth0]:1", 1}, {"server", "listen", "localhost:65535", 1},
 		{"server", "listen", "h:-1", 0},
+		{"server", "instance", "012345678901234567890123456789012345678901234567890123456789012", 1},
+		{"server", "instance", "0123456789012345678901234567890123456789012345678901234567890123", 0},
+		{"server", "instance", "", 1}, {"server", "instance", "A.b_c:d-9", 1}, {"server", "instance", "a\r\nX: y", 0},
+		{"backend", "gpus", "0-63", 1}, {"backend", "gpus", "auto", 1}, {"backend", "gpus", "7,3", 1},
 	    /* clang-format on */
 	};
 	for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
@@ -430,6 +459,35 @@ static void test_env_and_set(void)
 	CHECK(c.header_timeout_ms == 120000, "2m = %d ms", c.header_timeout_ms);
 	config_set(&c, "kv", "memory", "3GiB", err, sizeof(err));
 	CHECK(c.kv_memory_bytes == 3LL << 30, "3GiB");
+}
+
+/* X-Locus-Instance: the configured name, else the short hostname and the port. */
+static void test_instance_name(void)
+{
+	struct engine_config c;
+	char name[CFG_INSTANCE_MAX + 1], want[CFG_INSTANCE_MAX + 1], host[256] = "";
+	config_default(&c);
+	config_instance_name(&c, 8081, name, sizeof(name));
+	CHECK(gethostname(host, sizeof(host) - 1) == 0, "gethostname");
+	char *dot = strchr(host, '.');
+	if (dot && dot != host)
+		*dot = '\0';
+	size_t n = strlen(host);
+	for (size_t i = 0; i < n; i++)
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", host[i]))
+			host[i] = '-';
+	snprintf(want, sizeof(want), "%.57s:8081", host);
+	CHECK(strcmp(name, want) == 0, "default instance '%s', want '%s'", name, want);
+	/* whatever the host is called, the name is a valid [server] instance */
+	struct engine_config d;
+	config_default(&d);
+	char err[256] = "";
+	CHECK(config_set(&d, "server", "instance", name, err, sizeof(err)) == 0, "default name valid: %s", err);
+	config_instance_name(&c, 0, name, sizeof(name));
+	CHECK(strlen(name) >= 3 && strcmp(name + strlen(name) - 2, ":0") == 0, "port 0: '%s'", name);
+	CHECK(config_set(&c, "server", "instance", "vm-node1", err, sizeof(err)) == 0, "set instance: %s", err);
+	config_instance_name(&c, 8081, name, sizeof(name));
+	CHECK(strcmp(name, "vm-node1") == 0, "configured instance '%s'", name);
 }
 
 /* ---- plan ---- */
@@ -707,6 +765,67 @@ static void test_plan_xml(void)
 	rc = resolve(&c, SMT_2S, PLAN_ASSUME_CUDA, err, sizeof(err));
 	CHECK(rc == -EINVAL && strstr(err, "no NVIDIA GPU found"), "cuda without gpu: %s", err);
 
+	/* [backend] gpus on 2 sockets x 16 cores (x 2 SMT), GPUs 0-3 on node
+	 * 0 and 4-7 on node 1: one process per GPU is expressible */
+	tiny(&c);
+	c.backend = CFG_BACKEND_CUDA;
+	c.node = 1;
+	CHECK(config_set(&c, "backend", "gpus", "5", err, sizeof(err)) == 0, "set gpus: %s", err);
+	rc = resolve(&c, GPU8_XML, PLAN_ASSUME_CUDA, err, sizeof(err));
+	CHECK(rc == 0 && p->n_gpus == 8 && p->n_nodes == 1, "gpus = 5: %s", err);
+	CHECK(p->nodes[0].gpu == 5 && p->nodes[0].node == 1 && p->nodes[0].n_threads == 1 &&
+	          cpus_are(p->nodes[0].cpus, p->nodes[0].n_cpus, (int[]){16}, 1),
+	      "GPU 5 alone on node 1: gpu %d node %d cpu %d", p->nodes[0].gpu, p->nodes[0].node, p->nodes[0].cpus[0]);
+	CHECK(cpus_are(p->net_cpus, p->n_net_cpus, (int[]){31}, 1) && !p->net_shared, "net on node 1: %d",
+	      p->net_cpus[0]);
+	/* with its share of the node's cores, as topo-capture --emit-configs
+	 * writes it: the net thread stays inside the share */
+	config_set(&c, "numa", "cpus", "20-23", err, sizeof(err));
+	rc = resolve(&c, GPU8_XML, PLAN_ASSUME_CUDA, err, sizeof(err));
+	CHECK(rc == 0 && p->n_nodes == 1 && p->nodes[0].gpu == 5 &&
+	          cpus_are(p->nodes[0].cpus, p->nodes[0].n_cpus, (int[]){20}, 1) &&
+	          cpus_are(p->net_cpus, p->n_net_cpus, (int[]){23}, 1) && !p->net_shared,
+	      "gpu 5 on cpus 20-23: %s (net %d)", err, p->net_cpus[0]);
+	c.n_cpus = 0;
+	/* the four GPUs of node 1 split its 16 cores */
+	config_set(&c, "backend", "gpus", "4-7", err, sizeof(err));
+	rc = resolve(&c, GPU8_XML, PLAN_ASSUME_CUDA, err, sizeof(err));
+	CHECK(rc == 0 && p->n_nodes == 4 && p->nodes[1].gpu == 5 && p->nodes[1].cpus[0] == 20 && p->nodes[3].gpu == 7 &&
+	          p->nodes[3].cpus[0] == 28,
+	      "gpus 4-7: %s", err);
+	/* gpus = auto, node = 1: the same four */
+	c.n_gpus = 0;
+	rc = resolve(&c, GPU8_XML, PLAN_ASSUME_CUDA, err, sizeof(err));
+	CHECK(rc == 0 && p->n_nodes == 4 && p->nodes[0].gpu == 4 && p->nodes[0].cpus[0] == 16, "node 1 auto: %s", err);
+	/* two GPUs of two nodes in one process */
+	c.node = -1;
+	config_set(&c, "backend", "gpus", "5,0", err, sizeof(err));
+	rc = resolve(&c, GPU8_XML, PLAN_ASSUME_CUDA, err, sizeof(err));
+	CHECK(rc == 0 && p->n_nodes == 2 && p->nodes[0].gpu == 0 && p->nodes[0].node == 0 && p->nodes[1].gpu == 5 &&
+	          p->nodes[1].node == 1 && p->nodes[1].cpus[0] == 16,
+	      "gpus 5,0: %s", err);
+	/* errors name the key */
+	config_set(&c, "backend", "gpus", "9", err, sizeof(err));
+	rc = resolve(&c, GPU8_XML, PLAN_ASSUME_CUDA, err, sizeof(err));
+	CHECK(rc == -EINVAL && strstr(err, "[backend] gpus: GPU 9 does not exist (this machine has GPUs 0-7)"),
+	      "gpu 9: %s", err);
+	config_set(&c, "backend", "gpus", "5", err, sizeof(err));
+	c.node = 0;
+	rc = resolve(&c, GPU8_XML, PLAN_ASSUME_CUDA, err, sizeof(err));
+	CHECK(rc == -EINVAL && strstr(err, "[backend] gpus: GPU 5 is on NUMA node 1, but [numa] node = 0"),
+	      "gpu 5 on node 0: %s", err);
+	c.node = -1;
+	config_set(&c, "numa", "cpus", "0-3", err, sizeof(err));
+	rc = resolve(&c, GPU8_XML, PLAN_ASSUME_CUDA, err, sizeof(err));
+	CHECK(rc == -EINVAL && strstr(err, "[backend] gpus: GPU 5 is on NUMA node 1, where [numa] cpus lists no CPU"),
+	      "gpu 5, cpus of node 0: %s", err);
+	c.n_cpus = 0;
+	/* the cpu backend ignores the list, and says so */
+	c.backend = CFG_BACKEND_CPU;
+	rc = resolve(&c, GPU8_XML, 0, err, sizeof(err));
+	CHECK(rc == 0 && p->backend == CFG_BACKEND_CPU && has_warning(p, "[backend] gpus is ignored"),
+	      "cpu ignores gpus: %s", err);
+
 	/* a cgroup-restricted machine: PU 1 is not allowed */
 	tiny(&c);
 	rc = resolve(&c, RESTRICTED_XML, 0, err, sizeof(err));
@@ -740,9 +859,32 @@ static void test_plan_print(void)
 	                      "node 1:    compute CPUs 8,10,12,14 (not pinned)",
 	                      "KV 4194304 tokens (262144 blocks of 16) 256.0 MiB",
 	                      "net:       1 thread on CPU 6 (not pinned), listening on 127.0.0.1:8080",
+	                      ":8080 (hostname:port)\n",
 	                      "warnings:\n  - pin = off"};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		CHECK(strstr(buf, want[i]) != NULL, "plan_print lacks '%s':\n%s", want[i], buf);
+	if (getenv("TEST_CONFIG_VERBOSE"))
+		fputs(buf, stdout);
+	free(buf);
+
+	/* the GPU list and the instance in the printed plan */
+	tiny(&c);
+	c.backend = CFG_BACKEND_CUDA;
+	c.node = 1;
+	config_set(&c, "backend", "gpus", "5", err, sizeof(err));
+	config_set(&c, "server", "instance", "vm-gpu5", err, sizeof(err));
+	rc = plan_resolve_ex(&c, GPU8_XML, PLAN_ASSUME_CUDA, g_plan, err, sizeof(err));
+	CHECK(rc == 0, "print gpu plan: %s", err);
+	f = open_memstream(&buf, &len);
+	if (!f)
+		return;
+	plan_print(&c, g_plan, f);
+	fclose(f);
+	const char *want_gpu[] = {
+	    "topology:  2 packages, 2 NUMA nodes, 32 cores, 64 PUs, 8 NVIDIA GPUs", "backend:   cuda, gpus = 5\n",
+	    "node 1:    GPU 5, host CPUs 16 (pinned), 1 thread, dispatcher on CPU 16", "instance:  vm-gpu5\n"};
+	for (size_t i = 0; i < sizeof(want_gpu) / sizeof(want_gpu[0]); i++)
+		CHECK(strstr(buf, want_gpu[i]) != NULL, "plan_print lacks '%s':\n%s", want_gpu[i], buf);
 	if (getenv("TEST_CONFIG_VERBOSE"))
 		fputs(buf, stdout);
 	free(buf);
@@ -768,6 +910,7 @@ int main(void)
 	test_bad_files();
 	test_bad_bytes();
 	test_env_and_set();
+	test_instance_name();
 	test_plan_two_sockets();
 	test_plan_two_cores();
 	test_plan_kv();

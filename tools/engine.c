@@ -4,6 +4,7 @@
  *   engine --config configs/node0.conf [--listen HOST:PORT] [--model M.gguf]
  *          [--backend auto|cpu|cuda|null]
  *   engine --check-config configs/node0.conf [overrides]   print the plan, serve nothing
+ *          [--topology SYNTHETIC|FILE.xml] [--assume-cuda]
  *
  * SIGTERM / SIGINT: stop accepting generations, let in-flight requests
  * finish up to [limits] drain_timeout, exit 0.
@@ -21,7 +22,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: engine --config FILE [--listen HOST:PORT] [--model PATH] [--backend auto|cpu|cuda|null]\n"
-		   "       engine --check-config FILE [the same overrides] [--topology SYNTHETIC]\n"
+		   "       engine --check-config FILE [the same overrides] [--topology SYNTHETIC] [--assume-cuda]\n"
 		   "  --config FILE        serve with this INI file (see configs/node0.conf, docs/CONFIG.md)\n"
 		   "  --check-config FILE  validate the file and print the resolved plan (nodes, cores,\n"
 		   "                       threads, memory) without serving\n"
@@ -29,13 +30,16 @@ static void usage(FILE *f)
 		   "  --model PATH         override [model] path\n"
 		   "  --backend NAME       override [backend] type\n"
 		   "  --topology SYNTH     with --check-config: plan for an hwloc synthetic topology\n"
-		   "                       (e.g. \"pack:2 numa:1 core:8 pu:2\") instead of this machine\n");
+		   "                       (e.g. \"pack:2 numa:1 core:8 pu:2\", or an hwloc FILE.xml) instead of\n"
+		   "                       this machine\n"
+		   "  --assume-cuda        with --check-config: plan as a build with the CUDA backend would\n"
+		   "                       (check a GPU machine's configs with a build that has no CUDA)\n");
 }
 
 int main(int argc, char **argv)
 {
 	const char *path = NULL, *topo = NULL;
-	bool check = false;
+	bool check = false, assume_cuda = false;
 	const char *ov_key[8], *ov_sec[8], *ov_val[8];
 	int n_ov = 0;
 	for (int i = 1; i < argc; i++) {
@@ -43,6 +47,10 @@ int main(int argc, char **argv)
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			usage(stdout);
 			return 0;
+		}
+		if (!strcmp(a, "--assume-cuda")) {
+			assume_cuda = true;
+			continue;
 		}
 		if (i + 1 >= argc) {
 			fprintf(stderr, "engine: %s needs a value (see --help)\n", a);
@@ -82,7 +90,11 @@ int main(int argc, char **argv)
 			fprintf(stderr, "engine: --%s: %s\n", ov_key[i][0] == 'p' ? "model" : ov_sec[i][0] == 's' ? "listen" : "backend", err);
 			return 2;
 		}
-	if (plan_resolve(&cfg, topo, &plan, err, sizeof(err))) {
+	if (assume_cuda && !check) {
+		fprintf(stderr, "engine: --assume-cuda only plans (with --check-config); it cannot serve\n");
+		return 2;
+	}
+	if (plan_resolve_ex(&cfg, topo, assume_cuda ? PLAN_ASSUME_CUDA : 0, &plan, err, sizeof(err))) {
 		fprintf(stderr, "engine: %s\n", err);
 		return 2;
 	}
