@@ -1399,7 +1399,8 @@ static int emit_nginx_text(struct emit *e)
 	        "        keepalive 64;\n"
 	        "        # Close idle ones well before the engine does ([limits] idle_timeout = %ds):\n"
 	        "        # a request sent on a connection the engine has just closed fails after\n"
-	        "        # being sent, and a POST is not retried then (see proxy_next_upstream).\n"
+	        "        # being sent, and costs a retry (see proxy_next_upstream) or, for a body\n"
+	        "        # streamed through, the request.\n"
 	        "        keepalive_timeout %ds;\n"
 	        "    }\n"
 	        "\n",
