@@ -78,9 +78,9 @@ static void t_hist_percentiles(int dist)
 	double sum = 0;
 	for (int i = 0; i < N; i++) {
 		double u = ((double)(rnd() >> 11) + 0.5) / 9007199254740992.0;
-		double x = dist == 0 ? 1e6 + u * 9e6                 /* uniform 1-10 ms in ns */
+		double x = dist == 0   ? 1e6 + u * 9e6                /* uniform 1-10 ms in ns */
 		           : dist == 1 ? exp(log(1e3) + u * log(1e6)) /* log-uniform 1 us - 1 s */
-		                       : 2e6 / pow(u, 1.0 / 1.5);      /* Pareto, alpha 1.5 */
+		                       : 2e6 / pow(u, 1.0 / 1.5);     /* Pareto, alpha 1.5 */
 		v[i] = (uint64_t)x;
 		sum += (double)v[i];
 		hist_record(h, v[i]);
@@ -93,8 +93,8 @@ static void t_hist_percentiles(int dist)
 		long rank = (long)ceil(ps[k] / 100.0 * N);
 		double exact = (double)v[rank - 1];
 		double got = hist_percentile(h, ps[k]);
-		CHECK(fabs(got - exact) <= exact * HIST_REL_ERROR + 0.5, "dist %d p%g: %.1f vs exact %.1f", dist, ps[k], got,
-		      exact);
+		CHECK(fabs(got - exact) <= exact * HIST_REL_ERROR + 0.5, "dist %d p%g: %.1f vs exact %.1f", dist, ps[k],
+		      got, exact);
 		CHECK(hist_percentile(a, ps[k]) == got, "dist %d p%g: merged recorders differ", dist, ps[k]);
 	}
 	CHECK(hist_percentile(h, 0) == (double)v[0] && hist_percentile(h, 100) == (double)v[N - 1], "min/max exact");
@@ -178,19 +178,25 @@ struct resp_case {
 static void t_resp(void)
 {
 	const struct resp_case ok[] = {
-	    {"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: x\r\n\r\nhello", false, 200, "hello", false, 0},
-	    {"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1\r\n!\r\n0\r\nT: v\r\n\r\n",
+	    {"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: x\r\n\r\nhello", false, 200, "hello",
+	     false, 0},
+	    {"chunked",
+	     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1\r\n!\r\n0\r\nT: v\r\n\r\n",
 	     false, 200, "hello!", false, 0},
-	    {"close-delimited", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", true, 200, "until the end", true, 0},
+	    {"close-delimited", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", true, 200, "until the end",
+	     true, 0},
 	    {"1.0 default close", "HTTP/1.0 404 Not Found\r\nContent-Length: 2\r\n\r\nno", false, 404, "no", true, 0},
-	    {"1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", false, 200, "", false, 0},
-	    {"100 then 200", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx", false, 201, "x", false, 0},
+	    {"1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", false, 200, "",
+	     false, 0},
+	    {"100 then 200", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx", false,
+	     201, "x", false, 0},
 	    {"204 no body", "HTTP/1.1 204 No Content\r\n\r\n", false, 204, "", false, 0},
 	    {"bare LF", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", false, 200, "ok", false, 0},
-	    {"429 with retry", "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 4\r\n\r\nbusy", false, 429,
-	     "busy", false, 0},
+	    {"429 with retry", "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 4\r\n\r\nbusy",
+	     false, 429, "busy", false, 0},
 	    {"bytes after", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nzEXTRA", false, 200, "z", false, 5},
-	    {"same length twice", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nq", false, 200, "q", false, 0},
+	    {"same length twice", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nq", false, 200, "q",
+	     false, 0},
 	};
 	struct resp_parser *r = malloc(sizeof(*r));
 	struct body *b = malloc(sizeof(*b));
@@ -203,8 +209,8 @@ static void t_resp(void)
 			bool good = rc == 0 && r->status == c->status && b->n == strlen(c->body) &&
 			            !memcmp(b->buf, c->body, b->n) && r->close == c->close && rest == c->rest;
 			if (!good) {
-				CHECK(0, "%s, pieces of %zu: rc %d status %d body '%.*s' close %d rest %zu", c->name, step, rc,
-				      r->status, (int)b->n, b->buf, r->close, rest);
+				CHECK(0, "%s, pieces of %zu: rc %d status %d body '%.*s' close %d rest %zu", c->name,
+				      step, rc, r->status, (int)b->n, b->buf, r->close, rest);
 				break;
 			}
 		}
@@ -314,7 +320,8 @@ static void t_oai(void)
 	struct oai_event ev;
 	const char *c1 = "{\"id\":\"x\",\"choices\":[{\"index\":0,\"text\":\"Hi\",\"finish_reason\":null}]}";
 	oai_parse(c1, strlen(c1), &ev);
-	CHECK(!ev.error && ev.has_content && ev.n_tokens == 1 && ev.usage_completion_tokens == -1 && !ev.finish_reason[0],
+	CHECK(!ev.error && ev.has_content && ev.n_tokens == 1 && ev.usage_completion_tokens == -1 &&
+	          !ev.finish_reason[0],
 	      "completion chunk");
 	const char *c2 = "{\"choices\":[{\"delta\":{\"content\":\" world\"},\"logprobs\":{\"content\":[{},{},{}]}}]}";
 	oai_parse(c2, strlen(c2), &ev);
@@ -322,7 +329,8 @@ static void t_oai(void)
 	const char *c3 = "{\"choices\":[{\"text\":\"ab\",\"logprobs\":{\"tokens\":[\"a\",\"b\"]}}]}";
 	oai_parse(c3, strlen(c3), &ev);
 	CHECK(ev.n_tokens == 2, "completion logprobs tokens");
-	const char *c4 = "{\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":64,\"total_tokens\":71}}";
+	const char *c4 =
+	    "{\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":64,\"total_tokens\":71}}";
 	oai_parse(c4, strlen(c4), &ev);
 	CHECK(!ev.has_content && ev.n_tokens == 0 && ev.usage_completion_tokens == 64 && ev.usage_prompt_tokens == 7,
 	      "usage chunk");

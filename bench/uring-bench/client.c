@@ -483,19 +483,22 @@ static void run_phase(struct ub_thread *t, bool open_loop)
 		uint64_t now = ub_now_ns();
 		if (open_loop) {
 			/* arrivals due by now join the FIFO */
-			uint64_t end = o->duration_s > 0 ? t->run->t_begin + (uint64_t)(o->duration_s * 1e9) : UINT64_MAX;
+			uint64_t end =
+			    o->duration_s > 0 ? t->run->t_begin + (uint64_t)(o->duration_s * 1e9) : UINT64_MAX;
 			while (t->to_schedule != 0 && t->next_arrival <= now && t->next_arrival < end &&
 			       !atomic_load_explicit(&t->run->stop, memory_order_relaxed)) {
 				if (t->arr_tail == t->arr_cap) {
 					/* compact, or grow (bounded by the schedule: n, or rate * duration) */
 					long live = t->arr_tail - t->arr_head;
 					if (t->arr_head > 0) {
-						memmove(t->arrivals, t->arrivals + t->arr_head, (size_t)live * sizeof(uint64_t));
+						memmove(t->arrivals, t->arrivals + t->arr_head,
+						        (size_t)live * sizeof(uint64_t));
 					} else {
 						long cap = t->arr_cap ? t->arr_cap * 2 : 1024;
 						uint64_t *a = realloc(t->arrivals, (size_t)cap * sizeof(uint64_t));
 						if (!a) {
-							fprintf(stderr, "uring-bench: out of memory for the arrival queue\n");
+							fprintf(stderr,
+							        "uring-bench: out of memory for the arrival queue\n");
 							exit(1);
 						}
 						t->arrivals = a;
@@ -560,7 +563,7 @@ void *ub_worker(void *arg)
 		CPU_SET(o->cpus[t->idx % o->n_cpus], &set);
 		if (sched_setaffinity(0, sizeof(set), &set))
 			fprintf(stderr, "uring-bench: thread %d: cannot pin to CPU %d: %s\n", t->idx,
-				o->cpus[t->idx % o->n_cpus], strerror(errno));
+			        o->cpus[t->idx % o->n_cpus], strerror(errno));
 	}
 	ub_results_init(&t->res);
 	t->ops = o->force_epoll ? &ub_epoll_ops : &ub_uring_ops;

@@ -19,10 +19,10 @@
 #include <stdint.h>
 
 #define HIST_SUB_BITS 10
-#define HIST_HALF (1u << (HIST_SUB_BITS - 1))
+#define HIST_HALF     (1u << (HIST_SUB_BITS - 1))
 /* values up to 2^HIST_MAX_BITS - 1 (about 36 minutes in ns); larger ones are clamped */
-#define HIST_MAX_BITS 41
-#define HIST_BUCKETS ((HIST_MAX_BITS - HIST_SUB_BITS + 2) * HIST_HALF)
+#define HIST_MAX_BITS  41
+#define HIST_BUCKETS   ((HIST_MAX_BITS - HIST_SUB_BITS + 2) * HIST_HALF)
 #define HIST_REL_ERROR (1.0 / (double)(1u << HIST_SUB_BITS))
 
 struct hist {

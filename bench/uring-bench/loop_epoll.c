@@ -67,7 +67,7 @@ static int ep_connect(struct ub_conn *c)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd = fd;
 	int rc = connect(fd, (const struct sockaddr *)&c->t->o->targets[c->target].addr,
-			      sizeof(c->t->o->targets[c->target].addr));
+	                 sizeof(c->t->o->targets[c->target].addr));
 	if (rc && errno != EINPROGRESS)
 		return -errno;
 	int erc = ep_ctl(c, EPOLL_CTL_ADD, EPOLLIN | (rc ? EPOLLOUT : 0));

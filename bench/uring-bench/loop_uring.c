@@ -37,8 +37,8 @@ struct ur {
 	struct io_uring_buf_ring *br; /* NULL: single-shot receives */
 	char *br_mem;                 /* (n_bufs, BR_BYTES) */
 	unsigned n_bufs;
-	bool multishot;               /* false: the kernel refused multishot receives */
-	bool skip_cqe;                /* sends post completions only on failure */
+	bool multishot; /* false: the kernel refused multishot receives */
+	bool skip_cqe;  /* sends post completions only on failure */
 };
 
 enum { BGID = 1 };
@@ -53,7 +53,7 @@ static int ur_init(struct ub_thread *t)
 		entries *= 2;
 	struct io_uring_params p;
 	const unsigned tries[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
-				  IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL, 0};
+	                          IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL, 0};
 	const char *names[] = {"single_issuer defer_taskrun", "coop_taskrun", "plain"};
 	int rc = -ENOSYS;
 	for (int i = 0; i < 3; i++) {
@@ -91,7 +91,7 @@ static int ur_init(struct ub_thread *t)
 		io_uring_buf_ring_init(u->br);
 		for (unsigned i = 0; i < u->n_bufs; i++)
 			io_uring_buf_ring_add(u->br, u->br_mem + (size_t)i * BR_BYTES, BR_BYTES, (unsigned short)i,
-					      io_uring_buf_ring_mask(u->n_bufs), (int)i);
+			                      io_uring_buf_ring_mask(u->n_bufs), (int)i);
 		io_uring_buf_ring_advance(u->br, (int)u->n_bufs);
 		u->multishot = true;
 		/* Sends without completions: CQE_SKIP_SUCCESS (5.17) with
@@ -149,7 +149,7 @@ static int ur_connect(struct ub_conn *c)
 	c->fd = fd;
 	struct io_uring_sqe *sqe = sqe_get(u);
 	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&c->t->o->targets[c->target].addr,
-			      sizeof(c->t->o->targets[c->target].addr));
+	                      sizeof(c->t->o->targets[c->target].addr));
 	io_uring_sqe_set_data64(sqe, tag(c, OP_CONNECT));
 	return -EINPROGRESS;
 }
@@ -250,7 +250,7 @@ static void on_cqe(struct ub_thread *t, struct io_uring_cqe *cqe)
 		if (op == OP_RECV && u->br && (cqe->flags & IORING_CQE_F_BUFFER)) {
 			unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 			io_uring_buf_ring_add(u->br, u->br_mem + (size_t)bid * BR_BYTES, BR_BYTES, (unsigned short)bid,
-					      io_uring_buf_ring_mask(u->n_bufs), 0);
+			                      io_uring_buf_ring_mask(u->n_bufs), 0);
 			io_uring_buf_ring_advance(u->br, 1);
 		}
 		return;
@@ -263,7 +263,8 @@ static void on_cqe(struct ub_thread *t, struct io_uring_cqe *cqe)
 		ub_on_sent(c, cqe->res);
 		break;
 	case OP_RECV:
-		if (((struct ur *)t->be)->br && (((struct ur *)t->be)->multishot || (cqe->flags & IORING_CQE_F_BUFFER))) {
+		if (((struct ur *)t->be)->br &&
+		    (((struct ur *)t->be)->multishot || (cqe->flags & IORING_CQE_F_BUFFER))) {
 			on_recv_multishot(t, c, cqe);
 			break;
 		}
@@ -283,7 +284,7 @@ static int ur_wait(struct ub_thread *t, uint64_t timeout_ns)
 	struct ur *u = t->be;
 	struct io_uring_cqe *cqe;
 	struct __kernel_timespec ts = {.tv_sec = (long long)(timeout_ns / 1000000000ull),
-				       .tv_nsec = (long long)(timeout_ns % 1000000000ull)};
+	                               .tv_nsec = (long long)(timeout_ns % 1000000000ull)};
 	int rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
 	if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
 		return rc;

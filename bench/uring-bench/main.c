@@ -39,45 +39,44 @@ static const char *const default_prompts[] = {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: uring-bench [options]\n"
-		"Load client for OpenAI-compatible HTTP servers (io_uring; epoll fallback).\n"
-		"\n"
-		"Target and workload:\n"
-		"  --url URL             server, http://HOST:PORT[/PATH] (default http://127.0.0.1:8080);\n"
-		"                        a PATH replaces the endpoint's default path. Repeatable (up to 16):\n"
-		"                        connection i goes to URL i mod n; counts are reported per URL and per\n"
-		"                        instance named by the response header X-Locus-Instance (or X-Instance)\n"
-		"  --endpoint E          completions (POST /v1/completions, default), chat\n"
-		"                        (POST /v1/chat/completions) or get (GET the URL's path; any HTTP server)\n"
-		"  --model NAME          \"model\" field (default: omitted)\n"
-		"  --prompt TEXT         the prompt (default: a built-in list, used round robin)\n"
-		"  --prompt-file FILE    prompts, one per line, used round robin\n"
-		"  --max-tokens N        max_tokens (default 64)\n"
-		"  --ignore-eos          ask the server to generate exactly max_tokens (vLLM, llama.cpp, Locus)\n"
-		"  --temperature T       (default 0)\n"
-		"  --stream              stream: true; report TTFT, inter-token latency and TPOT\n"
-		"  --api-key KEY         Authorization: Bearer KEY (default: $OPENAI_API_KEY if set)\n"
-		"\n"
-		"Load:\n"
-		"  -n N                  measured requests (default 50; unbounded with --duration alone)\n"
-		"  -c C                  connections = requests in flight at most (default 4)\n"
-		"  -t T                  worker threads (default 1; connections are split over them)\n"
-		"  --rate R              open loop: R requests/s on a random arrival schedule; latency counts\n"
-		"                        from each request's intended send time\n"
-		"  --burstiness K        gamma shape of inter-arrival times (default 1 = Poisson; < 1 burstier)\n"
-		"  --duration S          stop issuing after S seconds\n"
-		"  --warmup N            requests before measuring (not recorded; default 0)\n"
-		"  --timeout S           per-request timeout (default 120)\n"
-		"  --cpus LIST           pin worker i to the i-th CPU of LIST (e.g. 0 or 2,3)\n"
-		"  --epoll               use the epoll loop even where io_uring works\n"
-		"  --seed N              arrival schedule seed (default 1)\n"
-		"\n"
-		"Output:\n"
-		"  --json FILE           full results and the percentile spectrum as JSON\n"
-		"  --csv                 the percentile spectrum as CSV on stdout, after the summary\n"
-		"  -q                    no progress line (it is shown only on a terminal anyway)\n"
-		"  -h, --help\n");
+	fprintf(f, "usage: uring-bench [options]\n"
+	           "Load client for OpenAI-compatible HTTP servers (io_uring; epoll fallback).\n"
+	           "\n"
+	           "Target and workload:\n"
+	           "  --url URL             server, http://HOST:PORT[/PATH] (default http://127.0.0.1:8080);\n"
+	           "                        a PATH replaces the endpoint's default path. Repeatable (up to 16):\n"
+	           "                        connection i goes to URL i mod n; counts are reported per URL and per\n"
+	           "                        instance named by the response header X-Locus-Instance (or X-Instance)\n"
+	           "  --endpoint E          completions (POST /v1/completions, default), chat\n"
+	           "                        (POST /v1/chat/completions) or get (GET the URL's path; any HTTP server)\n"
+	           "  --model NAME          \"model\" field (default: omitted)\n"
+	           "  --prompt TEXT         the prompt (default: a built-in list, used round robin)\n"
+	           "  --prompt-file FILE    prompts, one per line, used round robin\n"
+	           "  --max-tokens N        max_tokens (default 64)\n"
+	           "  --ignore-eos          ask the server to generate exactly max_tokens (vLLM, llama.cpp, Locus)\n"
+	           "  --temperature T       (default 0)\n"
+	           "  --stream              stream: true; report TTFT, inter-token latency and TPOT\n"
+	           "  --api-key KEY         Authorization: Bearer KEY (default: $OPENAI_API_KEY if set)\n"
+	           "\n"
+	           "Load:\n"
+	           "  -n N                  measured requests (default 50; unbounded with --duration alone)\n"
+	           "  -c C                  connections = requests in flight at most (default 4)\n"
+	           "  -t T                  worker threads (default 1; connections are split over them)\n"
+	           "  --rate R              open loop: R requests/s on a random arrival schedule; latency counts\n"
+	           "                        from each request's intended send time\n"
+	           "  --burstiness K        gamma shape of inter-arrival times (default 1 = Poisson; < 1 burstier)\n"
+	           "  --duration S          stop issuing after S seconds\n"
+	           "  --warmup N            requests before measuring (not recorded; default 0)\n"
+	           "  --timeout S           per-request timeout (default 120)\n"
+	           "  --cpus LIST           pin worker i to the i-th CPU of LIST (e.g. 0 or 2,3)\n"
+	           "  --epoll               use the epoll loop even where io_uring works\n"
+	           "  --seed N              arrival schedule seed (default 1)\n"
+	           "\n"
+	           "Output:\n"
+	           "  --json FILE           full results and the percentile spectrum as JSON\n"
+	           "  --csv                 the percentile spectrum as CSV on stdout, after the summary\n"
+	           "  -q                    no progress line (it is shown only on a terminal anyway)\n"
+	           "  -h, --help\n");
 }
 
 static const char *default_path(enum ub_endpoint e)
@@ -204,8 +203,7 @@ static char *read_prompts(const char *path, struct ub_opts *o)
 	return buf;
 }
 
-static void build_request(const struct ub_opts *o, const struct ub_target *t, const char *prompt,
-			  struct ub_request *r)
+static void build_request(const struct ub_opts *o, const struct ub_target *t, const char *prompt, struct ub_request *r)
 {
 	const char *path = t->path[0] ? t->path : default_path(o->endpoint);
 	char auth[600] = "";
@@ -214,8 +212,8 @@ static void build_request(const struct ub_opts *o, const struct ub_target *t, co
 	if (o->endpoint == UB_EP_GET) {
 		size_t cap = strlen(path) + strlen(t->host) + strlen(auth) + 64;
 		r->bytes = malloc(cap);
-		r->len = (size_t)snprintf(r->bytes, cap, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n", path, t->host, t->port,
-					  auth);
+		r->len = (size_t)snprintf(r->bytes, cap, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n", path, t->host,
+		                          t->port, auth);
 		return;
 	}
 	cJSON *j = cJSON_CreateObject();
@@ -245,9 +243,9 @@ static void build_request(const struct ub_opts *o, const struct ub_target *t, co
 	size_t cap = blen + strlen(path) + strlen(t->host) + strlen(auth) + 200;
 	r->bytes = malloc(cap);
 	int h = snprintf(r->bytes, cap,
-			 "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-			 "Accept: %s\r\n%sContent-Length: %zu\r\n\r\n",
-			 path, t->host, t->port, o->stream ? "text/event-stream" : "application/json", auth, blen);
+	                 "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+	                 "Accept: %s\r\n%sContent-Length: %zu\r\n\r\n",
+	                 path, t->host, t->port, o->stream ? "text/event-stream" : "application/json", auth, blen);
 	memcpy(r->bytes + h, body, blen);
 	r->len = (size_t)h + blen;
 	free(body);
@@ -255,9 +253,9 @@ static void build_request(const struct ub_opts *o, const struct ub_target *t, co
 
 /* ---- reporting ---- */
 
-static const double spectrum_p[] = {0,    10,   20,    25,   30,     40,    50,    60,      70,     75,
-				    80,   85,   87.5,  90,   92.5,   93.75, 95,    96.875,  97.5,   98,
-				    98.4375, 99, 99.2188, 99.5, 99.6094, 99.8, 99.9, 99.95, 99.99, 100};
+static const double spectrum_p[] = {0,       10, 20,      25,   30,      40,    50,   60,     70,    75,
+                                    80,      85, 87.5,    90,   92.5,    93.75, 95,   96.875, 97.5,  98,
+                                    98.4375, 99, 99.2188, 99.5, 99.6094, 99.8,  99.9, 99.95,  99.99, 100};
 #define N_SPECTRUM (sizeof(spectrum_p) / sizeof(spectrum_p[0]))
 
 static double ms(double ns)
@@ -299,7 +297,7 @@ static const char *endpoint_name(enum ub_endpoint e)
 }
 
 static int write_json(const struct ub_opts *o, const char *backend, double wall_s, const struct ub_results *r,
-		      const struct rusage *ru)
+                      const struct rusage *ru)
 {
 	const char *url = o->targets[0].url;
 	cJSON *j = cJSON_CreateObject();
@@ -389,23 +387,25 @@ static void print_row(const char *name, const struct hist *h)
 		printf("  %-12s %10s\n", name, "-");
 		return;
 	}
-	printf("  %-12s %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f\n", name, ms(hist_mean(h)), ms(hist_percentile(h, 50)),
-	       ms(hist_percentile(h, 90)), ms(hist_percentile(h, 95)), ms(hist_percentile(h, 99)), ms((double)h->max));
+	printf("  %-12s %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f\n", name, ms(hist_mean(h)),
+	       ms(hist_percentile(h, 50)), ms(hist_percentile(h, 90)), ms(hist_percentile(h, 95)),
+	       ms(hist_percentile(h, 99)), ms((double)h->max));
 }
 
 static void progress(struct ub_run *run, const struct ub_opts *o, uint64_t t0, long *last_done, uint64_t *last_t,
-		     bool final)
+                     bool final)
 {
 	long done = atomic_load(&run->done), failed = atomic_load(&run->failed);
 	uint64_t now = ub_now_ns();
-	double rate = *last_t && now > *last_t ? (double)(done + failed - *last_done) / ((double)(now - *last_t) / 1e9) : 0;
+	double rate =
+	    *last_t && now > *last_t ? (double)(done + failed - *last_done) / ((double)(now - *last_t) / 1e9) : 0;
 	*last_done = done + failed;
 	*last_t = now;
 	char total[32] = "?";
 	if (o->n >= 0)
 		snprintf(total, sizeof(total), "%ld", o->n);
 	fprintf(stderr, "\r  %ld/%s done, %.1f req/s, %ld errors, %.1f s%s", done + failed, total, rate, failed,
-		(double)(now - t0) / 1e9, final ? "\n" : "   ");
+	        (double)(now - t0) / 1e9, final ? "\n" : "   ");
 	fflush(stderr);
 }
 
@@ -425,9 +425,26 @@ int main(int argc, char **argv)
 	const char *prompt = NULL, *prompt_file = NULL;
 	bool n_given = false;
 	enum {
-		O_URL = 256, O_ENDPOINT, O_MODEL, O_PROMPT, O_PROMPT_FILE, O_MAX_TOKENS, O_IGNORE_EOS, O_TEMP,
-		O_STREAM, O_API_KEY, O_RATE, O_BURST, O_DURATION, O_WARMUP, O_TIMEOUT, O_CPUS, O_EPOLL, O_SEED,
-		O_JSON, O_CSV,
+		O_URL = 256,
+		O_ENDPOINT,
+		O_MODEL,
+		O_PROMPT,
+		O_PROMPT_FILE,
+		O_MAX_TOKENS,
+		O_IGNORE_EOS,
+		O_TEMP,
+		O_STREAM,
+		O_API_KEY,
+		O_RATE,
+		O_BURST,
+		O_DURATION,
+		O_WARMUP,
+		O_TIMEOUT,
+		O_CPUS,
+		O_EPOLL,
+		O_SEED,
+		O_JSON,
+		O_CSV,
 	};
 	static const struct option lo[] = {
 	    {"url", 1, 0, O_URL},
@@ -458,20 +475,31 @@ int main(int argc, char **argv)
 #define NUM(dst, lo_, hi_, what)                                                                                       \
 	do {                                                                                                           \
 		double v_ = strtod(optarg, &end);                                                                      \
-		if (end == optarg || *end || !(v_ >= (lo_) && v_ <= (hi_))) {                                         \
-			fprintf(stderr, "uring-bench: %s must be a number in [%g, %g], got '%s'\n", what, (double)(lo_), \
-				(double)(hi_), optarg);                                                                \
+		if (end == optarg || *end || !(v_ >= (lo_) && v_ <= (hi_))) {                                          \
+			fprintf(stderr, "uring-bench: %s must be a number in [%g, %g], got '%s'\n", what,              \
+			        (double)(lo_), (double)(hi_), optarg);                                                 \
 			return 2;                                                                                      \
 		}                                                                                                      \
 		dst = v_;                                                                                              \
 	} while (0)
 	while ((opt = getopt_long(argc, argv, "n:c:t:qh", lo, NULL)) != -1) {
 		switch (opt) {
-		case 'n': NUM(o.n, 1, 1e12, "-n"); n_given = true; break;
-		case 'c': NUM(o.concurrency, 1, 100000, "-c"); break;
-		case 't': NUM(o.threads, 1, 256, "-t"); break;
-		case 'q': o.quiet = true; break;
-		case 'h': usage(stdout); return 0;
+		case 'n':
+			NUM(o.n, 1, 1e12, "-n");
+			n_given = true;
+			break;
+		case 'c':
+			NUM(o.concurrency, 1, 100000, "-c");
+			break;
+		case 't':
+			NUM(o.threads, 1, 256, "-t");
+			break;
+		case 'q':
+			o.quiet = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
 		case O_URL:
 			if (n_urls == UB_MAX_TARGETS) {
 				fprintf(stderr, "uring-bench: at most %d --url\n", UB_MAX_TARGETS);
@@ -491,30 +519,66 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
-		case O_MODEL: o.model = optarg; break;
-		case O_PROMPT: prompt = optarg; break;
-		case O_PROMPT_FILE: prompt_file = optarg; break;
-		case O_MAX_TOKENS: NUM(o.max_tokens, 1, 1e7, "--max-tokens"); break;
-		case O_IGNORE_EOS: o.ignore_eos = true; break;
-		case O_TEMP: NUM(o.temperature, 0, 100, "--temperature"); break;
-		case O_STREAM: o.stream = true; break;
-		case O_API_KEY: o.api_key = optarg; break;
-		case O_RATE: NUM(o.rate, 1e-6, 1e9, "--rate"); break;
-		case O_BURST: NUM(o.burstiness, 0.01, 100, "--burstiness"); break;
-		case O_DURATION: NUM(o.duration_s, 0.001, 1e7, "--duration"); break;
-		case O_WARMUP: NUM(o.warmup, 0, 1e9, "--warmup"); break;
-		case O_TIMEOUT: NUM(o.timeout_s, 0.001, 1e6, "--timeout"); break;
+		case O_MODEL:
+			o.model = optarg;
+			break;
+		case O_PROMPT:
+			prompt = optarg;
+			break;
+		case O_PROMPT_FILE:
+			prompt_file = optarg;
+			break;
+		case O_MAX_TOKENS:
+			NUM(o.max_tokens, 1, 1e7, "--max-tokens");
+			break;
+		case O_IGNORE_EOS:
+			o.ignore_eos = true;
+			break;
+		case O_TEMP:
+			NUM(o.temperature, 0, 100, "--temperature");
+			break;
+		case O_STREAM:
+			o.stream = true;
+			break;
+		case O_API_KEY:
+			o.api_key = optarg;
+			break;
+		case O_RATE:
+			NUM(o.rate, 1e-6, 1e9, "--rate");
+			break;
+		case O_BURST:
+			NUM(o.burstiness, 0.01, 100, "--burstiness");
+			break;
+		case O_DURATION:
+			NUM(o.duration_s, 0.001, 1e7, "--duration");
+			break;
+		case O_WARMUP:
+			NUM(o.warmup, 0, 1e9, "--warmup");
+			break;
+		case O_TIMEOUT:
+			NUM(o.timeout_s, 0.001, 1e6, "--timeout");
+			break;
 		case O_CPUS:
 			if (parse_cpus(optarg, &o)) {
 				fprintf(stderr, "uring-bench: --cpus wants a list like 0,2-3, got '%s'\n", optarg);
 				return 2;
 			}
 			break;
-		case O_EPOLL: o.force_epoll = true; break;
-		case O_SEED: NUM(o.seed, 0, 1e18, "--seed"); break;
-		case O_JSON: o.json_path = optarg; break;
-		case O_CSV: o.csv = true; break;
-		default: usage(stderr); return 2;
+		case O_EPOLL:
+			o.force_epoll = true;
+			break;
+		case O_SEED:
+			NUM(o.seed, 0, 1e18, "--seed");
+			break;
+		case O_JSON:
+			o.json_path = optarg;
+			break;
+		case O_CSV:
+			o.csv = true;
+			break;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 #undef NUM
@@ -534,11 +598,12 @@ int main(int argc, char **argv)
 		if (parse_url(urls[i], t))
 			return 2;
 		snprintf(t->url, sizeof(t->url), "http://%s:%d%s", t->host, t->port,
-			 t->path[0] ? t->path : default_path(o.endpoint));
+		         t->path[0] ? t->path : default_path(o.endpoint));
 	}
 	o.n_targets = n_urls;
 	if (o.concurrency < o.n_targets) {
-		fprintf(stderr, "uring-bench: -c %d is fewer connections than the %d URLs\n", o.concurrency, o.n_targets);
+		fprintf(stderr, "uring-bench: -c %d is fewer connections than the %d URLs\n", o.concurrency,
+		        o.n_targets);
 		return 2;
 	}
 	char *prompt_buf = NULL;
@@ -639,8 +704,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "uring-bench: io_uring could not be set up here; used epoll\n");
 
 	printf("uring-bench: %s%s, %s loop, %d connection(s), %d thread(s), %s (%s)%s\n", full_url,
-	       o.n_targets > 1 ? " and more (below)" : "", o.rate > 0 ? "open" : "closed", o.concurrency, o.threads, backend,
-	       th[0].features, o.stream ? ", streaming" : "");
+	       o.n_targets > 1 ? " and more (below)" : "", o.rate > 0 ? "open" : "closed", o.concurrency, o.threads,
+	       backend, th[0].features, o.stream ? ", streaming" : "");
 	if (o.rate > 0)
 		printf("  offered rate %.2f req/s (burstiness %.2f); latency from each request's intended send time\n",
 		       o.rate, o.burstiness);
@@ -674,18 +739,19 @@ int main(int argc, char **argv)
 	}
 	if (o.n_targets > 1)
 		for (int i = 0; i < o.n_targets; i++)
-			printf("  target %s: %llu ok, %llu errors\n", o.targets[i].url, (unsigned long long)r->target_ok[i],
-			       (unsigned long long)r->target_err[i]);
+			printf("  target %s: %llu ok, %llu errors\n", o.targets[i].url,
+			       (unsigned long long)r->target_ok[i], (unsigned long long)r->target_err[i]);
 	if (r->n_instances) {
 		printf("  answered by:");
 		for (int i = 0; i < r->n_instances; i++)
 			printf("%s %s %llu", i ? "," : "", r->instance[i], (unsigned long long)r->instance_ok[i]);
 		if (r->instance_other)
-			printf(", %llu more past the %d-name table", (unsigned long long)r->instance_other, UB_MAX_INSTANCES);
+			printf(", %llu more past the %d-name table", (unsigned long long)r->instance_other,
+			       UB_MAX_INSTANCES);
 		printf(" (X-Locus-Instance)\n");
 	}
 	double cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-		       (double)ru.ru_stime.tv_usec / 1e6;
+	               (double)ru.ru_stime.tv_usec / 1e6;
 	printf("  client cpu: %.3f s (%.0f req per cpu-second)\n", cpu_s, cpu_s > 0 ? (double)r->ok / cpu_s : 0);
 	if (o.csv) {
 		printf("percentile,latency_ms%s\n", o.stream ? ",ttft_ms,itl_ms,tpot_ms" : "");
@@ -693,7 +759,8 @@ int main(int argc, char **argv)
 			printf("%g,%.4f", spectrum_p[i], ms(hist_percentile(&r->latency, spectrum_p[i])));
 			if (o.stream)
 				printf(",%.4f,%.4f,%.4f", ms(hist_percentile(&r->ttft, spectrum_p[i])),
-				       ms(hist_percentile(&r->itl, spectrum_p[i])), ms(hist_percentile(&r->tpot, spectrum_p[i])));
+				       ms(hist_percentile(&r->itl, spectrum_p[i])),
+				       ms(hist_percentile(&r->tpot, spectrum_p[i])));
 			printf("\n");
 		}
 	}

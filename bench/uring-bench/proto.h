@@ -16,22 +16,22 @@
 #include <stdint.h>
 
 /* ---- HTTP/1.1 response ---- */
-#define RESP_MAX_LINE 8192     /* status line or one header line */
+#define RESP_MAX_LINE    8192 /* status line or one header line */
 #define RESP_MAX_HEADERS 200
 
 typedef void (*resp_body_fn)(void *user_data, const char *p, size_t n);
 
 struct resp_parser {
 	int state;
-	int status;          /* after the status line */
-	bool chunked;        /* Transfer-Encoding: chunked */
+	int status;   /* after the status line */
+	bool chunked; /* Transfer-Encoding: chunked */
 	bool has_length;
-	bool close;          /* Connection: close, or HTTP/1.0 without keep-alive */
-	bool done;           /* the whole response has been read */
+	bool close; /* Connection: close, or HTTP/1.0 without keep-alive */
+	bool done;  /* the whole response has been read */
 	int n_headers;
-	uint64_t remaining;  /* body or chunk bytes still to come */
+	uint64_t remaining; /* body or chunk bytes still to come */
 	size_t line_len;
-	char instance[64];   /* X-Locus-Instance / Server-Instance header value, if any */
+	char instance[64]; /* X-Locus-Instance / Server-Instance header value, if any */
 	char line[RESP_MAX_LINE];
 };
 
@@ -56,9 +56,9 @@ int resp_eof(struct resp_parser *r);
 typedef int (*sse_event_fn)(void *user_data, const char *data, size_t n);
 
 struct sse_parser {
-	char *line;   /* the current line (grows to SSE_MAX_EVENT) */
+	char *line; /* the current line (grows to SSE_MAX_EVENT) */
 	size_t line_len, line_cap;
-	char *data;   /* the current event's data */
+	char *data; /* the current event's data */
 	size_t data_len, data_cap;
 	bool has_data;
 	bool skip_lf; /* the last line ended in CR: a following LF belongs to it */
@@ -71,10 +71,10 @@ int sse_feed(struct sse_parser *s, const char *p, size_t n, sse_event_fn fn, voi
 
 /* ---- OpenAI JSON ---- */
 struct oai_event {
-	bool done;            /* "[DONE]" */
-	bool error;           /* an "error" object, or not JSON */
-	bool has_content;     /* non-empty text / delta.content / delta.reasoning_content */
-	int n_tokens;         /* tokens this chunk carries: logprobs length when given, else 1 with content */
+	bool done;        /* "[DONE]" */
+	bool error;       /* an "error" object, or not JSON */
+	bool has_content; /* non-empty text / delta.content / delta.reasoning_content */
+	int n_tokens;     /* tokens this chunk carries: logprobs length when given, else 1 with content */
 	int64_t usage_completion_tokens; /* -1 when the chunk has no usage */
 	int64_t usage_prompt_tokens;     /* -1 when absent */
 	char finish_reason[24];          /* "" when absent or null */

@@ -28,15 +28,15 @@
 
 enum ub_endpoint { UB_EP_COMPLETIONS, UB_EP_CHAT, UB_EP_GET };
 
-#define UB_MAX_TARGETS 16
+#define UB_MAX_TARGETS   16
 #define UB_MAX_INSTANCES 64
 
 /* One server (--url); connection i talks to target i % n_targets. */
 struct ub_target {
 	char host[256];
 	int port;
-	char path[1024];       /* "" : the endpoint's default path */
-	char url[1400];        /* as reported */
+	char path[1024]; /* "" : the endpoint's default path */
+	char url[1400];  /* as reported */
 	struct sockaddr_in addr;
 };
 
@@ -44,14 +44,14 @@ struct ub_opts {
 	struct ub_target targets[UB_MAX_TARGETS];
 	int n_targets;
 	enum ub_endpoint endpoint;
-	long n;             /* measured requests; <0: unbounded (duration) */
-	int concurrency;    /* connections (in flight at most) */
+	long n;          /* measured requests; <0: unbounded (duration) */
+	int concurrency; /* connections (in flight at most) */
 	int threads;
-	double rate;        /* open loop: requests/s, 0 = closed loop */
-	double burstiness;  /* gamma shape of the inter-arrival times; 1 = Poisson */
-	double duration_s;  /* 0: until n */
+	double rate;       /* open loop: requests/s, 0 = closed loop */
+	double burstiness; /* gamma shape of the inter-arrival times; 1 = Poisson */
+	double duration_s; /* 0: until n */
 	long warmup;
-	double timeout_s;   /* per request */
+	double timeout_s; /* per request */
 	bool stream;
 	bool ignore_eos;
 	bool quiet;
@@ -64,7 +64,7 @@ struct ub_opts {
 	int n_prompts;
 	const char *json_path;
 	bool csv;
-	int *cpus;          /* worker i pinned to cpus[i % n_cpus] */
+	int *cpus; /* worker i pinned to cpus[i % n_cpus] */
 	int n_cpus;
 	uint64_t seed;
 };
@@ -90,7 +90,7 @@ struct ub_results {
 	int n_instances;
 	char instance[UB_MAX_INSTANCES][64];
 	uint64_t instance_ok[UB_MAX_INSTANCES];
-	uint64_t instance_other;  /* ok responses naming an instance past the table */
+	uint64_t instance_other; /* ok responses naming an instance past the table */
 	struct hist latency, ttft, itl, tpot;
 };
 
@@ -99,29 +99,29 @@ struct ub_thread;
 struct ub_conn {
 	struct ub_thread *t;
 	int idx;
-	int target;            /* index into ub_opts.targets */
+	int target; /* index into ub_opts.targets */
 	int fd;
-	uint32_t gen;          /* bumped at close: stale completions are dropped */
+	uint32_t gen; /* bumped at close: stale completions are dropped */
 	bool connected, connecting, busy, sending, recv_armed, write_wait;
 	/* the request in flight */
 	const struct ub_request *req;
 	size_t req_off;
 	bool measured;
-	uint64_t t_start;      /* intended (open loop) or actual send time, ns */
+	uint64_t t_start;         /* intended (open loop) or actual send time, ns */
 	uint64_t t_first, t_last; /* first and last token events */
 	uint64_t deadline;
-	long n_tokens;         /* counted from events */
-	long usage_tokens;     /* from the server's usage, -1 when none */
+	long n_tokens;     /* counted from events */
+	long usage_tokens; /* from the server's usage, -1 when none */
 	long prompt_tokens;
 	bool stream_error;
 	bool got_bytes;
 	struct resp_parser resp;
 	struct sse_parser sse;
-	char *body;            /* non-streamed JSON body (for its usage), bounded */
+	char *body; /* non-streamed JSON body (for its usage), bounded */
 	size_t body_len, body_cap;
-	uint64_t *gaps;        /* (gap_ns, tokens) pairs of this request, recorded at success */
+	uint64_t *gaps; /* (gap_ns, tokens) pairs of this request, recorded at success */
 	size_t n_gaps, gaps_cap;
-	uint64_t now;          /* time of the data being parsed */
+	uint64_t now;             /* time of the data being parsed */
 	char rbuf[UB_RECV_BYTES]; /* io_uring receive buffer */
 };
 
@@ -129,12 +129,12 @@ struct ub_run {
 	const struct ub_opts *o;
 	const struct ub_request *reqs; /* (target, prompt) */
 	int n_reqs;                    /* per target */
-	atomic_long issued;    /* closed loop: requests claimed (measured phase) */
+	atomic_long issued;            /* closed loop: requests claimed (measured phase) */
 	atomic_long warm_issued;
 	atomic_long done, failed;
 	atomic_bool stop;
 	pthread_barrier_t barrier;
-	uint64_t t_begin, t_end; /* measured phase, ns (t_end: set by main from the workers) */
+	uint64_t t_begin, t_end;  /* measured phase, ns (t_end: set by main from the workers) */
 	atomic_bool uring_failed; /* a worker could not set up io_uring and used epoll */
 };
 
@@ -148,21 +148,21 @@ struct ub_thread {
 	int idx;
 	struct ub_conn **conns;
 	int n_conns;
-	int *idle;             /* stack of idle connected-or-closed connection indices */
+	int *idle; /* stack of idle connected-or-closed connection indices */
 	int n_idle;
 	int in_flight;
 	/* open loop */
-	uint64_t *arrivals;    /* intended send times, ns, FIFO */
+	uint64_t *arrivals; /* intended send times, ns, FIFO */
 	long arr_head, arr_tail, arr_cap;
 	uint64_t next_arrival;
-	long to_schedule;      /* arrivals still to generate (<0: unbounded) */
+	long to_schedule; /* arrivals still to generate (<0: unbounded) */
 	uint64_t rng;
 	/* phase */
 	bool measuring;
 	long warm_left;
 	uint64_t t_end;
 	uint64_t next_timeout_scan;
-	unsigned rr;           /* round robin over prompts */
+	unsigned rr; /* round robin over prompts */
 	struct ub_results res;
 	char features[160];
 };
