@@ -30,6 +30,7 @@
 struct ep {
 	int epfd;
 	bool accepting;
+	int64_t accept_retry_ms; /* listener out of the set until then (out of descriptors), 0: none */
 	char tag_listen, tag_wake; /* their addresses mark the two special fds */
 	struct epoll_event ev[EP_EVENTS];
 };
@@ -102,8 +103,15 @@ static void ep_accept(struct net_loop *l)
 	struct ep *e = l->be;
 	for (int k = 0; k < 64; k++) {
 		int fd = accept4(l->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* the listener stays readable: take it out of the set for a
+				 * while rather than wake up for it in a busy loop */
+				epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->listen_fd, NULL);
+				e->accept_retry_ms = l->now_ms + NET_ACCEPT_RETRY_MS;
+			}
 			return; /* EAGAIN, or a connection that died in the backlog */
+		}
 		struct net_conn *c = conn_accept(l, fd);
 		if (!c) {
 			close(fd); /* over max_conns */
@@ -184,6 +192,16 @@ static void ep_flush(struct net_conn *c)
 static int ep_poll(struct net_loop *l, int timeout_ms)
 {
 	struct ep *e = l->be;
+	if (e->accept_retry_ms) {
+		int64_t d = e->accept_retry_ms - l->now_ms;
+		if (d <= 0) {
+			e->accept_retry_ms = 0;
+			if (e->accepting)
+				ep_ctl(e, EPOLL_CTL_ADD, l->listen_fd, EPOLLIN, &e->tag_listen);
+		} else if (timeout_ms < 0 || d < timeout_ms) {
+			timeout_ms = (int)d;
+		}
+	}
 	int n = epoll_wait(e->epfd, e->ev, EP_EVENTS, timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;

@@ -190,6 +190,8 @@ struct net_server {
 
 /* ---- conn.c: events from the backends ---- */
 int64_t net_now_ms(void);
+/* Out of descriptors or memory at accept: the listener is left alone this long. */
+#define NET_ACCEPT_RETRY_MS 100
 /* A new connection; NULL when over max_conns (the caller closes fd). */
 struct net_conn *conn_accept(struct net_loop *l, int fd);
 /* Room to receive into: at least min(want, what the limits allow) bytes, or

@@ -61,6 +61,7 @@ struct ur {
 	bool br_registered;
 	bool fixed, zc;
 	bool accepting, accept_armed;
+	int64_t accept_retry_ms; /* out of descriptors or memory: re-arm accept at this time, 0: none */
 	uint64_t wake_val;
 	struct net_conn **rearm; /* conns whose receive must be (re)armed next poll */
 	int n_rearm, cap_rearm;
@@ -530,8 +531,12 @@ static void on_cqe(struct net_loop *l, struct io_uring_cqe *cqe)
 		if (!(cqe->flags & IORING_CQE_F_MORE)) {
 			u->accept_armed = false;
 			int e = -cqe->res;
-			if (cqe->res >= 0 || e == ENFILE || e == EMFILE || e == ENOBUFS || e == ENOMEM ||
-			    e == ECONNABORTED || e == EINTR || e == EAGAIN)
+			if (e == ENFILE || e == EMFILE || e == ENOBUFS || e == ENOMEM)
+				/* Out of descriptors (or memory): re-arming now would fail
+				 * again at once, a busy loop. Leave the connections in the
+				 * backlog and try again in a while, as nginx does. */
+				u->accept_retry_ms = l->now_ms + NET_ACCEPT_RETRY_MS;
+			else if (cqe->res >= 0 || e == ECONNABORTED || e == EINTR || e == EAGAIN)
 				arm_accept(l);
 			else if (e != ECANCELED && u->accepting)
 				fprintf(stderr, "net: thread %d stops accepting: %s\n", l->idx, strerror(e));
@@ -580,6 +585,15 @@ static void on_cqe(struct net_loop *l, struct io_uring_cqe *cqe)
 static int ur_poll(struct net_loop *l, int timeout_ms)
 {
 	struct ur *u = l->be;
+	if (u->accept_retry_ms) {
+		int64_t d = u->accept_retry_ms - l->now_ms;
+		if (d <= 0) {
+			u->accept_retry_ms = 0;
+			arm_accept(l);
+		} else if (timeout_ms < 0 || d < timeout_ms) {
+			timeout_ms = (int)d;
+		}
+	}
 	/* Receives to (re)arm, and held input to deliver now that there is room. */
 	bool delivered = false;
 	for (int i = 0; i < u->n_rearm; i++) {

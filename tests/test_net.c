@@ -22,6 +22,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -725,6 +727,57 @@ static void t_first_after_idle(const char *be)
 	free(r);
 }
 
+/* Regression: out of file descriptors, the listener stayed readable (epoll)
+ * or accept was re-armed at once (io_uring) and the net thread spun at
+ * 100% CPU until descriptors came back. Now accepting pauses for
+ * NET_ACCEPT_RETRY_MS at a time; the connections wait in the backlog and
+ * are served once descriptors are free. */
+static void t_fd_exhaustion(const char *be)
+{
+	struct rlimit old;
+	getrlimit(RLIMIT_NOFILE, &old);
+	int n_open = 0;
+	DIR *d = opendir("/proc/self/fd");
+	if (d) {
+		while (readdir(d))
+			n_open++;
+		closedir(d);
+	}
+	struct rlimit lim = {.rlim_cur = (rlim_t)n_open + 8, .rlim_max = old.rlim_max};
+	if (setrlimit(RLIMIT_NOFILE, &lim)) {
+		printf("test_net: %s: cannot lower RLIMIT_NOFILE, fd exhaustion not tested\n", be);
+		return;
+	}
+	int fds[64], n = 0;
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	while (n < 64) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			break;
+		fds[n++] = fd;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)))
+			break;
+	}
+	struct rusage r0, r1;
+	getrusage(RUSAGE_SELF, &r0);
+	usleep(1000 * 1000);
+	getrusage(RUSAGE_SELF, &r1);
+	double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) + (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) / 1e6 +
+		     (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) + (double)(r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1e6;
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	setrlimit(RLIMIT_NOFILE, &old);
+	CHECK(n > 0 && cpu < 0.3, "%s: out of descriptors (%d sockets), the server used %.2f CPU-s in 1 s", be, n, cpu);
+	struct client cl;
+	struct resp *r = malloc(sizeof(*r));
+	client_open(&cl);
+	send_str(&cl, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok");
+	CHECK(read_resp(&cl, r, false) == 0 && r->status == 200, "%s: serves again after fd exhaustion", be);
+	client_close(&cl);
+	free(r);
+}
+
 static void run_backend(bool force_epoll)
 {
 	struct app *a = calloc(1, sizeof(*a));
@@ -752,6 +805,7 @@ static void run_backend(bool force_epoll)
 	CHECK(force_epoll ? !strcmp(be, "epoll") : 1, "forced epoll");
 
 	t_first_after_idle(be);
+	t_fd_exhaustion(be);
 
 	t_keepalive_pipelining(be);
 	t_errors(be);
