@@ -244,11 +244,12 @@ int gguf_writer_finish(struct gguf_writer *w, gguf_w_data_fn fn, void *user_data
 	if ((rc = pad(w, 24 + w->kv_len + w->ti_len)))
 		goto out;
 	for (uint64_t i = 0; i < w->n_t; i++) {
-		buf = realloc(buf, w->t[i].n_bytes ? w->t[i].n_bytes : 1);
-		if (!buf) {
+		void *nb = realloc(buf, w->t[i].n_bytes ? w->t[i].n_bytes : 1);
+		if (!nb) {
 			rc = -ENOMEM;
-			goto out;
+			goto out; /* buf is still ours: freed at out */
 		}
+		buf = nb;
 		if ((rc = fn(user_data, i, buf, w->t[i].n_bytes)))
 			goto out;
 		if ((rc = wr(w, buf, w->t[i].n_bytes)) || (rc = pad(w, w->t[i].n_bytes)))

@@ -231,7 +231,7 @@ static double logsumexp(const float *x, int32_t n, float mx)
 	double sum = 0;
 	for (int32_t i = 0; i < n; i++)
 		sum += exp((double)x[i] - mx);
-	return mx + log(sum);
+	return sum > 0 ? mx + log(sum) : -INFINITY; /* n = 0: the log of an empty sum */
 }
 
 int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logits, float *chosen_lp,

@@ -97,7 +97,7 @@ static void test_greedy_penalty_seed(void)
 	sampler_free(&s);
 
 	/* Same seed, same tokens; another seed, another sequence. */
-	int32_t a[64], b[64], c[64];
+	int32_t runs[3][64];
 	for (int run = 0; run < 3; run++) {
 		struct sampler_params q = plain();
 		q.seed = run == 2 ? 7 : 99;
@@ -108,12 +108,12 @@ static void test_greedy_penalty_seed(void)
 			for (int j = 0; j < 1000; j++)
 				lg[j] = (float)((j * 37) % 101) / 20.0f;
 			int32_t tok = sampler_sample(&t, &g_w, lg, NULL, NULL, 0);
-			(run == 0 ? a : run == 1 ? b : c)[i] = tok;
+			runs[run][i] = tok;
 		}
 		sampler_free(&t);
 	}
-	CHECK(memcmp(a, b, sizeof(a)) == 0, "same seed must repeat");
-	CHECK(memcmp(a, c, sizeof(a)) != 0, "different seeds should differ");
+	CHECK(memcmp(runs[0], runs[1], sizeof(runs[0])) == 0, "same seed must repeat");
+	CHECK(memcmp(runs[0], runs[2], sizeof(runs[0])) != 0, "different seeds should differ");
 }
 
 static void test_logprobs_and_large_vocab(void)

@@ -234,7 +234,9 @@ static int64_t parse_ids(const char *s, int32_t **out)
 {
 	int64_t cap = 16, n = 0;
 	int32_t *ids = malloc((size_t)cap * sizeof(*ids));
-	while (ids && *s) {
+	if (!ids)
+		return -1;
+	while (*s) {
 		char *end;
 		errno = 0;
 		long v = strtol(s, &end, 10);

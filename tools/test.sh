@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test, from a fresh Debian 12 machine (as root): installs the
-# dependencies, fetches the default model, then builds and runs the test
-# suite in three builds:
+# dependencies, fetches the default model, runs cppcheck on the code
+# (tools/scripts/lint.sh), then builds and runs the test suite in four builds:
 #   release (-O3 -march=native), the whole suite;
 #   asan    (AddressSanitizer + UndefinedBehaviorSanitizer, leaks on), the whole suite;
 #   avx2    (-march=x86-64-v3), the kernel tests, so the AVX2 paths run too;
@@ -18,6 +18,7 @@ tools/scripts/fetch-model.sh
 tools/scripts/py-env.sh >/dev/null   # the openai client for tests/t_engine.py
 JOBS=$(nproc)
 
+tools/scripts/lint.sh   # cppcheck, clean or fail
 tools/scripts/build.sh release
 ctest --test-dir build --output-on-failure -j"$JOBS"
 [ $QUICK -eq 1 ] && exit 0

@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git ca-certificates
   liburing-dev libnuma-dev libhwloc-dev libmimalloc-dev libcjson-dev libinih-dev libpcre2-dev libcmocka-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev cppcheck
   python3 python3-numpy python3-pip python3-venv
   numactl hwloc-nox util-linux
   # stress-ng: the competing load of bench/numa-compare.sh --noise cpu|mem
