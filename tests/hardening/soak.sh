@@ -3,7 +3,7 @@
 # while (default 10 minutes), mixed streamed and whole requests, open loop.
 # Every minute: each client's p50/p99 and errors, the engine's resident
 # memory (VmRSS), open file descriptors and threads. Passes when no request
-# failed, RSS grew by less than RSS_BOUND_MIB (default 16) after the first
+# failed, RSS grew by less than RSS_BOUND_MIB (default 4) after the first
 # minute, the fd count returned to its starting value, and the last
 # minute's p99 is within 2x the first's.
 #
@@ -23,7 +23,7 @@ BACKEND=null
 [ "${2:-}" = "--backend" ] && BACKEND=${3:-null}
 BIN=${LOCUS_BIN:-build/bin}
 MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
-RSS_BOUND_MIB=${RSS_BOUND_MIB:-16}
+RSS_BOUND_MIB=${RSS_BOUND_MIB:-4}
 TMP=$(mktemp -d)
 PORT=$((33000 + RANDOM % 2000))
 EPID=""
