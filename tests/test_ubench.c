@@ -13,6 +13,11 @@
  *    line ends, CR at a boundary, comments, multi-line data).
  *  - oai_parse: completions/chat chunks, usage, logprobs token counts,
  *    errors and non-JSON.
+ *  - llama-server's responses, byte for byte as it sent them (streamed
+ *    completions and chat, a whole completion): events, tokens and usage at
+ *    every split point; its streams count as Connection: close (it closes
+ *    them without saying so), its whole responses and other servers' streams
+ *    keep the connection.
  */
 #include "hist.h"
 #include "proto.h"
@@ -354,6 +359,205 @@ static void t_oai(void)
 	CHECK(ev.usage_completion_tokens == -1, "negative usage ignored");
 }
 
+/* ---- llama.cpp's llama-server, bytes as sent ---- */
+
+/*
+ * Captured from llama-server (llama-cpp-python 0.3.36's vendored llama.cpp,
+ * b1-0c1e570) with SmolLM2-135M-Instruct Q4_1, max_tokens 2, ignore_eos,
+ * stream_options.include_usage: one SSE event per token (an HTTP chunk may
+ * hold several events), usage on the last data event (completions: with the
+ * finish_reason, always; chat: an extra event with empty choices), timings
+ * beside it, then [DONE]. The stream's headers announce keep-alive, but the
+ * server closes the connection after the last chunk.
+ */
+static const char llama_cmpl_stream[] =
+    "HTTP/1.1 200 OK\r\n"
+    "Server: llama.cpp\r\n"
+    "Access-Control-Allow-Origin: \r\n"
+    "X-Accel-Buffering: no\r\n"
+    "Content-Type: text/event-stream\r\n"
+    "Transfer-Encoding: chunked\r\n"
+    "Keep-Alive: timeout=5, max=100\r\n"
+    "\r\n"
+    "106\r\n"
+    "data: {\"choices\":[{\"text\":\"\\n\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}],"
+    "\"created\":1795750160,\"model\":\"models/SmolLM2-135M-Instruct.Q4_1.gguf\","
+    "\"system_fingerprint\":\"b1-0c1e570\",\"object\":\"text_completion\","
+    "\"id\":\"chatcmpl-rsu59Hpj5mkWvBYTl95X4sQPgq1HI55x\"}\n"
+    "\n"
+    "\r\n"
+    "105\r\n"
+    "data: {\"choices\":[{\"text\":\"A\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}],"
+    "\"created\":1795750160,\"model\":\"models/SmolLM2-135M-Instruct.Q4_1.gguf\","
+    "\"system_fingerprint\":\"b1-0c1e570\",\"object\":\"text_completion\","
+    "\"id\":\"chatcmpl-rsu59Hpj5mkWvBYTl95X4sQPgq1HI55x\"}\n"
+    "\n"
+    "\r\n"
+    "26e\r\n"
+    "data: {\"choices\":[{\"text\":\"\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"length\"}],"
+    "\"created\":1795750160,\"model\":\"models/SmolLM2-135M-Instruct.Q4_1.gguf\","
+    "\"system_fingerprint\":\"b1-0c1e570\",\"object\":\"text_completion\","
+    "\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":9,\"total_tokens\":11,"
+    "\"prompt_tokens_details\":{\"cached_tokens\":0}},"
+    "\"id\":\"chatcmpl-rsu59Hpj5mkWvBYTl95X4sQPgq1HI55x\",\"timings\":{\"cache_n\":0,\"prompt_n\":9,"
+    "\"prompt_ms\":103.562,\"prompt_per_token_ms\":11.506888888888888,"
+    "\"prompt_per_second\":86.904463026979,\"predicted_n\":2,\"predicted_ms\":19.839,"
+    "\"predicted_per_token_ms\":19.839,\"predicted_per_second\":50.405766419678415}}\n"
+    "\n"
+    "\r\n"
+    "e\r\n"
+    "data: [DONE]\n"
+    "\n"
+    "\r\n"
+    "0\r\n"
+    "\r\n";
+
+static const char llama_chat_stream[] =
+    "HTTP/1.1 200 OK\r\n"
+    "Server: llama.cpp\r\n"
+    "Access-Control-Allow-Origin: \r\n"
+    "X-Accel-Buffering: no\r\n"
+    "Content-Type: text/event-stream\r\n"
+    "Transfer-Encoding: chunked\r\n"
+    "Keep-Alive: timeout=5, max=100\r\n"
+    "\r\n"
+    "226\r\n"
+    "data: {\"choices\":[{\"finish_reason\":null,\"index\":0,\"delta\":{\"role\":\"assistant\","
+    "\"content\":null}}],\"created\":1795750160,\"id\":\"chatcmpl-Ql66H6pup15uKTcKCMCvTO76w3urkqwz\","
+    "\"model\":\"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\"system_fingerprint\":\"b1-0c1e570\","
+    "\"object\":\"chat.completion.chunk\"}\n"
+    "\n"
+    "data: {\"choices\":[{\"finish_reason\":null,\"index\":0,\"delta\":{\"content\":\"The\"}}],"
+    "\"created\":1795750160,\"id\":\"chatcmpl-Ql66H6pup15uKTcKCMCvTO76w3urkqwz\","
+    "\"model\":\"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\"system_fingerprint\":\"b1-0c1e570\","
+    "\"object\":\"chat.completion.chunk\"}\n"
+    "\n"
+    "\r\n"
+    "10b\r\n"
+    "data: {\"choices\":[{\"finish_reason\":null,\"index\":0,\"delta\":{\"content\":\" sky\"}}],"
+    "\"created\":1795750160,\"id\":\"chatcmpl-Ql66H6pup15uKTcKCMCvTO76w3urkqwz\","
+    "\"model\":\"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\"system_fingerprint\":\"b1-0c1e570\","
+    "\"object\":\"chat.completion.chunk\"}\n"
+    "\n"
+    "\r\n"
+    "32d\r\n"
+    "data: {\"choices\":[{\"finish_reason\":\"length\",\"index\":0,\"delta\":{}}],\"created\":1795750160,"
+    "\"id\":\"chatcmpl-Ql66H6pup15uKTcKCMCvTO76w3urkqwz\","
+    "\"model\":\"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\"system_fingerprint\":\"b1-0c1e570\","
+    "\"object\":\"chat.completion.chunk\"}\n"
+    "\n"
+    "data: {\"choices\":[],\"created\":1795750160,\"id\":\"chatcmpl-Ql66H6pup15uKTcKCMCvTO76w3urkqwz\","
+    "\"model\":\"models/SmolLM2-135M-Instruct.Q4_1.gguf\",\"system_fingerprint\":\"b1-0c1e570\","
+    "\"object\":\"chat.completion.chunk\",\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":39,"
+    "\"total_tokens\":41,\"prompt_tokens_details\":{\"cached_tokens\":38}},\"timings\":{\"cache_n\":38,"
+    "\"prompt_n\":1,\"prompt_ms\":20.045,\"prompt_per_token_ms\":20.045,"
+    "\"prompt_per_second\":49.887752556747316,\"predicted_n\":2,\"predicted_ms\":20.003,"
+    "\"predicted_per_token_ms\":20.003,\"predicted_per_second\":49.99250112483128}}\n"
+    "\n"
+    "\r\n"
+    "e\r\n"
+    "data: [DONE]\n"
+    "\n"
+    "\r\n"
+    "0\r\n"
+    "\r\n";
+
+static const char llama_cmpl_whole[] =
+    "HTTP/1.1 200 OK\r\n"
+    "Server: llama.cpp\r\n"
+    "Access-Control-Allow-Origin: \r\n"
+    "Content-Type: application/json; charset=utf-8\r\n"
+    "Content-Length: 607\r\n"
+    "Keep-Alive: timeout=5, max=100\r\n"
+    "\r\n"
+    "{\"choices\":[{\"text\":\"\\nA\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"length\"}],"
+    "\"created\":1795750160,\"model\":\"models/SmolLM2-135M-Instruct.Q4_1.gguf\","
+    "\"system_fingerprint\":\"b1-0c1e570\",\"object\":\"text_completion\","
+    "\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":9,\"total_tokens\":11,"
+    "\"prompt_tokens_details\":{\"cached_tokens\":8}},"
+    "\"id\":\"chatcmpl-4G2tS6gmCOcyXFCsqwShiUBwdQ6tDgNC\",\"timings\":{\"cache_n\":8,\"prompt_n\":1,"
+    "\"prompt_ms\":19.922,\"prompt_per_token_ms\":19.922,\"prompt_per_second\":50.195763477562494,"
+    "\"predicted_n\":2,\"predicted_ms\":18.823,\"predicted_per_token_ms\":18.823,"
+    "\"predicted_per_second\":53.126494182648884}}";
+
+struct tally {
+	int events, content, done, errors;
+	int64_t usage, prompt;
+	char finish[24];
+};
+
+static int tally_fn(void *ud, const char *d, size_t n)
+{
+	struct tally *t = ud;
+	struct oai_event ev;
+	oai_parse(d, n, &ev);
+	t->events++;
+	t->content += ev.has_content ? ev.n_tokens : 0;
+	t->done += ev.done;
+	t->errors += ev.error;
+	if (ev.usage_completion_tokens >= 0)
+		t->usage = ev.usage_completion_tokens;
+	if (ev.usage_prompt_tokens >= 0)
+		t->prompt = ev.usage_prompt_tokens;
+	if (ev.finish_reason[0])
+		memcpy(t->finish, ev.finish_reason, sizeof(t->finish));
+	return 0;
+}
+
+static void t_llamacpp(void)
+{
+	const struct {
+		const char *name, *msg;
+		bool stream, close;
+		int events, content;
+		int64_t usage, prompt;
+	} cases[] = {
+	    {"completions stream", llama_cmpl_stream, true, true, 4, 2, 2, 9},
+	    {"chat stream", llama_chat_stream, true, true, 6, 2, 2, 39},
+	    {"completions whole", llama_cmpl_whole, false, false, 1, 1, 2, 9},
+	};
+	struct resp_parser *r = malloc(sizeof(*r));
+	struct body *b = malloc(sizeof(*b));
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t len = strlen(cases[i].msg);
+		for (size_t step = 0; step <= len; step += step < 16 ? 1 : 97) {
+			size_t rest;
+			int rc = feed(cases[i].msg, len, step, false, r, b, &rest);
+			bool good = rc == 0 && r->status == 200 && rest == 0 && r->close == cases[i].close &&
+			            r->chunked == cases[i].stream && b->n < sizeof(b->buf);
+			struct tally t = {.usage = -1, .prompt = -1};
+			if (good && cases[i].stream) {
+				struct sse_parser s;
+				sse_init(&s);
+				for (size_t off = 0; off < b->n; off += step ? step : b->n)
+					sse_feed(&s, b->buf + off, step && step < b->n - off ? step : b->n - off,
+					         tally_fn, &t);
+				sse_free(&s);
+			} else if (good) {
+				tally_fn(&t, b->buf, b->n);
+			}
+			good = good && t.events == cases[i].events && t.content == cases[i].content &&
+			       t.usage == cases[i].usage && t.prompt == cases[i].prompt && !t.errors &&
+			       t.done == (cases[i].stream ? 1 : 0) && !strcmp(t.finish, "length");
+			if (!good) {
+				CHECK(0,
+				      "llama-server %s, pieces of %zu: rc %d status %d close %d, %d events, %d with "
+				      "content, usage %lld/%lld, %d errors, finish '%s'",
+				      cases[i].name, step, rc, r->status, r->close, t.events, t.content,
+				      (long long)t.usage, (long long)t.prompt, t.errors, t.finish);
+				break;
+			}
+		}
+	}
+	/* the close applies to llama.cpp's chunked responses only */
+	const char *other = "HTTP/1.1 200 OK\r\nServer: Locus\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+	size_t rest;
+	CHECK(feed(other, strlen(other), 0, false, r, b, &rest) == 0 && !r->close,
+	      "another server's stream keeps alive");
+	free(r);
+	free(b);
+}
+
 int main(void)
 {
 	t_hist_layout();
@@ -363,5 +567,6 @@ int main(void)
 	t_resp();
 	t_sse();
 	t_oai();
+	t_llamacpp();
 	return check_status("test_ubench");
 }

@@ -29,7 +29,7 @@ void resp_init(struct resp_parser *r)
 {
 	r->state = RS_STATUS;
 	r->status = 0;
-	r->chunked = r->has_length = r->close = r->done = false;
+	r->chunked = r->has_length = r->close = r->done = r->llamacpp = false;
 	r->n_headers = 0;
 	r->remaining = 0;
 	r->line_len = 0;
@@ -134,6 +134,8 @@ static int on_header_line(struct resp_parser *r, const char *l, size_t n)
 			r->close = true;
 		else if (value_has(v, vn, "keep-alive"))
 			r->close = false;
+	} else if (token_eq(l, kn, "server")) {
+		r->llamacpp = vn >= 9 && !strncasecmp(v, "llama.cpp", 9);
 	} else if (token_eq(l, kn, "x-locus-instance") || token_eq(l, kn, "x-instance")) {
 		size_t k = vn < sizeof(r->instance) - 1 ? vn : sizeof(r->instance) - 1;
 		memcpy(r->instance, v, k);
@@ -164,6 +166,17 @@ static int on_head_end(struct resp_parser *r)
 		r->state = RS_EOF_BODY;
 		r->close = true;
 	}
+	/*
+	 * llama.cpp's llama-server sends chunked bodies only for streams, and
+	 * closes the connection after each one although it announces keep-alive:
+	 * its chunked content provider returns false after sink.done(), which
+	 * cpp-httplib takes as a cancelled write (tools/server/server-http.cpp,
+	 * llama-cpp-python 0.3.36). A request sent on that connection races the
+	 * FIN and fails as "closed"; treat the response as Connection: close, so
+	 * the next request opens a new connection.
+	 */
+	if (r->state == RS_CHUNK_SIZE && r->llamacpp)
+		r->close = true;
 	return 0;
 }
 

@@ -26,8 +26,9 @@ struct resp_parser {
 	int status;   /* after the status line */
 	bool chunked; /* Transfer-Encoding: chunked */
 	bool has_length;
-	bool close; /* Connection: close, or HTTP/1.0 without keep-alive */
-	bool done;  /* the whole response has been read */
+	bool close;    /* Connection: close, or HTTP/1.0 without keep-alive, or a llama.cpp stream (proto.c) */
+	bool llamacpp; /* Server: llama.cpp (its streams end with a close it does not announce) */
+	bool done;     /* the whole response has been read */
 	int n_headers;
 	uint64_t remaining; /* body or chunk bytes still to come */
 	size_t line_len;
