@@ -16,7 +16,9 @@
 # request succeeded and that each server reported N x MAX_TOKENS output
 # tokens, and fails otherwise. Each run is closed loop with CONCURRENCY
 # keep-alive connections, after WARMUP unrecorded requests (default: one per
-# connection) on the same connections. Output: a markdown table (medians
+# connection) on the same connections (llama-server closes the connection
+# after every streamed response; uring-bench then reconnects, see
+# bench/uring-bench/proto.c). Output: a markdown table (medians
 # over the rounds, min..max, Locus / llama.cpp) and uring-bench's JSON of
 # every run in .cache/serve-DATE/.
 set -euo pipefail
