@@ -168,6 +168,9 @@ int plan_resolve_ex(const struct engine_config *c, const char *synthetic, unsign
  * describe the machine as the plan sees it (topo-capture). Free it with
  * hwloc_topology_destroy(). 0 or -errno, with a message in err. */
 struct hwloc_topology;
+/* "0-3,8,10-11" (list order kept, runs of consecutive ascending numbers
+ * joined), "none" for an empty list. */
+void plan_fmt_cpus(char *buf, size_t len, const int *cpus, int n);
 int plan_topology_load(struct hwloc_topology **out, const char *synthetic, char *err, size_t errlen);
 /* Human-readable plan, as `engine --check-config` prints it. */
 void plan_print(const struct engine_config *c, const struct plan *p, void *file /* FILE * */);

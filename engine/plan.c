@@ -101,8 +101,7 @@ static void warn(struct plan *p, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* "0-3,8,10-11": runs of consecutive ascending numbers joined. */
-static void fmt_cpus(char *buf, size_t len, const int *cpus, int n)
+void plan_fmt_cpus(char *buf, size_t len, const int *cpus, int n)
 {
 	size_t o = 0;
 	buf[0] = '\0';
@@ -437,7 +436,7 @@ static int place_nodes(const struct engine_config *c, const struct topo *tp, str
 			for (int k = 0; k < tp->n_nodes; k++)
 				os[k] = tp->nodes[k].os;
 			char list[128];
-			fmt_cpus(list, sizeof(list), os, tp->n_nodes);
+			plan_fmt_cpus(list, sizeof(list), os, tp->n_nodes);
 			errf(err, errlen, "[numa] node = %d: no such NUMA node (this machine has node%s %s)", c->node,
 			     tp->n_nodes == 1 ? "" : "s", list);
 			return -EINVAL;
@@ -455,7 +454,7 @@ static int place_nodes(const struct engine_config *c, const struct topo *tp, str
 			for (int i = 0; i < CFG_MAX_CPUS; i++)
 				if (tp->pu_node[i] >= 0)
 					usable[n++] = i;
-			fmt_cpus(list, sizeof(list), usable, n);
+			plan_fmt_cpus(list, sizeof(list), usable, n);
 			errf(err, errlen, "[numa] cpus: CPU %d is not one this process may use (usable: %s)", cpu,
 			     list);
 			return -EINVAL;
@@ -506,7 +505,7 @@ static int check_gpu_list(const struct engine_config *c, const struct topo *tp, 
 			for (int i = 0; i < tp->n_gpus; i++)
 				idx[i] = tp->gpus[i].index;
 			char list[256];
-			fmt_cpus(list, sizeof(list), idx, tp->n_gpus);
+			plan_fmt_cpus(list, sizeof(list), idx, tp->n_gpus);
 			errf(err, errlen, "[backend] gpus: GPU %d does not exist (this machine has GPU%s %s)",
 			     c->gpus[k], tp->n_gpus == 1 ? "" : "s", list);
 			return -EINVAL;
@@ -674,7 +673,7 @@ static void place_net(const struct engine_config *c, const struct topo *tp, stru
 	if (first_shared < got) {
 		out->net_shared = true;
 		char list[128];
-		fmt_cpus(list, sizeof(list), out->net_cpus + first_shared, got - first_shared);
+		plan_fmt_cpus(list, sizeof(list), out->net_cpus + first_shared, got - first_shared);
 		warn(out,
 		     "%d net thread%s share%s CPU %s with compute threads of node %d (no spare core: "
 		     "node %d has %d core%s for compute)",
@@ -866,7 +865,7 @@ void plan_print(const struct engine_config *c, const struct plan *p, void *file)
 	fprintf(f, "topology:  %s\n", p->topology);
 	char gpus[320] = "", glist[256];
 	if (c->n_gpus) {
-		fmt_cpus(glist, sizeof(glist), c->gpus, c->n_gpus);
+		plan_fmt_cpus(glist, sizeof(glist), c->gpus, c->n_gpus);
 		snprintf(gpus, sizeof(gpus), ", gpus = %s%s", glist,
 		         p->backend == CFG_BACKEND_CUDA ? "" : " (ignored)");
 	}
@@ -889,7 +888,7 @@ void plan_print(const struct engine_config *c, const struct plan *p, void *file)
 		snprintf(head, sizeof(head), "node %d:", pn->node);
 		if (pn->gpu >= 0)
 			snprintf(gpu, sizeof(gpu), "GPU %d, host ", pn->gpu);
-		fmt_cpus(list, sizeof(list), pn->cpus, pn->n_cpus);
+		plan_fmt_cpus(list, sizeof(list), pn->cpus, pn->n_cpus);
 		fprintf(f, "%-10s %s%s %s (%s), %d thread%s, dispatcher on CPU %d\n", head, gpu,
 		        pn->gpu >= 0 ? "CPUs" : "compute CPUs", list, pinned, pn->n_threads,
 		        pn->n_threads == 1 ? "" : "s", pn->cpus[0]);
@@ -898,7 +897,7 @@ void plan_print(const struct engine_config *c, const struct plan *p, void *file)
 		        fmt_bytes(b1, sizeof(b1), pn->kv_bytes), pn->gpu >= 0 ? " on the GPU" : "",
 		        fmt_bytes(b2, sizeof(b2), pn->scratch_bytes), policy_name(p->membind));
 	}
-	fmt_cpus(list, sizeof(list), p->net_cpus, p->n_net_cpus);
+	plan_fmt_cpus(list, sizeof(list), p->net_cpus, p->n_net_cpus);
 	const char *lb = strchr(c->host, ':') ? "[" : "", *rb = strchr(c->host, ':') ? "]" : "";
 	fprintf(f, "net:       %d thread%s on CPU %s (%s%s), listening on %s%s%s:%d\n", p->n_net_cpus,
 	        p->n_net_cpus == 1 ? "" : "s", list, pinned, p->net_shared ? ", shared with compute" : "", lb, c->host,

@@ -866,6 +866,70 @@ static int write_summary(struct capture *c)
 	return rc ? rc : rc2;
 }
 
+int topo_parse_opts(int argc, char **argv, const char *const *opts, const char **const *dst, int n_opts,
+                    const char *ctx, const char *hint)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = NULL;
+		if (!strcmp(a, "-h") || !strcmp(a, "--help"))
+			return 1;
+		int k = 0;
+		for (; k < n_opts; k++) {
+			size_t n = strlen(opts[k]);
+			if (!strcmp(a, opts[k])) {
+				if (i + 1 >= argc) {
+					fprintf(stderr, "topo-capture: %s needs a value (see %s)\n", a, hint);
+					return -1;
+				}
+				v = argv[++i];
+				break;
+			}
+			if (!strncmp(a, opts[k], n) && a[n] == '=') {
+				v = a + n + 1;
+				break;
+			}
+		}
+		if (k == n_opts) {
+			fprintf(stderr, "topo-capture: %sunknown %s '%s' (see %s)\n", ctx,
+			        a[0] == '-' ? "option" : "argument", a, hint);
+			return -1;
+		}
+		if (!v[0]) {
+			fprintf(stderr, "topo-capture: %s: empty value\n", opts[k]);
+			return -1;
+		}
+		*dst[k] = v;
+	}
+	return 0;
+}
+
+int topo_check_source(const char *xml, const char *synthetic)
+{
+	if (xml && synthetic) {
+		fprintf(stderr, "topo-capture: --topology and --synthetic exclude each other\n");
+		return 2;
+	}
+	if (xml) {
+		size_t n = strlen(xml);
+		if (n <= 4 || strcmp(xml + n - 4, ".xml")) {
+			fprintf(stderr, "topo-capture: --topology %s: expected an hwloc XML file named *.xml\n", xml);
+			return 2;
+		}
+		if (access(xml, R_OK)) {
+			fprintf(stderr, "topo-capture: --topology %s: %s\n", xml, strerror(errno));
+			return 1;
+		}
+	}
+	if (synthetic) {
+		size_t n = strlen(synthetic);
+		if (n > 4 && !strcmp(synthetic + n - 4, ".xml")) {
+			fprintf(stderr, "topo-capture: --synthetic %s: looks like a file; use --topology\n", synthetic);
+			return 2;
+		}
+	}
+	return 0;
+}
+
 /* ---- main ---- */
 
 static int capture_run(struct capture *c)
@@ -925,67 +989,16 @@ int main(int argc, char **argv)
 	}
 	c->out_dir = "benchmarks";
 	int ret = 2;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = NULL;
-		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-			usage(stdout);
-			ret = 0;
-			goto out;
-		}
-		const char *opts[] = {"--out", "--topology", "--synthetic"};
-		const char **dst[] = {&c->out_dir, &c->xml, &c->synthetic};
-		int k = 0;
-		for (; k < 3; k++) {
-			size_t n = strlen(opts[k]);
-			if (!strcmp(a, opts[k])) {
-				if (i + 1 >= argc) {
-					fprintf(stderr, "topo-capture: %s needs a value (see --help)\n", a);
-					goto out;
-				}
-				v = argv[++i];
-				break;
-			}
-			if (!strncmp(a, opts[k], n) && a[n] == '=') {
-				v = a + n + 1;
-				break;
-			}
-		}
-		if (k == 3) {
-			fprintf(stderr, "topo-capture: unknown %s '%s' (see --help)\n",
-			        a[0] == '-' ? "option" : "argument", a);
-			goto out;
-		}
-		if (!v[0]) {
-			fprintf(stderr, "topo-capture: %s: empty value\n", opts[k]);
-			goto out;
-		}
-		*dst[k] = v;
-	}
-	if (c->xml && c->synthetic) {
-		fprintf(stderr, "topo-capture: --topology and --synthetic exclude each other\n");
+	const char *opts[] = {"--out", "--topology", "--synthetic"};
+	const char **dst[] = {&c->out_dir, &c->xml, &c->synthetic};
+	int rc = topo_parse_opts(argc, argv, opts, dst, 3, "", "--help");
+	if (rc == 1) {
+		usage(stdout);
+		ret = 0;
 		goto out;
 	}
-	if (c->xml) {
-		size_t n = strlen(c->xml);
-		if (n <= 4 || strcmp(c->xml + n - 4, ".xml")) {
-			fprintf(stderr, "topo-capture: --topology %s: expected an hwloc XML file named *.xml\n",
-			        c->xml);
-			goto out;
-		}
-		if (access(c->xml, R_OK)) {
-			fprintf(stderr, "topo-capture: --topology %s: %s\n", c->xml, strerror(errno));
-			ret = 1;
-			goto out;
-		}
-	}
-	if (c->synthetic) {
-		size_t n = strlen(c->synthetic);
-		if (n > 4 && !strcmp(c->synthetic + n - 4, ".xml")) {
-			fprintf(stderr, "topo-capture: --synthetic %s: looks like a file; use --topology\n",
-			        c->synthetic);
-			goto out;
-		}
-	}
+	if (rc || (ret = topo_check_source(c->xml, c->synthetic)) != 0)
+		goto out;
 	ret = 1;
 	c->desc = c->xml ? c->xml : c->synthetic;
 	char err[512];

@@ -139,15 +139,12 @@ static uint64_t next_gap_ns(struct ub_thread *t, double rate)
 
 /* ---- connections ---- */
 
+/* The request is over (start_request sets up the next one). */
 static void conn_reset_request(struct ub_conn *c)
 {
 	c->busy = false;
 	c->req = NULL;
-	c->req_off = 0;
 	c->sending = c->write_wait = false;
-	c->n_gaps = 0;
-	c->body_len = 0;
-	sse_free(&c->sse);
 }
 
 static void conn_close(struct ub_conn *c)
@@ -197,7 +194,6 @@ static void finish(struct ub_conn *c, int err_class, int status)
 			if (err_class == UB_E_HTTP && status >= 0 && status < 600)
 				r->http_status[status]++;
 		}
-		conn_close(c);
 	}
 	if (measured)
 		atomic_fetch_add_explicit(err_class < 0 ? &t->run->done : &t->run->failed, 1, memory_order_relaxed);
@@ -210,6 +206,23 @@ static void finish(struct ub_conn *c, int err_class, int status)
 }
 
 /* ---- response ---- */
+
+/* One gap (ns) shared by `tokens` tokens, recorded at success. */
+static int gaps_push(struct ub_conn *c, uint64_t gap_ns, uint64_t tokens)
+{
+	if (c->n_gaps == c->gaps_cap) {
+		size_t cap = c->gaps_cap ? c->gaps_cap * 2 : 256;
+		uint64_t *g = realloc(c->gaps, cap * 2 * sizeof(*g));
+		if (!g)
+			return -ENOMEM;
+		c->gaps = g;
+		c->gaps_cap = cap;
+	}
+	c->gaps[2 * c->n_gaps] = gap_ns;
+	c->gaps[2 * c->n_gaps + 1] = tokens;
+	c->n_gaps++;
+	return 0;
+}
 
 static int on_event(void *ud, const char *data, size_t n)
 {
@@ -227,35 +240,17 @@ static int on_event(void *ud, const char *data, size_t n)
 	if (!ev.has_content && ev.n_tokens == 0)
 		return 0;
 	int k = ev.n_tokens > 0 ? ev.n_tokens : 1;
+	int rc = 0;
 	if (!c->t_first) {
 		c->t_first = c->now;
 		/* the tokens beyond the first in a first event arrived with no gap */
-		if (k > 1) {
-			if (c->n_gaps + 1 > c->gaps_cap) {
-				size_t cap = c->gaps_cap ? c->gaps_cap * 2 : 256;
-				uint64_t *g = realloc(c->gaps, cap * 2 * sizeof(*g));
-				if (!g)
-					return -ENOMEM;
-				c->gaps = g;
-				c->gaps_cap = cap;
-			}
-			c->gaps[2 * c->n_gaps] = 0;
-			c->gaps[2 * c->n_gaps + 1] = (uint64_t)(k - 1);
-			c->n_gaps++;
-		}
+		if (k > 1)
+			rc = gaps_push(c, 0, (uint64_t)(k - 1));
 	} else {
-		if (c->n_gaps + 1 > c->gaps_cap) {
-			size_t cap = c->gaps_cap ? c->gaps_cap * 2 : 256;
-			uint64_t *g = realloc(c->gaps, cap * 2 * sizeof(*g));
-			if (!g)
-				return -ENOMEM;
-			c->gaps = g;
-			c->gaps_cap = cap;
-		}
-		c->gaps[2 * c->n_gaps] = (c->now - c->t_last) / (uint64_t)k;
-		c->gaps[2 * c->n_gaps + 1] = (uint64_t)k;
-		c->n_gaps++;
+		rc = gaps_push(c, (c->now - c->t_last) / (uint64_t)k, (uint64_t)k);
 	}
+	if (rc)
+		return rc;
 	c->t_last = c->now;
 	c->n_tokens += k;
 	return 0;
@@ -428,7 +423,7 @@ static void start_request(struct ub_thread *t, struct ub_conn *c, uint64_t t_sta
 	c->stream_error = c->got_bytes = false;
 	c->n_gaps = c->body_len = 0;
 	resp_init(&c->resp);
-	sse_init(&c->sse);
+	sse_reset(&c->sse); /* keeps its buffers from the connection's last stream */
 	t->in_flight++;
 	if (c->connected) {
 		start_send(c);

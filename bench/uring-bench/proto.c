@@ -281,6 +281,12 @@ void sse_init(struct sse_parser *s)
 	memset(s, 0, sizeof(*s));
 }
 
+void sse_reset(struct sse_parser *s)
+{
+	s->line_len = s->data_len = 0;
+	s->has_data = s->skip_lf = false;
+}
+
 void sse_free(struct sse_parser *s)
 {
 	free(s->line);

@@ -66,6 +66,8 @@ struct sse_parser {
 };
 
 void sse_init(struct sse_parser *s);
+/* For the next stream: state cleared, buffers kept. */
+void sse_reset(struct sse_parser *s);
 void sse_free(struct sse_parser *s);
 /* 0, the callback's nonzero return, -EMSGSIZE (event over SSE_MAX_EVENT) or -ENOMEM. */
 int sse_feed(struct sse_parser *s, const char *p, size_t n, sse_event_fn fn, void *user_data);

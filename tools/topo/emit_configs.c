@@ -274,24 +274,6 @@ static int emit_plan(struct emit *e)
 	return 0;
 }
 
-/* "0-3,8": the plan's order when it is not ascending (the first CPU runs the
- * dispatcher), runs of consecutive numbers joined. */
-static void fmt_list(char *buf, size_t len, const int *v, int n)
-{
-	size_t o = 0;
-	buf[0] = '\0';
-	for (int i = 0; i < n && o < len;) {
-		int j = i;
-		while (j + 1 < n && v[j + 1] == v[j] + 1)
-			j++;
-		if (j == i)
-			o += (size_t)snprintf(buf + o, len - o, "%s%d", i ? "," : "", v[i]);
-		else
-			o += (size_t)snprintf(buf + o, len - o, "%s%d-%d", i ? "," : "", v[i], v[j]);
-		i = j + 1;
-	}
-}
-
 static const char *backend_word(enum cfg_backend b)
 {
 	return b == CFG_BACKEND_CUDA ? "cuda" : b == CFG_BACKEND_NULL ? "null" : b == CFG_BACKEND_CPU ? "cpu" : "auto";
@@ -299,7 +281,7 @@ static const char *backend_word(enum cfg_backend b)
 
 struct emit_key {
 	const char *section, *key;
-	char value[4200]; /* up to a CPU list of fmt_list's 4096 bytes */
+	char value[4200]; /* up to a CPU list of 4096 bytes (plan_fmt_cpus) */
 	bool done;
 };
 
@@ -333,7 +315,7 @@ static void put_missing(FILE *f, struct emit_key *keys, int n_keys, const char *
 static int emit_config_text(struct emit *e, struct emit_proc *p)
 {
 	char cpus[4096];
-	fmt_list(cpus, sizeof(cpus), p->cpus, p->n_cpus);
+	plan_fmt_cpus(cpus, sizeof(cpus), p->cpus, p->n_cpus);
 	struct emit_key keys[] = {
 	    {"server", "listen", "", false}, {"server", "instance", "", false}, {"model", "path", "", false},
 	    {"backend", "type", "", false},  {"backend", "gpus", "", false},    {"numa", "node", "", false},
@@ -756,45 +738,19 @@ int topo_emit_main(int argc, char **argv)
 	e->lb_port = 8000;
 	int ret = 2;
 	const char *backend = "auto", *base_port = NULL, *lb_port = NULL;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = NULL;
-		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-			emit_usage(stdout);
-			ret = 0;
-			goto out;
-		}
-		const char *opts[] = {"--emit-configs", "--model",    "--base-port", "--lb-port",
-		                      "--backend",      "--topology", "--synthetic", "--template"};
-		const char **dst[] = {&e->dir,  &e->model, &base_port,    &lb_port,
-		                      &backend, &e->xml,   &e->synthetic, &e->template_path};
-		int n_opts = (int)(sizeof(opts) / sizeof(opts[0])), k = 0;
-		for (; k < n_opts; k++) {
-			size_t n = strlen(opts[k]);
-			if (!strcmp(a, opts[k])) {
-				if (i + 1 >= argc) {
-					fprintf(stderr, "topo-capture: %s needs a value (see --emit-configs --help)\n",
-					        a);
-					goto out;
-				}
-				v = argv[++i];
-				break;
-			}
-			if (!strncmp(a, opts[k], n) && a[n] == '=') {
-				v = a + n + 1;
-				break;
-			}
-		}
-		if (k == n_opts) {
-			fprintf(stderr, "topo-capture: --emit-configs: unknown %s '%s' (see --emit-configs --help)\n",
-			        a[0] == '-' ? "option" : "argument", a);
-			goto out;
-		}
-		if (!v[0]) {
-			fprintf(stderr, "topo-capture: %s: empty value\n", opts[k]);
-			goto out;
-		}
-		*dst[k] = v;
+	const char *opts[] = {"--emit-configs", "--model",    "--base-port", "--lb-port",
+	                      "--backend",      "--topology", "--synthetic", "--template"};
+	const char **dst[] = {&e->dir,  &e->model, &base_port,    &lb_port,
+	                      &backend, &e->xml,   &e->synthetic, &e->template_path};
+	int rc = topo_parse_opts(argc, argv, opts, dst, (int)(sizeof(opts) / sizeof(opts[0])),
+	                         "--emit-configs: ", "--emit-configs --help");
+	if (rc == 1) {
+		emit_usage(stdout);
+		ret = 0;
+		goto out;
 	}
+	if (rc)
+		goto out;
 	if (!e->dir) {
 		emit_usage(stderr);
 		goto out;
@@ -815,23 +771,9 @@ int topo_emit_main(int argc, char **argv)
 		fprintf(stderr, "topo-capture: --backend '%s': expected auto, cpu, cuda or null\n", backend);
 		goto out;
 	}
-	if (e->xml && e->synthetic) {
-		fprintf(stderr, "topo-capture: --topology and --synthetic exclude each other\n");
+	if ((ret = topo_check_source(e->xml, e->synthetic)) != 0)
 		goto out;
-	}
-	if (e->xml) {
-		size_t n = strlen(e->xml);
-		if (n <= 4 || strcmp(e->xml + n - 4, ".xml")) {
-			fprintf(stderr, "topo-capture: --topology %s: expected an hwloc XML file named *.xml\n",
-			        e->xml);
-			goto out;
-		}
-	}
 	ret = 1;
-	if (e->xml && access(e->xml, R_OK)) {
-		fprintf(stderr, "topo-capture: --topology %s: %s\n", e->xml, strerror(errno));
-		goto out;
-	}
 	e->desc = e->xml ? e->xml : e->synthetic;
 	if (emit_read_template(e))
 		goto out;
@@ -871,7 +813,7 @@ int topo_emit_main(int argc, char **argv)
 		goto out;
 	}
 
-	int rc = topo_mkdir_p(e->dir);
+	rc = topo_mkdir_p(e->dir);
 	char abs[PATH_MAX];
 	if (!rc && !realpath(e->dir, abs))
 		rc = -errno;
@@ -888,7 +830,7 @@ int topo_emit_main(int argc, char **argv)
 		rc = emit_write(abs, name, p->text);
 		if (rc)
 			break;
-		fmt_list(cpus, sizeof(cpus), p->cpus, p->n_cpus);
+		plan_fmt_cpus(cpus, sizeof(cpus), p->cpus, p->n_cpus);
 		if (p->gpu >= 0)
 			printf("wrote %s/%s (instance %s: GPU %d on NUMA node %d, CPUs %s, backend %s, 127.0.0.1:%d)\n",
 			       abs, name, p->instance, p->gpu, p->node, cpus, backend_word(e->type), p->port);
