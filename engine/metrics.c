@@ -67,6 +67,7 @@ static const char *const fin_name[FIN_COUNT] = {"stop", "length", "abort"};
 struct metrics_shard {
 	alignas(64) struct hist hist[H_COUNT];
 	_Atomic uint64_t prompt_tokens, generation_tokens, preemptions;
+	_Atomic uint64_t steps, step_tokens;
 	_Atomic uint64_t finished[FIN_COUNT];
 	_Atomic int64_t running, waiting, kv_used, kv_total;
 	alignas(64) _Atomic uint64_t node_requests, ring_rejected; /* net threads */
@@ -204,6 +205,12 @@ void metrics_add_generation_tokens(struct metrics *m, int node, uint64_t n)
 void metrics_add_preemptions(struct metrics *m, int node, uint64_t n)
 {
 	ADD(preemptions, n);
+}
+
+void metrics_add_step(struct metrics *m, int node, uint64_t n_tokens)
+{
+	ADD(steps, 1);
+	ADD(step_tokens, n_tokens);
 }
 
 void metrics_request_submitted(struct metrics *m, int node)
@@ -434,6 +441,9 @@ int metrics_write(const struct metrics *m, struct api_buf *out)
 	}
 	write_total(out, m, "num_preemptions_total", "Cumulative number of preemption from the engine.",
 	            OFF(preemptions));
+	write_total(out, m, "engine_steps_total", "Model steps run (one batch forward each).", OFF(steps));
+	write_total(out, m, "engine_step_tokens_total", "Tokens fed to the model over all steps (prefill and decode).",
+	            OFF(step_tokens));
 
 	put_header(out, "node_kv_cache_usage_perc", "gauge", "KV-cache usage of a NUMA node's pool (0..1).");
 	for (int i = 0; i < m->n_nodes; i++) {

@@ -18,6 +18,8 @@
  *     locus:ring_depth{ring,node}             requests queued in a node's ring
  *   counters
  *     locus:prompt_tokens_total, locus:generation_tokens_total, locus:num_preemptions_total
+ *     locus:engine_steps_total, locus:engine_step_tokens_total (Locus's own: model steps
+ *       and the tokens they fed, so progress through a prefill is visible)
  *     locus:request_success_total{finished_reason="stop|length|abort"}
  *     locus:ring_rejected_total{node}, locus:node_requests_total{node},
  *     locus:node_generation_tokens_total{node}
@@ -67,6 +69,8 @@ void metrics_observe_queue(struct metrics *m, int node, double seconds);
 void metrics_add_prompt_tokens(struct metrics *m, int node, uint64_t n);
 void metrics_add_generation_tokens(struct metrics *m, int node, uint64_t n); /* also node_generation_tokens */
 void metrics_add_preemptions(struct metrics *m, int node, uint64_t n);
+/* One model step that fed n_tokens tokens. */
+void metrics_add_step(struct metrics *m, int node, uint64_t n_tokens);
 /* A request accepted onto the node's ring / refused because it was full. */
 void metrics_request_submitted(struct metrics *m, int node);
 void metrics_request_rejected(struct metrics *m, int node);

@@ -443,6 +443,7 @@ static int step(struct dispatcher *d)
 	}
 	int rc = kern_backend_step_argmax(d->be, &d->batch.kb, argmax_only ? NULL : d->logits, d->argmax);
 	atomic_fetch_add_explicit(&d->steps, 1, memory_order_relaxed);
+	metrics_add_step(d->metrics, d->ix, (uint64_t)d->batch.kb.n_tokens);
 	double t = now_s();
 	for (int i = 0; i < d->n_running;) {
 		struct seq *s = d->running[i];

@@ -11,7 +11,8 @@ sockets and the official `openai` package:
   - errors: invalid JSON and parameters (field named), unknown model/path,
     wrong method, oversized body, prompt over the context, malformed and
     smuggling HTTP, each followed by a good request on the same server;
-  - client disconnect mid-stream: the request stops and frees its KV blocks;
+  - client disconnect mid-stream, during a whole response, while queued and
+    mid-prefill: the request stops within a step and frees its KV blocks;
   - overload: 429 with Retry-After when the waiting queue is full;
   - API key; SIGTERM drains in-flight requests and exits 0.
 Every wait is bounded; every process started is stopped.
@@ -162,6 +163,17 @@ def metric(port, name):
     total, found = 0.0, False
     for line in body.decode().splitlines():
         if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    return total if found else None
+
+
+def aborted_total(port):
+    """locus:request_success_total{...,finished_reason="abort"}, summed."""
+    _, _, body = request(port, "GET", "/metrics")
+    total, found = 0.0, False
+    for line in body.decode().splitlines():
+        if line.startswith("locus:request_success_total{") and 'finished_reason="abort"' in line:
             total += float(line.rsplit(" ", 1)[1])
             found = True
     return total if found else None
@@ -406,6 +418,7 @@ def test_errors(e):
 
 def test_disconnect(e):
     p = e.port
+    ab0 = aborted_total(p)
     s = socket.create_connection(("127.0.0.1", p), timeout=30)
     body = json.dumps({"prompt": "Tell me a long story.", "max_tokens": 3000, "temperature": 0.8,
                        "ignore_eos": True, "stream": True}).encode()
@@ -451,9 +464,89 @@ def test_disconnect(e):
     check(running == 1 and metric(p, "locus:num_requests_running") == 0 and
           metric(p, "locus:kv_cache_usage_perc") == 0,
           "disconnect while a whole response is generated: stopped in %.2f s, KV freed" % (time.time() - t0), running)
-    aborted = metric(p, 'locus:request_success_total{finished_reason="abort"') or 0
-    _, _, body = request(p, "GET", "/metrics")
-    check(b'finished_reason="abort"' in body, "the aborted request is counted", aborted)
+    check(aborted_total(p) == ab0 + 2, "both disconnected requests are counted as aborted", (ab0, aborted_total(p)))
+
+
+def send_completion(port, body):
+    """Opens a connection and sends a completion request without reading."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    data = json.dumps(body).encode()
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+              % len(data) + data)
+    return s
+
+
+def wait_for(cond, limit):
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+def test_disconnect_queued_prefill():
+    """Disconnects while queued and mid-prefill, on an engine with one seat
+    and 32-token prefill chunks so both states last long enough to hit."""
+    e = Engine("oneseat", CPU_CONF.replace("max_seqs = 8", "max_seqs = 1")
+               .replace("step_tokens = 256", "step_tokens = 32")
+               .replace("prefill_chunk = 128", "prefill_chunk = 32") % 16384)
+    try:
+        p = e.port
+        aborted = lambda: aborted_total(p)
+        # A holds the only seat, streaming; B queues behind it.
+        a = send_completion(p, {"prompt": "Tell me a long story.", "max_tokens": 3000, "ignore_eos": True,
+                                "temperature": 0.8, "stream": True})
+        got = b""
+        while got.count(b"data: ") < 2:
+            chunk = a.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        ab0, pt0 = aborted(), metric(p, "locus:prompt_tokens_total")
+        b = send_completion(p, {"prompt": "Queued and then gone.", "max_tokens": 8})
+        queued = wait_for(lambda: metric(p, "locus:num_requests_waiting") == 1, 10)
+        b.close()
+        t0 = time.time()
+        gone = wait_for(lambda: metric(p, "locus:num_requests_waiting") == 0, 10)
+        dt = time.time() - t0
+        gen0 = metric(p, "locus:generation_tokens_total")
+        more = wait_for(lambda: metric(p, "locus:generation_tokens_total") > gen0 + 2, 10)
+        check(queued and gone and aborted() == ab0 + 1 and metric(p, "locus:prompt_tokens_total") == pt0 and
+              metric(p, "locus:num_requests_running") == 1 and more,
+              "disconnect while queued: out of the queue in %.3f s, counted as abort, never admitted; "
+              "the running stream goes on" % dt,
+              (queued, gone, aborted(), ab0, metric(p, "locus:prompt_tokens_total"), pt0, more))
+        a.close()
+        check(wait_for(lambda: metric(p, "locus:num_requests_running") == 0 and
+                       metric(p, "locus:kv_cache_usage_perc") == 0, 10), "the stream's seat and KV are freed")
+
+        # C: a long prompt prefilled 32 tokens a step; the client leaves
+        # after a few chunks. Generation must never start, and the engine
+        # may finish at most the step in flight plus one.
+        prompt = "The old lighthouse keeper wrote in his log every night. " * 150
+        n_prompt = len(json.loads(request(p, "POST", "/tokenize", {"prompt": prompt})[2])["tokens"])
+        gen0, st0 = metric(p, "locus:generation_tokens_total"), metric(p, "locus:engine_step_tokens_total")
+        ab0 = aborted()
+        c = send_completion(p, {"prompt": prompt, "max_tokens": 4})
+        started = wait_for(lambda: metric(p, "locus:engine_step_tokens_total") >= st0 + 4 * 32, 30)
+        c.close()
+        steps_at_close = metric(p, "locus:engine_steps_total")
+        t0 = time.time()
+        freed = wait_for(lambda: metric(p, "locus:num_requests_running") == 0 and
+                         metric(p, "locus:kv_cache_usage_perc") == 0, 10)
+        dt = time.time() - t0
+        fed = metric(p, "locus:engine_step_tokens_total") - st0
+        after = metric(p, "locus:engine_steps_total") - steps_at_close
+        check(started and freed and fed < n_prompt and after <= 2 and
+              metric(p, "locus:generation_tokens_total") == gen0 and aborted() == ab0 + 1,
+              "disconnect mid-prefill: stopped after %d of %d prompt tokens, %d step(s) after the close, "
+              "KV freed in %.3f s, no token generated" % (fed, n_prompt, after, dt),
+              (started, freed, fed, n_prompt, after, metric(p, "locus:generation_tokens_total"), gen0))
+        st, _, js = post(p, COMP, {"prompt": "Still here?", "max_tokens": 3, "temperature": 0})
+        check(st == 200 and js["usage"]["completion_tokens"] == 3, "a good request after the disconnects", (st, js))
+    finally:
+        e.stop()
 
 
 def test_preemption(answers):
@@ -556,6 +649,7 @@ def main():
         pass
     test_sigterm(e)
     test_preemption(answers)
+    test_disconnect_queued_prefill()
     test_null_engine()
     if FAILS:
         print("t_engine: %d FAILED: %s" % (len(FAILS), "; ".join(FAILS)))

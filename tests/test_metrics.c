@@ -97,6 +97,9 @@ static void test_values(void)
 	metrics_add_generation_tokens(&m, 0, 7);
 	metrics_add_generation_tokens(&m, 1, 5);
 	metrics_add_preemptions(&m, 1, 2);
+	metrics_add_step(&m, 0, 128);
+	metrics_add_step(&m, 1, 3);
+	metrics_add_step(&m, 1, 1);
 	metrics_request_submitted(&m, 0);
 	metrics_request_submitted(&m, 0);
 	metrics_request_submitted(&m, 1);
@@ -181,6 +184,8 @@ static void test_values(void)
 	LINE(t, "locus:request_success_total{model_name=\"smol\",finished_reason=\"length\"} 1");
 	LINE(t, "locus:request_success_total{model_name=\"smol\",finished_reason=\"abort\"} 0");
 	LINE(t, "locus:num_preemptions_total{model_name=\"smol\"} 2");
+	LINE(t, "locus:engine_steps_total{model_name=\"smol\"} 3");
+	LINE(t, "locus:engine_step_tokens_total{model_name=\"smol\"} 132");
 	LINE(t, "locus:node_kv_cache_usage_perc{model_name=\"smol\",node=\"0\"} 0.1");
 	LINE(t, "locus:node_kv_cache_usage_perc{model_name=\"smol\",node=\"3\"} 0.9");
 	LINE(t, "# TYPE locus:ring_depth gauge");
