@@ -2,12 +2,39 @@
  * alloc.c: heap (mimalloc), NUMA-bound mappings (mmap + mbind through
  * libnuma) and bump arenas, with process-wide byte accounting.
  *
+ * Sanitizer builds (ASan, TSan, the fuzzers) define LOCUS_ALLOC_LIBC: the
+ * heap is then libc's malloc, which the sanitizers intercept. Through
+ * mimalloc, ASan would put no redzones around our blocks (overflows of
+ * heap buffers would go unseen) and TSan would not see the hand-over of a
+ * block freed on one thread and reused on another (false races).
+ *
  * Accounting uses relaxed atomics: the figures are for reports and metrics,
  * never for control decisions.
  */
 #include "alloc/alloc.h"
 
+#ifdef LOCUS_ALLOC_LIBC
+#include <malloc.h>
+#include <stdlib.h>
+#define heap_malloc(n)     malloc(n)
+#define heap_zalloc(n)     calloc(1, (n))
+#define heap_usable_size(p) malloc_usable_size(p)
+#define heap_free(p)       free(p)
+static void *heap_malloc_aligned(size_t n, size_t align)
+{
+	void *p = NULL;
+	if (align < sizeof(void *))
+		align = sizeof(void *);
+	return posix_memalign(&p, align, n) ? NULL : p;
+}
+#else
 #include <mimalloc.h>
+#define heap_malloc(n)                mi_malloc(n)
+#define heap_zalloc(n)                mi_zalloc(n)
+#define heap_malloc_aligned(n, align) mi_malloc_aligned((n), (align))
+#define heap_usable_size(p)           mi_usable_size(p)
+#define heap_free(p)                  mi_free(p)
+#endif
 #include <numa.h>
 #include <numaif.h>
 #include <stdatomic.h>
@@ -23,25 +50,25 @@ static _Atomic int64_t g_map_node[8];
 
 void *alloc_mem(size_t bytes)
 {
-	void *p = mi_malloc(bytes ? bytes : 1);
+	void *p = heap_malloc(bytes ? bytes : 1);
 	if (p)
-		atomic_fetch_add_explicit(&g_heap_bytes, (int64_t)mi_usable_size(p), memory_order_relaxed);
+		atomic_fetch_add_explicit(&g_heap_bytes, (int64_t)heap_usable_size(p), memory_order_relaxed);
 	return p;
 }
 
 void *alloc_zmem(size_t bytes)
 {
-	void *p = mi_zalloc(bytes ? bytes : 1);
+	void *p = heap_zalloc(bytes ? bytes : 1);
 	if (p)
-		atomic_fetch_add_explicit(&g_heap_bytes, (int64_t)mi_usable_size(p), memory_order_relaxed);
+		atomic_fetch_add_explicit(&g_heap_bytes, (int64_t)heap_usable_size(p), memory_order_relaxed);
 	return p;
 }
 
 void *alloc_aligned(size_t bytes, size_t align)
 {
-	void *p = mi_malloc_aligned(bytes ? bytes : 1, align);
+	void *p = heap_malloc_aligned(bytes ? bytes : 1, align);
 	if (p)
-		atomic_fetch_add_explicit(&g_heap_bytes, (int64_t)mi_usable_size(p), memory_order_relaxed);
+		atomic_fetch_add_explicit(&g_heap_bytes, (int64_t)heap_usable_size(p), memory_order_relaxed);
 	return p;
 }
 
@@ -56,8 +83,8 @@ void alloc_free(void *p)
 {
 	if (!p)
 		return;
-	atomic_fetch_sub_explicit(&g_heap_bytes, (int64_t)mi_usable_size(p), memory_order_relaxed);
-	mi_free(p);
+	atomic_fetch_sub_explicit(&g_heap_bytes, (int64_t)heap_usable_size(p), memory_order_relaxed);
+	heap_free(p);
 }
 
 static size_t page_round(size_t bytes)
@@ -129,6 +156,28 @@ int alloc_rss_get(struct alloc_rss *out)
 }
 
 /* ---- arena ---- */
+
+/* Under ASan, what an arena has not handed out is poisoned, and items are
+ * kept ARENA_REDZONE bytes apart, so a read or write past an item's end is
+ * reported as it would be for a malloc'd block. */
+#if defined(__SANITIZE_ADDRESS__)
+#define ARENA_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ARENA_ASAN 1
+#endif
+#endif
+#ifdef ARENA_ASAN
+#include <sanitizer/asan_interface.h>
+#define ARENA_REDZONE 16
+#define arena_poison(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
+#define arena_unpoison(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define ARENA_REDZONE 0
+#define arena_poison(p, n)   ((void)(p), (void)(n))
+#define arena_unpoison(p, n) ((void)(p), (void)(n))
+#endif
+
 struct alloc_chunk {
 	struct alloc_chunk *next;
 	size_t cap;
@@ -147,12 +196,15 @@ void *alloc_arena_get(struct alloc_arena *a, size_t bytes, size_t align)
 {
 	if (align == 0 || (align & (align - 1)) || align > 64)
 		return NULL;
+	if (ARENA_REDZONE && align < 8)
+		align = 8; /* ASan's shadow granule: items start on one */
 	struct alloc_chunk *c = a->head;
 	if (c) {
-		size_t off = (c->off + align - 1) & ~(align - 1);
+		size_t off = (c->off + (c->off ? ARENA_REDZONE : 0) + align - 1) & ~(align - 1);
 		if (off <= c->cap && bytes <= c->cap - off) {
 			c->off = off + bytes;
 			a->used_bytes += bytes;
+			arena_unpoison(c->data + off, bytes);
 			return c->data + off;
 		}
 	}
@@ -167,6 +219,7 @@ void *alloc_arena_get(struct alloc_arena *a, size_t bytes, size_t align)
 	c->next = a->head;
 	a->head = c;
 	a->used_bytes += bytes;
+	arena_poison(c->data + bytes, cap - bytes);
 	return c->data;
 }
 
@@ -178,10 +231,12 @@ void alloc_arena_reset(struct alloc_arena *a)
 	/* Keep the oldest chunk (the last in the list): it is the steady-state size. */
 	while (c->next) {
 		struct alloc_chunk *n = c->next;
+		arena_unpoison(c->data, c->cap);
 		alloc_free(c);
 		c = n;
 	}
 	c->off = 0;
+	arena_poison(c->data, c->cap);
 	a->head = c;
 	a->used_bytes = 0;
 }
@@ -191,6 +246,7 @@ void alloc_arena_free(struct alloc_arena *a)
 	struct alloc_chunk *c = a->head;
 	while (c) {
 		struct alloc_chunk *n = c->next;
+		arena_unpoison(c->data, c->cap);
 		alloc_free(c);
 		c = n;
 	}
