@@ -4,17 +4,24 @@
 # wake-up back to the net thread, the JSON response) against nginx returning
 # a static JSON body of the same size, both driven by wrk on loopback.
 # Engine: backend = null, one net thread (plus its dispatcher thread); nginx:
-# one worker. Both servers on CPU 0, wrk on CPU 1 (taskset). Interleaved
+# one worker. Both servers on CPU 0, the client on CPU 1 (taskset). The
+# client is uring-bench (CLIENT=uring-bench, default: one thread, io_uring)
+# or wrk (CLIENT=wrk, -t1); the same client drives both servers. Interleaved
 # rounds; medians; server CPU per request from /proc (user + system).
 #
-#   bench/serve-null-vs-nginx.sh [ROUNDS] [SECONDS] [CONNS]    (defaults 5 10 16)
+#   [CLIENT=uring-bench|wrk] bench/serve-null-vs-nginx.sh [ROUNDS] [SECONDS] [CONNS]   (defaults 5 10 16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}; SECS=${2:-10}; CONNS=${3:-16}
 MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
-command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 77; }
+CLIENT=${CLIENT:-uring-bench}
+case $CLIENT in
+  wrk) command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 77; } ;;
+  uring-bench) ;;
+  *) echo "CLIENT must be uring-bench or wrk"; exit 2 ;;
+esac
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x build/bin/engine ] || tools/scripts/build.sh release >/dev/null
+[ -x build/bin/engine ] && [ -x build/bin/uring-bench ] || tools/scripts/build.sh release >/dev/null
 TMP=$(mktemp -d)
 EPORT=$((21000 + RANDOM % 5000)); NPORT=$((EPORT + 1))
 PIDS=()
@@ -69,14 +76,22 @@ taskset -c 0 "$NGINX" -c "$TMP/nginx.conf" &
 PIDS+=($!); NPID=$!
 sleep 0.5
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-run() { # name pid url
-  local t0 t1 out rps p99
+run() { # name pid url -> "name req/s p99_ms server_cpu_us errors"
+  local t0 t1 out rps p99 errs
   t0=$(cpu_ticks "$2")
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$TMP/post.lua" "$3")
+  if [ "$CLIENT" = wrk ]; then
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$TMP/post.lua" "$3")
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p99=$(echo "$out" | awk '$1 == "99%" {x = $2; if (x ~ /us$/) v = x / 1000; else if (x ~ /ms$/) v = x + 0; else v = x * 1000; print v}')
+    errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {n++} END {print n + 0}')
+  else
+    build/bin/uring-bench --url "$3" --prompt Hello --max-tokens 1 -c "$CONNS" --duration "$SECS" --cpus 1 -q \
+      --json "$TMP/ub.json" > /dev/null
+    read -r rps p99 errs < <(python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))
+print(j["throughput"]["req_per_s"], j["latency_ms"]["p99"], j["requests"]["errors"])' "$TMP/ub.json")
+  fi
   t1=$(cpu_ticks "$2")
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-  echo "$1 $rps $p99 $(( (t1 - t0) * 10000 ))" # cpu in us (100 ticks/s)
+  echo "$1 $rps $p99 $(( (t1 - t0) * 10000 )) $errs" # cpu in us (100 ticks/s)
 }
 echo "engine body: ${#BODY} bytes"
 : > "$TMP/res"
@@ -84,22 +99,23 @@ for ((r = 1; r <= ROUNDS; r++)); do
   run engine "$EPID" "http://127.0.0.1:$EPORT/v1/completions" >> "$TMP/res"
   run nginx "$NPID" "http://127.0.0.1:$NPORT/" >> "$TMP/res"
 done
-python3 - "$TMP/res" "$SECS" "$CONNS" <<'PY'
+python3 - "$TMP/res" "$SECS" "$CONNS" "$CLIENT" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-secs, conns = float(sys.argv[2]), sys.argv[3]
-def ms(x):
-    return float(x[:-2]) / 1000 if x.endswith("us") else float(x[:-2]) if x.endswith("ms") else float(x[:-1]) * 1000
-print(f"wrk -t1 -c{conns} -d{int(secs)}s, POST /v1/completions (engine, null backend) vs static JSON (nginx)\n")
-print("| server | requests/s (median) | spread | p99 ms (median) | server CPU us/request |")
-print("|---|---:|---:|---:|---:|")
+secs, conns, client = float(sys.argv[2]), sys.argv[3], sys.argv[4]
+ms = float
+how = f"wrk -t1 -c{conns} -d{int(secs)}s" if client == "wrk" else f"uring-bench -c {conns} --duration {int(secs)}"
+print(f"{how}, POST /v1/completions (engine, null backend) vs static JSON (nginx), {len(rows) // 2} rounds\n")
+print("| server | requests/s (median) | spread | p99 ms (median) | server CPU us/request | errors |")
+print("|---|---:|---:|---:|---:|---:|")
 med = {}
 for who in ("engine", "nginx"):
     rs = [float(r[1]) for r in rows if r[0] == who]
     p99 = [ms(r[2]) for r in rows if r[0] == who]
     cpu = [float(r[3]) / (float(r[1]) * secs) for r in rows if r[0] == who]
     med[who] = statistics.median(rs)
+    errs = sum(int(float(r[4])) for r in rows if r[0] == who)
     print(f"| {who} | {med[who]:,.0f} | {min(rs):,.0f}..{max(rs):,.0f} | {statistics.median(p99):.2f} | "
-          f"{statistics.median(cpu):.2f} |")
+          f"{statistics.median(cpu):.2f} | {errs} |")
 print(f"\nengine / nginx requests/s: {med['engine'] / med['nginx']:.2f}x")
 PY

@@ -493,7 +493,7 @@ struct key_def {
 
 static const struct key_def keys[] = {
 	KEY_FN("server", "listen", set_listen),
-	{"server", "net_threads", KK_INT, 0, OFF(net_threads), 1, 256, NULL},
+	{"server", "net_threads", KK_INT, 0, OFF(net_threads), 1, CFG_MAX_NET_THREADS, NULL},
 	KEY_FN("server", "api_key", set_api_key),
 	{"server", "max_conns", KK_INT, 0, OFF(max_conns), 1, 1000000, NULL},
 	KEY_FN("server", "instance", set_instance),

@@ -25,6 +25,7 @@ enum cfg_backend { CFG_BACKEND_AUTO = 0, CFG_BACKEND_CPU, CFG_BACKEND_CUDA, CFG_
 
 #define CFG_MAX_CPUS 1024
 #define CFG_MAX_NODES 64
+#define CFG_MAX_NET_THREADS 256 /* [server] net_threads: 1..256 */
 #define CFG_MAX_GPUS     64
 #define CFG_INSTANCE_MAX 63 /* [server] instance: 1..63 characters of A-Z a-z 0-9 . _ : - */
 

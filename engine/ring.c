@@ -50,7 +50,7 @@ void ring_kick(struct ring *r)
 		futex_wake(&r->wake);
 }
 
-int ring_push(struct ring *r, void *item)
+int ring_push_quiet(struct ring *r, void *item)
 {
 	size_t pos = atomic_load_explicit(&r->head, memory_order_relaxed);
 	for (;;) {
@@ -63,7 +63,6 @@ int ring_push(struct ring *r, void *item)
 				c->item = item;
 				atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
 				atomic_fetch_add_explicit(&r->pushed, 1, memory_order_relaxed);
-				ring_kick(r);
 				return 0;
 			}
 		} else if (diff < 0) {
@@ -73,6 +72,14 @@ int ring_push(struct ring *r, void *item)
 			pos = atomic_load_explicit(&r->head, memory_order_relaxed);
 		}
 	}
+}
+
+int ring_push(struct ring *r, void *item)
+{
+	int rc = ring_push_quiet(r, item);
+	if (rc == 0)
+		ring_kick(r);
+	return rc;
 }
 
 void *ring_pop(struct ring *r)

@@ -40,6 +40,9 @@ int ring_init(struct ring *r, size_t capacity, int node, enum alloc_policy polic
 void ring_free(struct ring *r);
 /* 0, or -ENOSPC when full. Wakes a sleeping consumer. */
 int ring_push(struct ring *r, void *item);
+/* The same without the wake-up: the caller kicks later (ring_kick), for
+ * example once for a batch of pushes. */
+int ring_push_quiet(struct ring *r, void *item);
 /* Consumer only: the oldest item or NULL. */
 void *ring_pop(struct ring *r);
 /* Approximate number of queued items. */

@@ -117,7 +117,9 @@ struct dispatcher {
 	struct sched_config cfg;
 	struct metrics *metrics;
 	sched_notify_fn notify;
+	sched_flush_fn notify_flush;
 	void *notify_user;
+	bool notified; /* notify called since the last notify_flush */
 
 	struct ring ring;
 	struct kv_pool kv;
@@ -148,8 +150,19 @@ static void publish(struct dispatcher *d, struct gen_req *r)
 	bool notify = !r->notify_pending;
 	r->notify_pending = true;
 	pthread_mutex_unlock(&r->mu);
-	if (notify)
+	if (notify) {
 		d->notify(r, d->notify_user);
+		d->notified = true;
+	}
+}
+
+static void flush_notifications(struct dispatcher *d)
+{
+	if (!d->notified)
+		return;
+	d->notified = false;
+	if (d->notify_flush)
+		d->notify_flush(d->ix, d->notify_user);
 }
 
 static void seq_free(struct dispatcher *d, struct seq *s)
@@ -506,11 +519,13 @@ static void *dispatcher_main(void *arg)
 		metrics_set_requests(d->metrics, d->ix, d->n_running, d->n_waiting + (int64_t)ring_depth(&d->ring));
 		metrics_set_kv_blocks(d->metrics, d->ix, used, d->kv.n_blocks);
 		if (d->n_running == 0) {
+			flush_notifications(d);
 			/* Idle: sleep until a push or a kick; wake periodically for deadlines. */
 			ring_wait(&d->ring, d->n_waiting ? 10 : 1000);
 			continue;
 		}
 		step(d);
+		flush_notifications(d);
 	}
 	/* Shutdown: everything still here ends as aborted with 503. */
 	drain_ring(d);
@@ -518,6 +533,7 @@ static void *dispatcher_main(void *arg)
 		finish(d, d->running[--d->n_running], API_FINISH_ABORT, 503);
 	while (d->n_waiting)
 		finish(d, d->waiting[--d->n_waiting], API_FINISH_ABORT, 503);
+	flush_notifications(d);
 	return NULL;
 }
 
@@ -554,6 +570,7 @@ int dispatcher_start(struct dispatcher **out, const struct dispatcher_init *in, 
 	d->cfg = in->cfg;
 	d->metrics = in->metrics;
 	d->notify = in->notify;
+	d->notify_flush = in->notify_flush;
 	d->notify_user = in->notify_user;
 	/* Everything admitted to the node (n_queued) can end up waiting at once
 	 * after preemptions: size the queue for all of it. */
@@ -599,14 +616,14 @@ err:
 	return -ENOMEM;
 }
 
-int dispatcher_submit(struct dispatcher *d, struct gen_req *r)
+int dispatcher_submit(struct dispatcher *d, struct gen_req *r, bool wake)
 {
 	int q = atomic_fetch_add_explicit(&d->n_queued, 1, memory_order_relaxed);
 	if (q >= d->cfg.max_waiting + d->cfg.max_seqs) {
 		atomic_fetch_sub_explicit(&d->n_queued, 1, memory_order_relaxed);
 		return -EBUSY;
 	}
-	int rc = ring_push(&d->ring, r);
+	int rc = wake ? ring_push(&d->ring, r) : ring_push_quiet(&d->ring, r);
 	if (rc)
 		atomic_fetch_sub_explicit(&d->n_queued, 1, memory_order_relaxed);
 	return rc;

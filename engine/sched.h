@@ -103,8 +103,12 @@ struct sched_config {
 struct dispatcher;
 
 /* Called by the dispatcher when r has new output (or finished); at most once
- * between two net-side takes (notify_pending). Runs on the dispatcher thread. */
+ * between two net-side takes (notify_pending). Runs on the dispatcher thread.
+ * It need not wake anyone: after each step (and before sleeping) the
+ * dispatcher calls notify_flush once if it notified anything, so the
+ * receiving threads are woken once per step, not once per request. */
 typedef void (*sched_notify_fn)(struct gen_req *r, void *user_data);
+typedef void (*sched_flush_fn)(int ix, void *user_data);
 
 struct dispatcher_init {
 	int node;                 /* NUMA node, for memory */
@@ -121,13 +125,16 @@ struct dispatcher_init {
 	enum alloc_policy membind;
 	struct metrics *metrics;
 	sched_notify_fn notify;
+	sched_flush_fn notify_flush; /* optional; called with ix */
 	void *notify_user;
 };
 
 int dispatcher_start(struct dispatcher **out, const struct dispatcher_init *in, char *err, size_t errlen);
-/* Submits r (any thread). 0, -ENOSPC (ring full) or -EBUSY (waiting queue full). */
-int dispatcher_submit(struct dispatcher *d, struct gen_req *r);
-/* Wakes the dispatcher so it sees a cancellation promptly. */
+/* Submits r (any thread). 0, -ENOSPC (ring full) or -EBUSY (waiting queue
+ * full). wake = false leaves the wake-up to a later dispatcher_kick, so that
+ * a net thread wakes the dispatcher once for all the requests of its turn. */
+int dispatcher_submit(struct dispatcher *d, struct gen_req *r, bool wake);
+/* Wakes the dispatcher (after quiet submits, or to see a cancellation promptly). */
 void dispatcher_kick(struct dispatcher *d);
 /* Stops: requests still running are finished with `abort` and notified. */
 void dispatcher_stop(struct dispatcher *d);

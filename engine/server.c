@@ -29,6 +29,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,12 +51,19 @@
 
 enum { STATE_LOADING = 0, STATE_READY = 1, STATE_DRAINING = 2, STATE_FAILED = -1 };
 
+#define NET_WAKE_WORDS 4 /* bits for [server] net_threads <= 256 */
+
 struct outbox {
 	pthread_mutex_t mu;
 	struct gen_req **items;
 	int n, cap;
 	struct gen_req **work; /* the net thread's copy, same capacity */
+	/* Net thread only: dispatchers given requests this turn and not yet
+	 * woken (bit i: s->disp[i]); on_turn_end wakes each once. */
+	uint64_t to_kick;
 };
+_Static_assert(CFG_MAX_NODES <= 64, "outbox.to_kick has one bit per node");
+_Static_assert(CFG_MAX_NET_THREADS <= NET_WAKE_WORDS * 64, "net_to_wake has one bit per net thread");
 
 struct server {
 	struct engine_config cfg;
@@ -73,6 +81,11 @@ struct server {
 	struct metrics metrics;
 	int n_net;
 	struct outbox *outbox;   /* (n_net) */
+	/* Per dispatcher (its thread only): net threads notified since the
+	 * last notify_flush, one bit each. */
+	struct {
+		alignas(64) uint64_t m[NET_WAKE_WORDS];
+	} net_to_wake[CFG_MAX_NODES];
 	struct api_buf *bufs;    /* (n_net) output scratch per net thread */
 	_Atomic int state;
 	_Atomic int net_stopped;
@@ -130,7 +143,24 @@ static void notify(struct gen_req *r, void *user)
 	}
 	ob->items[ob->n++] = r;
 	pthread_mutex_unlock(&ob->mu);
-	net_wake(s->net, r->net_thread);
+	/* woken in notify_flush, once per step for all the step's requests */
+	s->net_to_wake[r->node].m[r->net_thread >> 6] |= UINT64_C(1) << (r->net_thread & 63);
+}
+
+/* Runs on dispatcher ix's thread after a step's notifications. */
+static void notify_flush(int ix, void *user)
+{
+	struct server *s = user;
+	uint64_t *w = s->net_to_wake[ix].m;
+	for (int k = 0; k < NET_WAKE_WORDS; k++) {
+		uint64_t m = w[k];
+		w[k] = 0;
+		while (m) {
+			int b = __builtin_ctzll(m);
+			m &= m - 1;
+			net_wake(s->net, k * 64 + b);
+		}
+	}
 }
 
 /* ---- responses ---- */
@@ -361,6 +391,19 @@ static void on_wake(net_server_t *ns, int th, void *user)
 		deliver(s, th, w[i]);
 }
 
+static void on_turn_end(net_server_t *ns, int th, void *user)
+{
+	(void)ns;
+	struct server *s = user;
+	uint64_t m = s->outbox[th].to_kick;
+	s->outbox[th].to_kick = 0;
+	while (m) {
+		int i = __builtin_ctzll(m);
+		m &= m - 1;
+		dispatcher_kick(s->disp[i]);
+	}
+}
+
 static void on_abort(net_conn_t *c, void *ctx, void *user)
 {
 	(void)c;
@@ -552,9 +595,14 @@ static void handle_generate(struct server *s, net_conn_t *c, const struct http_r
 	struct dispatcher *d = s->disp[ix];
 	r->node = ix; /* index into s->disp */
 	net_conn_set_ctx(c, r);
-	int rc = dispatcher_submit(d, r);
-	if (rc == 0)
+	/* No wake-up per request: on_turn_end wakes the dispatcher once for all
+	 * the requests of this net turn (one context switch per batch where
+	 * the two threads share a core, not two per request). */
+	int rc = dispatcher_submit(d, r, false);
+	if (rc == 0) {
+		s->outbox[r->net_thread].to_kick |= UINT64_C(1) << ix;
 		metrics_request_submitted(&s->metrics, ix);
+	}
 	if (rc) {
 		net_conn_set_ctx(c, NULL);
 		metrics_request_rejected(&s->metrics, ix);
@@ -767,6 +815,7 @@ static void *loader_main(void *arg)
 			.membind = s->plan.membind,
 			.metrics = &s->metrics,
 			.notify = notify,
+			.notify_flush = notify_flush,
 			.notify_user = s,
 		};
 		if (dispatcher_start(&s->disp[i], &di, err, sizeof(err)))
@@ -788,11 +837,12 @@ int server_start(struct server **out, const struct engine_config *cfg, const str
 		 size_t errlen)
 {
 	*out = NULL;
-	struct server *s = alloc_zmem(sizeof(*s));
+	struct server *s = alloc_aligned(sizeof(*s), alignof(struct server)); /* net_to_wake rows: 64 */
 	if (!s) {
 		snprintf(err, errlen, "server: out of memory");
 		return -ENOMEM;
 	}
+	memset(s, 0, sizeof(*s));
 	s->cfg = *cfg;
 	s->plan = *plan;
 	s->created = (int64_t)time(NULL);
@@ -825,6 +875,7 @@ int server_start(struct server **out, const struct engine_config *cfg, const str
 		.on_request = on_request,
 		.on_abort = on_abort,
 		.on_wake = on_wake,
+		.on_turn_end = on_turn_end,
 		.user_data = s,
 	};
 	/* The instance name is known before the listeners start unless the

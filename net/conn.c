@@ -695,6 +695,8 @@ void loop_run(struct net_loop *l)
 						conn_fail(l->slots[i]);
 			}
 		}
+		if (s->cb.on_turn_end)
+			s->cb.on_turn_end(s, l->idx, s->cb.user_data);
 		l->ops->poll(l, loop_timeout(l));
 		l->now_ms = net_now_ms();
 		loop_timers(l);

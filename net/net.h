@@ -87,6 +87,11 @@ struct net_callbacks {
 	void (*on_abort)(net_conn_t *c, void *req_ctx, void *user_data);
 	/* net_wake() was called for this thread. */
 	void (*on_wake)(net_server_t *s, int thread, void *user_data);
+	/* Optional: runs at the end of every loop turn, after the turn's
+	 * requests went to on_request and before the thread waits for more:
+	 * for work batched over a turn (the engine wakes each dispatcher once
+	 * for all the requests a turn handed it). */
+	void (*on_turn_end)(net_server_t *s, int thread, void *user_data);
 	/* Runs on each net thread once at start (for per-thread setup); optional. */
 	void (*on_thread_start)(net_server_t *s, int thread, void *user_data);
 	void *user_data;

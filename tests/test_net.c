@@ -48,6 +48,7 @@ struct app {
 	int n_tick;
 	bool flood; /* on_wake writes 512 KiB per stream instead of one event */
 	_Atomic int aborts, stale, delivered, wakes, ctx_bad;
+	_Atomic int reqs, turn_reqs; /* on_request calls; their number at the last on_turn_end */
 };
 
 static int64_t now_ms(void)
@@ -73,6 +74,7 @@ static void on_request(net_conn_t *c, const struct http_request *req, void *ud)
 	struct app *a = ud;
 	const char *p = req->path.p;
 	size_t n = req->path.n;
+	atomic_fetch_add(&a->reqs, 1);
 	if (n == 5 && !memcmp(p, "/echo", 5)) {
 		char extra[64];
 		snprintf(extra, sizeof(extra), "X-Method: %.*s\r\n", (int)req->method.n, req->method.p);
@@ -111,6 +113,27 @@ static void on_request(net_conn_t *c, const struct http_request *req, void *ud)
 	} else {
 		net_respond(c, 404, "text/plain", NULL, "no\n", 3);
 	}
+}
+
+static void on_turn_end(net_server_t *s, int thread, void *ud)
+{
+	struct app *a = ud;
+	(void)s;
+	(void)thread;
+	atomic_store(&a->turn_reqs, atomic_load(&a->reqs));
+}
+
+/* Every request handed to on_request is followed by an on_turn_end before
+ * the thread waits again (the engine wakes its dispatchers there): once the
+ * answers are in, the last turn end has seen every request. One thread. */
+static void t_turn_end(struct app *a, const char *be)
+{
+	int want = atomic_load(&a->reqs);
+	int64_t t0 = now_ms();
+	while (atomic_load(&a->turn_reqs) < want && now_ms() - t0 < 2000)
+		usleep(1000);
+	CHECK(want > 0 && atomic_load(&a->turn_reqs) >= want, "%s: on_turn_end after the last request (%d of %d)", be,
+	      atomic_load(&a->turn_reqs), want);
 }
 
 static void on_abort(net_conn_t *c, void *ctx, void *ud)
@@ -792,7 +815,7 @@ static void run_backend(bool force_epoll)
 	cfg.max_output_bytes = 256 * 1024;
 	cfg.force_epoll = force_epoll;
 	struct net_callbacks cb = {
-	    .on_request = on_request, .on_abort = on_abort, .on_wake = on_wake, .user_data = a};
+	    .on_request = on_request, .on_abort = on_abort, .on_wake = on_wake, .on_turn_end = on_turn_end, .user_data = a};
 	char err[256];
 	net_server_t *s = net_server_start(&cfg, &cb, err, sizeof(err));
 	CHECK(s, "start: %s", err);
@@ -808,6 +831,7 @@ static void run_backend(bool force_epoll)
 	t_fd_exhaustion(be);
 
 	t_keepalive_pipelining(be);
+	t_turn_end(a, be);
 	t_errors(be);
 	t_slowloris(be);
 	t_hold_wake(a, be);

@@ -2,10 +2,14 @@
  * test_ring: the bounded MPSC ring. Four producers push 200,000 tagged items
  * each while one consumer pops (sleeping in ring_wait when empty); every
  * item arrives exactly once and each producer's items in order; a full
- * ring refuses pushes; a kick wakes a sleeping consumer.
+ * ring refuses pushes; a kick wakes a sleeping consumer; a quiet push
+ * (ring_push_quiet) does not, the kick after it does, and the consumer then
+ * finds the item.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +46,25 @@ static void *kicker(void *arg)
 	(void)arg;
 	struct timespec ts = {0, 100 * 1000 * 1000};
 	nanosleep(&ts, NULL);
+	ring_kick(&g_ring);
+	return NULL;
+}
+
+static _Atomic double g_kick_at;
+
+/* Waits until the consumer is going to sleep, gives it 100 ms to get into
+ * the futex wait, pushes quietly, waits 200 ms, kicks. */
+static void *quiet_pusher(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&g_ring.sleeping))
+		sched_yield();
+	struct timespec ts = {0, 100 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+	CHECK(ring_push_quiet(&g_ring, (void *)7) == 0, "quiet push");
+	ts.tv_nsec = 200 * 1000 * 1000;
+	nanosleep(&ts, NULL);
+	atomic_store(&g_kick_at, now());
 	ring_kick(&g_ring);
 	return NULL;
 }
@@ -87,6 +110,19 @@ int main(void)
 	double dt = now() - t0;
 	pthread_join(k, NULL);
 	CHECK(dt < 2.0, "a kick wakes the sleeping consumer (woke after %.3f s)", dt);
+
+	/* The consumer must sleep through the quiet push and wake at the kick
+	 * (not before it: the order is checked, not a duration). */
+	pthread_create(&k, NULL, quiet_pusher, NULL);
+	t0 = now();
+	ring_wait(&g_ring, 10000);
+	double woke = now();
+	pthread_join(k, NULL);
+	double kick = atomic_load(&g_kick_at);
+	CHECK(kick > 0 && woke >= kick, "a quiet push does not wake the consumer (woke %.3f s before the kick)",
+	      kick - woke);
+	CHECK(woke - t0 < 5.0, "the kick after a quiet push wakes the consumer (woke after %.3f s)", woke - t0);
+	CHECK(ring_pop(&g_ring) == (void *)7 && ring_pop(&g_ring) == NULL, "the quietly pushed item is there");
 	ring_free(&g_ring);
 	printf("test_ring: %ld items, consumer slept %ld times\n", got, sleeps);
 	return check_status("test_ring");
