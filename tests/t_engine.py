@@ -158,25 +158,20 @@ def status_of(resp):
     return int(m.group(1)) if m else None
 
 
-def metric(port, name):
+def metric(port, name, label=None):
+    """The series `name` summed over its lines (only those containing
+    `label`, e.g. 'finished_reason="abort"', when given); None if absent."""
     _, _, body = request(port, "GET", "/metrics")
     total, found = 0.0, False
     for line in body.decode().splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and (label is None or label in line):
             total += float(line.rsplit(" ", 1)[1])
             found = True
     return total if found else None
 
 
 def aborted_total(port):
-    """locus:request_success_total{...,finished_reason="abort"}, summed."""
-    _, _, body = request(port, "GET", "/metrics")
-    total, found = 0.0, False
-    for line in body.decode().splitlines():
-        if line.startswith("locus:request_success_total{") and 'finished_reason="abort"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-            found = True
-    return total if found else None
+    return metric(port, "locus:request_success_total", 'finished_reason="abort"')
 
 
 CPU_CONF = """
@@ -416,57 +411,6 @@ def test_errors(e):
     check(st == 200, "a good request after the hostile ones", st)
 
 
-def test_disconnect(e):
-    p = e.port
-    ab0 = aborted_total(p)
-    s = socket.create_connection(("127.0.0.1", p), timeout=30)
-    body = json.dumps({"prompt": "Tell me a long story.", "max_tokens": 3000, "temperature": 0.8,
-                       "ignore_eos": True, "stream": True}).encode()
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-              % len(body) + body)
-    got = b""
-    while got.count(b"data: ") < 3:
-        b = s.recv(4096)
-        if not b:
-            break
-        got += b
-    running = metric(p, "locus:num_requests_running")
-    s.close()
-    t0 = time.time()
-    while time.time() - t0 < 10:
-        if metric(p, "locus:num_requests_running") == 0 and metric(p, "locus:kv_cache_usage_perc") == 0:
-            break
-        time.sleep(0.05)
-    gen1 = metric(p, "locus:generation_tokens_total")
-    time.sleep(0.5)
-    gen2 = metric(p, "locus:generation_tokens_total")
-    check(running == 1 and metric(p, "locus:num_requests_running") == 0 and
-          metric(p, "locus:kv_cache_usage_perc") == 0 and gen1 == gen2,
-          "disconnect mid-stream: stopped in %.2f s, KV blocks freed, no more tokens" % (time.time() - t0),
-          (running, gen1, gen2))
-    # The same for a whole (non-streamed) response: nothing is written before
-    # the end, so only the FIN tells the client is gone.
-    s = socket.create_connection(("127.0.0.1", p), timeout=30)
-    body = json.dumps({"prompt": "Tell me a long story.", "max_tokens": 3000, "temperature": 0.8,
-                       "ignore_eos": True}).encode()
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-              % len(body) + body)
-    t0 = time.time()
-    while time.time() - t0 < 5 and metric(p, "locus:num_requests_running") != 1:
-        time.sleep(0.02)
-    running = metric(p, "locus:num_requests_running")
-    s.close()
-    t0 = time.time()
-    while time.time() - t0 < 10:
-        if metric(p, "locus:num_requests_running") == 0 and metric(p, "locus:kv_cache_usage_perc") == 0:
-            break
-        time.sleep(0.05)
-    check(running == 1 and metric(p, "locus:num_requests_running") == 0 and
-          metric(p, "locus:kv_cache_usage_perc") == 0,
-          "disconnect while a whole response is generated: stopped in %.2f s, KV freed" % (time.time() - t0), running)
-    check(aborted_total(p) == ab0 + 2, "both disconnected requests are counted as aborted", (ab0, aborted_total(p)))
-
-
 def send_completion(port, body):
     """Opens a connection and sends a completion request without reading."""
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -485,6 +429,57 @@ def wait_for(cond, limit):
     return cond()
 
 
+
+def read_events(s, n):
+    """Reads from socket s until n SSE events have arrived (or EOF)."""
+    got = b""
+    while got.count(b"data: ") < n:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+
+
+def test_disconnect(e):
+    p = e.port
+    ab0 = aborted_total(p)
+    s = send_completion(p, {"prompt": "Tell me a long story.", "max_tokens": 3000, "temperature": 0.8,
+                            "ignore_eos": True, "stream": True})
+    read_events(s, 3)
+    running = metric(p, "locus:num_requests_running")
+    s.close()
+    t0 = time.time()
+    while time.time() - t0 < 10:
+        if metric(p, "locus:num_requests_running") == 0 and metric(p, "locus:kv_cache_usage_perc") == 0:
+            break
+        time.sleep(0.05)
+    gen1 = metric(p, "locus:generation_tokens_total")
+    time.sleep(0.5)
+    gen2 = metric(p, "locus:generation_tokens_total")
+    check(running == 1 and metric(p, "locus:num_requests_running") == 0 and
+          metric(p, "locus:kv_cache_usage_perc") == 0 and gen1 == gen2,
+          "disconnect mid-stream: stopped in %.2f s, KV blocks freed, no more tokens" % (time.time() - t0),
+          (running, gen1, gen2))
+    # The same for a whole (non-streamed) response: nothing is written before
+    # the end, so only the FIN tells the client is gone.
+    s = send_completion(p, {"prompt": "Tell me a long story.", "max_tokens": 3000, "temperature": 0.8,
+                            "ignore_eos": True})
+    t0 = time.time()
+    while time.time() - t0 < 5 and metric(p, "locus:num_requests_running") != 1:
+        time.sleep(0.02)
+    running = metric(p, "locus:num_requests_running")
+    s.close()
+    t0 = time.time()
+    while time.time() - t0 < 10:
+        if metric(p, "locus:num_requests_running") == 0 and metric(p, "locus:kv_cache_usage_perc") == 0:
+            break
+        time.sleep(0.05)
+    check(running == 1 and metric(p, "locus:num_requests_running") == 0 and
+          metric(p, "locus:kv_cache_usage_perc") == 0,
+          "disconnect while a whole response is generated: stopped in %.2f s, KV freed" % (time.time() - t0), running)
+    check(aborted_total(p) == ab0 + 2, "both disconnected requests are counted as aborted", (ab0, aborted_total(p)))
+
+
 def test_disconnect_queued_prefill():
     """Disconnects while queued and mid-prefill, on an engine with one seat
     and 32-token prefill chunks so both states last long enough to hit."""
@@ -497,12 +492,7 @@ def test_disconnect_queued_prefill():
         # A holds the only seat, streaming; B queues behind it.
         a = send_completion(p, {"prompt": "Tell me a long story.", "max_tokens": 3000, "ignore_eos": True,
                                 "temperature": 0.8, "stream": True})
-        got = b""
-        while got.count(b"data: ") < 2:
-            chunk = a.recv(4096)
-            if not chunk:
-                break
-            got += chunk
+        read_events(a, 2)
         ab0, pt0 = aborted(), metric(p, "locus:prompt_tokens_total")
         b = send_completion(p, {"prompt": "Queued and then gone.", "max_tokens": 8})
         queued = wait_for(lambda: metric(p, "locus:num_requests_waiting") == 1, 10)
