@@ -110,7 +110,9 @@ static double now_s(void)
 
 /* ---- dispatcher -> net ---- */
 
-/* Runs on a dispatcher thread. */
+/* Runs on a dispatcher thread. Once r is in the outbox it belongs to the
+ * net thread, which may deliver and free it at once (it can be awake for
+ * another reason): r is not touched after the unlock. */
 static void notify(struct gen_req *r, void *user)
 {
 	struct server *s = user;
@@ -119,7 +121,8 @@ static void notify(struct gen_req *r, void *user)
 			gen_req_free(r); /* nobody is left to answer */
 		return;
 	}
-	struct outbox *ob = &s->outbox[r->net_thread];
+	const int th = r->net_thread, node = r->node;
+	struct outbox *ob = &s->outbox[th];
 	pthread_mutex_lock(&ob->mu);
 	if (ob->n == ob->cap) {
 		int nc = ob->cap ? ob->cap * 2 : 64;
@@ -144,7 +147,7 @@ static void notify(struct gen_req *r, void *user)
 	ob->items[ob->n++] = r;
 	pthread_mutex_unlock(&ob->mu);
 	/* woken in notify_flush, once per step for all the step's requests */
-	s->net_to_wake[r->node].m[r->net_thread >> 6] |= UINT64_C(1) << (r->net_thread & 63);
+	s->net_to_wake[node].m[th >> 6] |= UINT64_C(1) << (th & 63);
 }
 
 /* Runs on dispatcher ix's thread after a step's notifications. */

@@ -34,6 +34,7 @@ SRC = os.environ.get("LOCUS_SRC", ".")
 BIN = os.environ.get("LOCUS_BIN", "build/bin")
 MODEL = os.environ.get("LOCUS_MODEL", os.path.join(SRC, "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
 FAILS = []
+ENGINES = []  # every engine started, so a failure can show each one's log
 
 
 def check(cond, label, detail=""):
@@ -60,7 +61,9 @@ class Engine:
         self.conf = os.path.join(self.dir, name + ".conf")
         with open(self.conf, "w") as f:
             f.write(conf.replace("@PORT@", str(self.port)).replace("@MODEL@", MODEL))
+        self.name = name
         self.log = open(os.path.join(self.dir, name + ".log"), "w+")
+        ENGINES.append(self)
         self.proc = subprocess.Popen([os.path.join(BIN, "engine"), "--config", self.conf],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
@@ -79,7 +82,7 @@ class Engine:
     def logtext(self):
         self.log.flush()
         self.log.seek(0)
-        return self.log.read()[-3000:]
+        return self.log.read()[-8000:]
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc.poll() is None:
@@ -622,28 +625,36 @@ def test_sigterm(e):
     check(rc == 0, "SIGTERM: exit status 0", rc)
 
 
+def run_test(fn, *args):
+    """Runs one test; an exception (a reset, a timeout) is a failure that
+    does not stop the others, so the logs below still get printed."""
+    try:
+        return fn(*args)
+    except Exception as ex:  # noqa: BLE001 - any escape is a test failure
+        check(False, "%s raised %s" % (fn.__name__, type(ex).__name__), ex)
+        return None
+
+
 def main():
     if not os.path.exists(MODEL):
         print("skip: %s is missing (tools/scripts/fetch-model.sh)" % MODEL)
         return 77
     e = Engine("cpu", CPU_CONF % 16384)
-    try:
-        test_basic(e)
-        test_streaming(e)
-        answers = test_concurrency(e)
-        test_openai(e)
-        test_curl(e)
-        test_errors(e)
-        test_disconnect(e)
-    finally:
-        pass
-    test_sigterm(e)
-    test_preemption(answers)
-    test_disconnect_queued_prefill()
-    test_null_engine()
+    for t in (test_basic, test_streaming):
+        run_test(t, e)
+    answers = run_test(test_concurrency, e)
+    for t in (test_openai, test_curl, test_errors, test_disconnect, test_sigterm):
+        run_test(t, e)
+    if answers:
+        run_test(test_preemption, answers)
+    run_test(test_disconnect_queued_prefill)
+    run_test(test_null_engine)
+    for x in ENGINES:  # a test that raised may have left its engine running
+        x.stop()
     if FAILS:
         print("t_engine: %d FAILED: %s" % (len(FAILS), "; ".join(FAILS)))
-        print("engine log tail:\n" + e.logtext())
+        for x in ENGINES:
+            print("--- engine %s (exit %s) log tail:\n%s" % (x.name, x.proc.returncode, x.logtext()))
         return 1
     print("t_engine: ok")
     return 0
