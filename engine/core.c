@@ -69,8 +69,10 @@ int engine_core_start(struct engine_core *c, int64_t kv_tokens, char *err, size_
 		.kv_block_size = bs,
 		.n_kv_blocks = (int32_t)blocks,
 		.max_batch_tokens = o->max_batch_tokens,
+		.gpu = o->gpu,
 	};
-	c->be = kern_backend_cpu_open(&c->model->w, &bc, err, errlen);
+	c->be = o->cuda ? kern_backend_cuda_open(&c->model->w, &bc, err, errlen)
+			: kern_backend_cpu_open(&c->model->w, &bc, err, errlen);
 	if (!c->be)
 		return -EINVAL;
 	if (kv_pool_init(&c->kv, (int32_t)blocks, bs) ||

@@ -37,6 +37,8 @@ struct engine_opts {
 	int64_t kv_tokens;    /* KV pool capacity in tokens (all sequences) */
 	int max_batch_tokens; /* tokens per step (prefill chunk) */
 	bool populate;        /* pre-fault the model mapping */
+	bool cuda;            /* the CUDA backend (on device gpu) instead of the CPU's */
+	int gpu;
 };
 
 void engine_opts_default(struct engine_opts *o);

@@ -792,13 +792,14 @@ static void *loader_main(void *arg)
 			.kv_block_size = cfg->kv_block_size,
 			.n_kv_blocks = (int32_t)(pn->kv_tokens / cfg->kv_block_size),
 			.max_batch_tokens = cfg->step_tokens,
+			.gpu = pn->gpu,
 		};
 		if (s->plan.backend == CFG_BACKEND_NULL)
 			s->be[i] = kern_backend_null_open(&s->model->w, &bc, cfg->null_delay_us, err, sizeof(err));
 		else if (s->plan.backend == CFG_BACKEND_CPU)
 			s->be[i] = kern_backend_cpu_open(&s->model->w, &bc, err, sizeof(err));
 		else
-			snprintf(err, sizeof(err), "server: the CUDA backend is not built into this binary");
+			s->be[i] = kern_backend_cuda_open(&s->model->w, &bc, err, sizeof(err));
 		if (!s->be[i])
 			goto fail;
 		metrics_set_node_id(&s->metrics, i, pn->node);

@@ -118,6 +118,7 @@ struct kern_backend_config {
 	int kv_block_size;    /* tokens per KV block (e.g. 16) */
 	int32_t n_kv_blocks;  /* blocks in the pool */
 	int max_batch_tokens; /* upper bound of kern_batch.n_tokens */
+	int gpu;              /* cuda: the device index; ignored by the other backends */
 };
 
 /* One sequence as seen by a step: its KV block table (physical block ids). */
@@ -153,6 +154,16 @@ kern_backend_t *kern_backend_cpu_open(const struct kern_weights *w, const struct
  * path alone. */
 kern_backend_t *kern_backend_null_open(const struct kern_weights *w, const struct kern_backend_config *cfg,
 				       int delay_us, char *errbuf, size_t errlen);
+/* The CUDA backend: loads liblocus_cuda.so from the program's directory (or
+ * $LOCUS_CUDA_MODULE) on first use. Fails, with the reason in errbuf, when
+ * the build has no CUDA, or the module, the driver or the GPU is missing.
+ * Weights are converted to bf16 on the device; the KV cache and scratch
+ * live there too, host staging on cfg->numa_node. */
+kern_backend_t *kern_backend_cuda_open(const struct kern_weights *w, const struct kern_backend_config *cfg,
+				       char *errbuf, size_t errlen);
+/* The module's handle (opened once, never closed), or NULL with the
+ * reason in errbuf. For tools that call its other entry points. */
+void *kern_cuda_module(char *errbuf, size_t errlen);
 const char *kern_backend_name(const kern_backend_t *be);
 /* Runs the batch; writes logits (n_logits, n_vocab). 0 or -errno. */
 int kern_backend_step(kern_backend_t *be, const struct kern_batch *b, float *logits);

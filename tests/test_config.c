@@ -739,14 +739,18 @@ static void test_plan_xml(void)
 	struct plan *p = g_plan;
 	char err[512] = "";
 	tiny(&c);
-	/* GPU on node 1, CUDA not built: cpu, with a warning */
 	int rc = resolve(&c, GPU_XML, 0, err, sizeof(err));
+#ifndef LOCUS_HAVE_CUDA
+	/* GPU on node 1, CUDA not built: cpu, with a warning */
 	CHECK(rc == 0 && p->backend == CFG_BACKEND_CPU && p->n_gpus == 1 && p->n_nodes == 2, "gpu xml: %s", err);
 	CHECK(strstr(p->topology, "1 NVIDIA GPU") && has_warning(p, "no CUDA backend"), "gpu seen: %s", p->topology);
 	c.backend = CFG_BACKEND_CUDA;
 	rc = resolve(&c, GPU_XML, 0, err, sizeof(err));
-#ifndef LOCUS_HAVE_CUDA
 	CHECK(rc == -EINVAL && strstr(err, "[backend] type = cuda: this build has no CUDA backend"), "cuda: %s", err);
+#else
+	/* GPU on node 1, CUDA built: auto picks it, one plan node */
+	CHECK(rc == 0 && p->backend == CFG_BACKEND_CUDA && p->n_gpus == 1 && p->n_nodes == 1, "gpu xml: %s", err);
+	CHECK(strstr(p->topology, "1 NVIDIA GPU") && !has_warning(p, "no CUDA backend"), "gpu seen: %s", p->topology);
 #endif
 	/* As a CUDA build: one plan node for the GPU, on node 1 */
 	c.backend = CFG_BACKEND_AUTO;

@@ -32,6 +32,8 @@ struct args {
 	int32_t stop_tokens[16];
 	int n_stop_tokens;
 	int logprobs;     /* -1: off; else top-n per token on stderr */
+	bool cuda;        /* --backend cuda */
+	int gpu;
 	int cpus[256];
 	int n_cpus;
 	int64_t n_predict, ctx;
@@ -63,6 +65,8 @@ static void usage(FILE *o)
 		"  --cpus LIST           pin worker i to the i-th CPU of LIST (e.g. 0-3 or 0,2,4,6)\n"
 		"  --ctx N               context size (default: prompt + n, at most the model's)\n"
 		"  --ubatch N            prompt tokens per step (default 512)\n"
+		"  --backend cpu|cuda    where the forward pass runs (default cpu)\n"
+		"  --gpu N               CUDA device for --backend cuda (default 0)\n"
 		"  --dump-logits FILE    write f32 logits of every prompt position (n_prompt x n_vocab)\n"
 		"  -v, --verbose         model and timing details on stderr\n",
 		MAX_STOPS);
@@ -205,6 +209,15 @@ static int parse_args(int argc, char **argv, struct args *a)
 			a->ctx = (int64_t)NUM(1, 1 << 24);
 		else if (!strcmp(o, "--ubatch"))
 			a->ubatch = (int)NUM(1, 65536);
+		else if (!strcmp(o, "--backend")) {
+			const char *b = NEXT();
+			if (strcmp(b, "cpu") && strcmp(b, "cuda")) {
+				fprintf(stderr, "generate: --backend: expected cpu or cuda\n");
+				return -1;
+			}
+			a->cuda = !strcmp(b, "cuda");
+		} else if (!strcmp(o, "--gpu"))
+			a->gpu = (int)NUM(0, 255);
 		else if (!strcmp(o, "--dump-logits"))
 			a->dump_logits = NEXT();
 		else if (!strcmp(o, "-v") || !strcmp(o, "--verbose"))
@@ -354,6 +367,8 @@ int main(int argc, char **argv)
 	o.max_batch_tokens = a.ubatch;
 	o.cpus = a.n_cpus ? a.cpus : NULL;
 	o.n_cpus = a.n_cpus;
+	o.cuda = a.cuda;
+	o.gpu = a.gpu;
 
 	int32_t *prompt = NULL;
 	int64_t n_prompt = 0;

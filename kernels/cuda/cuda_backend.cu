@@ -1,0 +1,1036 @@
+/*
+ * cuda_backend.cu: the Llama-family forward pass on one NVIDIA GPU.
+ *
+ * Built as a module (liblocus_cuda.so, next to the programs) that
+ * kernels/cuda_loader.c opens with dlopen, so a binary built with CUDA runs
+ * on machines without a GPU or the CUDA libraries. The module resolves the
+ * few host functions it uses (kern_dequantize_row, alloc_numa_map, ...)
+ * against the program, which exports them (-rdynamic).
+ *
+ * Weights: every matrix is converted at load to bf16 on the device (any
+ * GGUF type the CPU backend reads: dequantized row by row on the host, then
+ * rounded to bf16); Q/K/V rows are concatenated into one matrix, and gate
+ * and up into another, so each takes one GEMM. Norms, biases stay f32.
+ *
+ * A step (all on one stream, one host synchronization at the end):
+ *   embed -> per layer [ add + rmsnorm -> GEMM qkv -> bias + rope + KV write
+ *   -> attention -> GEMM o -> add + rmsnorm -> GEMM gate|up -> swiglu ->
+ *   GEMM down ] -> add + rmsnorm of the rows that want logits -> GEMM
+ *   logits -> argmax on the device (only ids cross PCIe when the caller
+ *   does not want the logits themselves).
+ * Matrix products: cuBLAS, bf16 inputs, f32 accumulation and output, with
+ * an explicit workspace. Activations feeding a GEMM are bf16; the residual
+ * stream, norms, softmax and RoPE are f32.
+ *
+ * KV cache: f16, like the CPU backend's, laid out
+ *     (layer, block, kv_head, block_size, head_dim)
+ * for K and V alike: a warp reads one position's head as contiguous halves.
+ *
+ * Host staging (the batch description in, token ids out) is pinned memory
+ * mapped on the GPU's NUMA node (cfg->numa_node), first touched by the
+ * calling (pinned) dispatcher thread, then registered with CUDA; if binding
+ * or registration is refused the backend says so on stderr and uses
+ * cudaHostAlloc.
+ *
+ * Not done yet (see bench/RESULTS.md): CUDA graphs for decode, NVTX ranges,
+ * a fused dequantizing GEMV for quantized weights at small batch, split
+ * (flash-decoding) attention, cuBLASLt algorithm caching.
+ */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "alloc/alloc.h"
+#include "kernels/backend_impl.h"
+#include "kernels/cuda/cuda_module.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+#define WARP 32
+#define ATTN_WARPS 4          /* warps per (token, query head); they split the positions */
+#define ATTN_MAX_HD 256       /* head size limit of the attention kernel (hd / 32 floats per lane) */
+#define GEMM_WORKSPACE (32u << 20)
+
+/* ---- device kernels ---- */
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+	for (int o = WARP / 2; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024). */
+__device__ float block_sum(float v, float *sh)
+{
+	int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = blockDim.x / WARP;
+	v = warp_sum(v);
+	if (lane == 0)
+		sh[w] = v;
+	__syncthreads();
+	v = threadIdx.x < nw ? sh[threadIdx.x] : 0.0f;
+	if (w == 0)
+		v = warp_sum(v);
+	if (threadIdx.x == 0)
+		sh[0] = v;
+	__syncthreads();
+	v = sh[0];
+	__syncthreads();
+	return v;
+}
+
+/* x[t] = embedding row tokens[t], bf16 -> f32. */
+__global__ void k_embed(const bf16 *emb, const int32_t *tokens, float *x, int E)
+{
+	const bf16 *row = emb + (size_t)tokens[blockIdx.x] * E;
+	float *o = x + (size_t)blockIdx.x * E;
+	for (int i = threadIdx.x; i < E; i += blockDim.x)
+		o[i] = __bfloat162float(row[i]);
+}
+
+/*
+ * Row i: r = x[src] (+ add[src], written back to x when add is given);
+ * y[i] = r / sqrt(mean(r^2) + eps) * w, as bf16. src = idx ? idx[i] : i; rows picked
+ * by idx (the logit rows) are not written back, so repeated indices are safe.
+ */
+__global__ void k_add_rmsnorm(float *x, const float *add, const int32_t *idx, const float *w, bf16 *y, int E,
+			      float eps)
+{
+	__shared__ float sh[32];
+	int src = idx ? idx[blockIdx.x] : blockIdx.x;
+	float *xr = x + (size_t)src * E;
+	const float *ar = add ? add + (size_t)src * E : NULL;
+	const bool wb = ar && !idx; /* picked rows are read only: x stays as it is */
+	float ss = 0;
+	for (int i = threadIdx.x; i < E; i += blockDim.x) {
+		float v = ar ? xr[i] + ar[i] : xr[i];
+		if (wb)
+			xr[i] = v;
+		ss += v * v;
+	}
+	ss = block_sum(ss, sh);
+	float r = rsqrtf(ss / (float)E + eps);
+	bf16 *yr = y + (size_t)blockIdx.x * E;
+	for (int i = threadIdx.x; i < E; i += blockDim.x) {
+		float v = ar && !wb ? xr[i] + ar[i] : xr[i]; /* same thread, same i: its own write */
+		yr[i] = __float2bfloat16(v * r * w[i]);
+	}
+}
+
+struct step_meta {
+	const int32_t *tokens, *pos, *bt_off, *logit_idx, *bt;
+};
+
+/*
+ * Token blockIdx.x of the fused QKV output (row stride ld: q, then k, then
+ * v): biases, RoPE on q and k (angles in double, as the CPU backend
+ * computes its table), q back in place, k and v into the f16 cache.
+ */
+__global__ void k_qkv_post(float *qkv, int ld, const float *bq, const float *bk, const float *bv,
+			   const double *inv_freq, step_meta m, __half *kc, __half *vc, int n_head, int n_kv, int hd,
+			   int bs, size_t blk_stride, int neox)
+{
+	const int t = blockIdx.x, half = hd / 2, qd = n_head * hd, kvd = n_kv * hd;
+	float *q = qkv + (size_t)t * ld, *k = q + qd, *v = k + kvd;
+	const int32_t p = m.pos[t];
+	const int32_t blk = m.bt[m.bt_off[t] + p / bs];
+	const size_t base = (size_t)blk * blk_stride + (size_t)(p % bs) * hd;
+	/* rotations: (head, pair) items over q heads then k heads */
+	for (int it = threadIdx.x; it < (n_head + n_kv) * half; it += blockDim.x) {
+		int h = it / half, i = it % half;
+		bool isk = h >= n_head;
+		float *vec = isk ? k + (size_t)(h - n_head) * hd : q + (size_t)h * hd;
+		const float *bias = isk ? bk : bq;
+		int hb = isk ? (h - n_head) * hd : h * hd;
+		int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+		float a = vec[i0], b = vec[i1];
+		if (bias) {
+			a += bias[hb + i0];
+			b += bias[hb + i1];
+		}
+		double s, c;
+		sincos((double)p * inv_freq[i], &s, &c);
+		float cf = (float)c, sf = (float)s;
+		float ra = a * cf - b * sf, rb = a * sf + b * cf;
+		if (isk) {
+			int kh = h - n_head;
+			__half *dst = kc + base + (size_t)kh * bs * hd;
+			dst[i0] = __float2half_rn(ra);
+			dst[i1] = __float2half_rn(rb);
+		} else {
+			vec[i0] = ra;
+			vec[i1] = rb;
+		}
+	}
+	for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
+		int h = i / hd, d = i % hd;
+		float x = v[i] + (bv ? bv[i] : 0.0f);
+		vc[base + (size_t)h * bs * hd + d] = __float2half_rn(x);
+	}
+}
+
+/*
+ * Paged causal attention: block (token, query head), ATTN_WARPS warps;
+ * warp w takes positions w, w + ATTN_WARPS, ... with its own online
+ * softmax, and the warps' partial results are merged at the end. Lane l
+ * holds dimensions l, l + 32, ... of the query and the accumulator.
+ * Output bf16 (it feeds the output projection).
+ */
+__global__ void k_attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head,
+			    int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out, int out_ld)
+{
+	__shared__ float sm[ATTN_WARPS], sl[ATTN_WARPS];
+	__shared__ float sacc[ATTN_WARPS][ATTN_MAX_HD];
+	const int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+	const int kvh = h / (n_head / n_kv), nd = hd / WARP;
+	const float *q = qkv + (size_t)t * ld + (size_t)h * hd;
+	float qr[ATTN_MAX_HD / WARP], acc[ATTN_MAX_HD / WARP];
+#pragma unroll
+	for (int j = 0; j < ATTN_MAX_HD / WARP; j++) {
+		qr[j] = j < nd ? q[lane + j * WARP] * scale : 0.0f;
+		acc[j] = 0;
+	}
+	float mx = -INFINITY, l = 0;
+	const int32_t n_pos = m.pos[t] + 1;
+	const int32_t *bt = m.bt + m.bt_off[t];
+	for (int32_t p = w; p < n_pos; p += ATTN_WARPS) {
+		size_t off = (size_t)bt[p / bs] * blk_stride + (size_t)kvh * bs * hd + (size_t)(p % bs) * hd;
+		const __half *kr = kc + off, *vr = vc + off;
+		float s = 0;
+#pragma unroll
+		for (int j = 0; j < ATTN_MAX_HD / WARP; j++)
+			if (j < nd)
+				s += qr[j] * __half2float(kr[lane + j * WARP]);
+		s = warp_sum(s);
+		float nm = fmaxf(mx, s);
+		float corr = __expf(mx - nm), e = __expf(s - nm);
+		l = l * corr + e;
+#pragma unroll
+		for (int j = 0; j < ATTN_MAX_HD / WARP; j++)
+			if (j < nd)
+				acc[j] = acc[j] * corr + e * __half2float(vr[lane + j * WARP]);
+		mx = nm;
+	}
+	if (lane == 0) {
+		sm[w] = mx;
+		sl[w] = l;
+	}
+#pragma unroll
+	for (int j = 0; j < ATTN_MAX_HD / WARP; j++)
+		if (j < nd)
+			sacc[w][lane + j * WARP] = acc[j];
+	__syncthreads();
+	if (w != 0)
+		return;
+	float gm = -INFINITY;
+	for (int i = 0; i < ATTN_WARPS; i++)
+		gm = fmaxf(gm, sm[i]);
+	float gl = 0;
+	float f[ATTN_WARPS];
+	for (int i = 0; i < ATTN_WARPS; i++) {
+		f[i] = sl[i] > 0 ? __expf(sm[i] - gm) : 0.0f; /* a warp with no position has l = 0 */
+		gl += sl[i] * f[i];
+	}
+	bf16 *o = out + (size_t)t * out_ld + (size_t)h * hd;
+	for (int j = 0; j < nd; j++) {
+		int d = lane + j * WARP;
+		float s = 0;
+		for (int i = 0; i < ATTN_WARPS; i++)
+			s += sacc[i][d] * f[i];
+		o[d] = __float2bfloat16(s / gl);
+	}
+}
+
+/* h[t][i] = silu(gu[t][i]) * gu[t][F + i], bf16. */
+__global__ void k_swiglu(const float *gu, bf16 *h, int F, int64_t n)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+		int64_t t = i / F, j = i % F;
+		float g = gu[t * 2 * F + j], u = gu[t * 2 * F + F + j];
+		h[i] = __float2bfloat16(g / (1.0f + __expf(-g)) * u);
+	}
+}
+
+/* out[row] = the first index of the row's maximum; NaNs never win (0 when all are NaN). */
+__global__ void k_argmax(const float *x, int n, int32_t *out)
+{
+	__shared__ float sv[32];
+	__shared__ int si[32];
+	const float *r = x + (size_t)blockIdx.x * n;
+	float bv = -INFINITY;
+	int bi = -1;
+	for (int i = threadIdx.x; i < n; i += blockDim.x) {
+		float v = r[i];
+		if (v > bv || (bi < 0 && v == v)) { /* strictly greater keeps the first index per thread */
+			bv = v;
+			bi = i;
+		}
+	}
+	/* reduce (value, index): larger value, then smaller index; -1 loses */
+	for (int o = WARP / 2; o > 0; o >>= 1) {
+		float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+		int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+		if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) {
+			bv = ov;
+			bi = oi;
+		}
+	}
+	int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+	if (lane == 0) {
+		sv[w] = bv;
+		si[w] = bi;
+	}
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		for (int i = 1; i < (int)(blockDim.x / WARP); i++)
+			if (si[i] >= 0 && (si[0] < 0 || sv[i] > sv[0] || (sv[i] == sv[0] && si[i] < si[0]))) {
+				sv[0] = sv[i];
+				si[0] = si[i];
+			}
+		out[blockIdx.x] = si[0] < 0 ? 0 : si[0];
+	}
+}
+
+/* ---- host side ---- */
+
+struct cu_mat {
+	bf16 *d;     /* rows x k, row-major */
+	int64_t k, rows;
+};
+
+struct cu_layer {
+	float *attn_norm, *ffn_norm, *bq, *bk, *bv;
+	struct cu_mat wqkv, wo, wgu, wdown;
+};
+
+struct cuda_backend {
+	struct kern_backend base;
+	const struct kern_weights *w;
+	int device;
+	cudaStream_t stream;
+	cublasHandle_t blas;
+	void *workspace;
+
+	bf16 *emb;
+	float *out_norm;
+	struct cu_mat output;
+	struct cu_layer *layers;
+	double *inv_freq;
+	size_t weight_bytes;
+
+	__half *kc, *vc;
+	size_t kv_bytes, blk_stride, layer_stride; /* elements */
+
+	/* device scratch, rows of max_batch_tokens */
+	float *x, *tmp, *qkv, *gu, *logits;
+	bf16 *xb, *att, *h;
+	int32_t *d_meta; /* tokens, pos, bt_off, logit_idx, argmax, then block tables */
+	size_t meta_cap; /* int32 elements of d_meta and h_meta */
+	size_t scratch_bytes;
+
+	/* pinned host staging, the same layout as d_meta */
+	int32_t *h_meta;
+	bool h_registered; /* mapped with alloc_numa_map + cudaHostRegister (else cudaHostAlloc) */
+	bool h_bound;      /* ... and the pages are bound to numa_node */
+	size_t h_meta_bytes;
+	int numa_node;
+	size_t *seq_start; /* (max_batch_tokens) host: each sequence's first entry in the tables */
+};
+
+#define CU(call, what)                                                                          \
+	do {                                                                                    \
+		cudaError_t e_ = (call);                                                        \
+		if (e_ != cudaSuccess) {                                                        \
+			snprintf(errbuf, errlen, "cuda backend: %s: %s", what, cudaGetErrorString(e_)); \
+			goto err;                                                               \
+		}                                                                               \
+	} while (0)
+
+static uint16_t f32_to_bf16_bits(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+	u += 0x7fffu + ((u >> 16) & 1);          /* round to nearest even */
+	return (uint16_t)(u >> 16);
+}
+
+/* Copies n rows of tensor t (dequantized, rounded to bf16) to dst + row0 * k. */
+static int upload_rows(const struct kern_tensor *t, bf16 *dst, int64_t row0, float *f32, uint16_t *stage,
+		       int64_t stage_rows, cudaStream_t st)
+{
+	const int64_t k = t->ne[0], rows = t->ne[1] > 0 ? t->ne[1] : 1;
+	for (int64_t r0 = 0; r0 < rows; r0 += stage_rows) {
+		int64_t n = rows - r0 < stage_rows ? rows - r0 : stage_rows;
+		for (int64_t r = 0; r < n; r++) {
+			kern_dequantize_row(t->type, (const uint8_t *)t->data + (size_t)(r0 + r) * t->row_bytes, f32, k);
+			for (int64_t i = 0; i < k; i++)
+				stage[r * k + i] = f32_to_bf16_bits(f32[i]);
+		}
+		cudaError_t e = cudaMemcpyAsync(dst + (size_t)(row0 + r0) * k, stage, (size_t)n * k * 2,
+						cudaMemcpyHostToDevice, st);
+		if (e == cudaSuccess)
+			e = cudaStreamSynchronize(st); /* stage is reused */
+		if (e != cudaSuccess)
+			return -EIO;
+	}
+	return 0;
+}
+
+/* A 1-D f32 vector on the device (norm weights, biases); NULL when absent. */
+static float *upload_vec(const struct kern_tensor *t, int64_t n, float *f32, int *rc)
+{
+	if (!t->data || *rc)
+		return NULL;
+	kern_dequantize_row(t->type, t->data, f32, n);
+	float *d = NULL;
+	if (cudaMalloc(&d, (size_t)n * 4) != cudaSuccess || cudaMemcpy(d, f32, (size_t)n * 4, cudaMemcpyHostToDevice)) {
+		cudaFree(d);
+		*rc = -ENOMEM;
+		return NULL;
+	}
+	return d;
+}
+
+/* Concatenates the rows of parts[0..n) (same k) into one bf16 matrix. */
+static int upload_mat(struct cu_mat *m, const struct kern_tensor *const *parts, int n, float *f32, uint16_t *stage,
+		      int64_t stage_rows, cudaStream_t st, size_t *bytes)
+{
+	m->k = parts[0]->ne[0];
+	m->rows = 0;
+	for (int i = 0; i < n; i++)
+		m->rows += parts[i]->ne[1];
+	size_t sz = (size_t)m->rows * m->k * sizeof(bf16);
+	if (cudaMalloc(&m->d, sz) != cudaSuccess) {
+		m->d = NULL;
+		return -ENOMEM;
+	}
+	*bytes += sz;
+	int64_t r = 0;
+	for (int i = 0; i < n; i++) {
+		if (upload_rows(parts[i], m->d, r, f32, stage, stage_rows, st))
+			return -EIO;
+		r += parts[i]->ne[1];
+	}
+	return 0;
+}
+
+/* y[T][ldy] (f32) = x[T][k] (bf16) . m^T */
+static cublasStatus_t gemm(struct cuda_backend *cb, const struct cu_mat *m, const bf16 *x, int T, float *y, int ldy)
+{
+	const float one = 1.0f, zero = 0.0f;
+	return cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m->rows, T, (int)m->k, &one, m->d, CUDA_R_16BF,
+			    (int)m->k, x, CUDA_R_16BF, (int)m->k, &zero, y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
+			    CUBLAS_GEMM_DEFAULT);
+}
+
+static int norm_threads(int E)
+{
+	int t = (E + 31) / 32 * 32;
+	return t > 1024 ? 1024 : t < 64 ? 64 : t;
+}
+
+static void host_meta_free(struct cuda_backend *cb)
+{
+	if (!cb->h_meta)
+		return;
+	if (cb->h_registered) {
+		cudaHostUnregister(cb->h_meta);
+		alloc_numa_unmap(cb->h_meta, cb->h_meta_bytes);
+	} else {
+		cudaFreeHost(cb->h_meta);
+	}
+	cb->h_meta = NULL;
+}
+
+/* Pinned staging on the GPU's node: map, bind, touch from this (pinned)
+ * thread, register. Falls back to cudaHostAlloc and says so. */
+static int host_meta_alloc(struct cuda_backend *cb, size_t bytes)
+{
+	int node = cb->numa_node;
+	cb->h_registered = cb->h_bound = false;
+	if (node >= 0) {
+		int bound = 0;
+		void *p = alloc_numa_map(bytes, node, ALLOC_POLICY_PREFERRED, &bound);
+		if (p) {
+			memset(p, 0, bytes);
+			cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterDefault);
+			if (e == cudaSuccess) {
+				cb->h_meta = (int32_t *)p;
+				cb->h_registered = true;
+				cb->h_bound = bound != 0;
+				cb->h_meta_bytes = bytes;
+				return 0;
+			}
+			fprintf(stderr, "cuda backend: cannot register host memory bound to node %d (%s): "
+					"using cudaHostAlloc, placed by the driver\n", node, cudaGetErrorString(e));
+			alloc_numa_unmap(p, bytes);
+		} else {
+			fprintf(stderr, "cuda backend: cannot map host memory on node %d: using cudaHostAlloc\n", node);
+		}
+	}
+	void *p = NULL;
+	if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess)
+		return -ENOMEM;
+	cb->h_meta = (int32_t *)p;
+	cb->h_meta_bytes = bytes;
+	return 0;
+}
+
+/* Room for need int32 of batch description on both sides (block tables
+ * longer than any seen so far grow it; sizes only go up). */
+static int meta_reserve(struct cuda_backend *cb, size_t need)
+{
+	if (need <= cb->meta_cap)
+		return 0;
+	size_t cap = need + need / 2;
+	int32_t *d = NULL;
+	if (cudaStreamSynchronize(cb->stream) != cudaSuccess || cudaMalloc(&d, cap * 4) != cudaSuccess)
+		return -ENOMEM;
+	host_meta_free(cb);
+	if (host_meta_alloc(cb, cap * 4)) {
+		cudaFree(d);
+		return -ENOMEM;
+	}
+	cudaFree(cb->d_meta);
+	cb->d_meta = d;
+	cb->meta_cap = cap;
+	return 0;
+}
+
+/* The step's batch description into pinned memory, then one copy to the device. */
+static int stage_batch(struct cuda_backend *cb, const struct kern_batch *b)
+{
+	const int T = cb->base.max_batch_tokens;
+	size_t nbt = 0;
+	for (int32_t s = 0; s < b->n_seqs; s++)
+		nbt += (size_t)b->seqs[s].n_blocks;
+	if (meta_reserve(cb, 5 * (size_t)T + nbt))
+		return -ENOMEM;
+	int32_t *h = cb->h_meta;
+	int32_t *tok = h, *pos = h + T, *bto = h + 2 * T, *li = h + 3 * T, *bt = h + 5 * T;
+	size_t off = 0, *starts = cb->seq_start; /* n_seqs <= n_tokens <= T */
+	for (int32_t s = 0; s < b->n_seqs; s++) {
+		starts[s] = off;
+		memcpy(bt + off, b->seqs[s].block_table, (size_t)b->seqs[s].n_blocks * sizeof(int32_t));
+		off += (size_t)b->seqs[s].n_blocks;
+	}
+	for (int32_t t = 0; t < b->n_tokens; t++) {
+		tok[t] = b->tokens[t];
+		pos[t] = b->pos[t];
+		bto[t] = (int32_t)starts[b->seq_idx[t]];
+	}
+	memcpy(li, b->logit_idx, (size_t)b->n_logits * sizeof(int32_t));
+	/* tokens .. logit_idx (the argmax slot is output), then the tables */
+	if (cudaMemcpyAsync(cb->d_meta, h, 4 * (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, cb->stream) ||
+	    (nbt && cudaMemcpyAsync(cb->d_meta + 5 * T, bt, nbt * sizeof(int32_t), cudaMemcpyHostToDevice, cb->stream)))
+		return -EIO;
+	return 0;
+}
+
+/* A step that could not be queued whole: let what was queued finish (it
+ * reads the pinned staging the next step rewrites), then fail. */
+static int step_fail(cudaStream_t st)
+{
+	cudaStreamSynchronize(st);
+	return -EIO;
+}
+
+static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *logits, int32_t *argmax)
+{
+	const struct kern_hparams *hp = &cb->w->hp;
+	const int T = b->n_tokens, Tm = cb->base.max_batch_tokens, E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
+	const int qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, ldqkv = qd + 2 * kvd, V = hp->n_vocab;
+	const int bs = cb->base.kv_block_size, nt = norm_threads(E);
+	cudaStream_t st = cb->stream;
+	if (cudaSetDevice(cb->device) != cudaSuccess)
+		return -EIO;
+	int rc = stage_batch(cb, b);
+	if (rc)
+		return rc;
+	step_meta m = {cb->d_meta, cb->d_meta + Tm, cb->d_meta + 2 * Tm, cb->d_meta + 3 * Tm, cb->d_meta + 5 * Tm};
+	int32_t *d_argmax = cb->d_meta + 4 * Tm;
+
+	k_embed<<<T, nt, 0, st>>>(cb->emb, m.tokens, cb->x, E);
+	for (int l = 0; l < hp->n_layer; l++) {
+		const struct cu_layer *L = &cb->layers[l];
+		__half *kc = cb->kc + (size_t)l * cb->layer_stride, *vc = cb->vc + (size_t)l * cb->layer_stride;
+		k_add_rmsnorm<<<T, nt, 0, st>>>(cb->x, l ? cb->tmp : NULL, NULL, L->attn_norm, cb->xb, E, hp->norm_eps);
+		if (gemm(cb, &L->wqkv, cb->xb, T, cb->qkv, ldqkv))
+			return step_fail(st);
+		k_qkv_post<<<T, 256, 0, st>>>(cb->qkv, ldqkv, L->bq, L->bk, L->bv, cb->inv_freq, m, kc, vc, hp->n_head,
+					     hp->n_head_kv, hd, bs, cb->blk_stride, hp->rope_type == KERN_ROPE_NEOX);
+		k_attention<<<dim3(T, hp->n_head), ATTN_WARPS * WARP, 0, st>>>(
+			cb->qkv, ldqkv, m, kc, vc, hp->n_head, hp->n_head_kv, hd, bs, cb->blk_stride,
+			1.0f / sqrtf((float)hd), cb->att, qd);
+		if (gemm(cb, &L->wo, cb->att, T, cb->tmp, E))
+			return step_fail(st);
+		k_add_rmsnorm<<<T, nt, 0, st>>>(cb->x, cb->tmp, NULL, L->ffn_norm, cb->xb, E, hp->norm_eps);
+		if (gemm(cb, &L->wgu, cb->xb, T, cb->gu, 2 * F))
+			return step_fail(st);
+		int64_t n = (int64_t)T * F;
+		int blocks = (int)((n + 255) / 256 < 65535 ? (n + 255) / 256 : 65535);
+		k_swiglu<<<blocks, 256, 0, st>>>(cb->gu, cb->h, F, n);
+		if (gemm(cb, &L->wdown, cb->h, T, cb->tmp, E))
+			return step_fail(st);
+	}
+	const int nl = b->n_logits;
+	if (nl > 0) {
+		k_add_rmsnorm<<<nl, nt, 0, st>>>(cb->x, cb->tmp, m.logit_idx, cb->out_norm, cb->xb, E, hp->norm_eps);
+		if (gemm(cb, &cb->output, cb->xb, nl, cb->logits, V))
+			return step_fail(st);
+		if (argmax) {
+			k_argmax<<<nl, 1024, 0, st>>>(cb->logits, V, d_argmax);
+			if (cudaMemcpyAsync(cb->h_meta + 4 * Tm, d_argmax, (size_t)nl * 4, cudaMemcpyDeviceToHost, st))
+				return step_fail(st);
+		}
+		if (logits && cudaMemcpyAsync(logits, cb->logits, (size_t)nl * V * 4, cudaMemcpyDeviceToHost, st))
+			return step_fail(st);
+	}
+	cudaError_t e = cudaStreamSynchronize(st);
+	if (e == cudaSuccess)
+		e = cudaGetLastError();
+	if (e != cudaSuccess) {
+		fprintf(stderr, "cuda backend: step failed: %s\n", cudaGetErrorString(e));
+		return -EIO;
+	}
+	if (argmax && nl > 0)
+		memcpy(argmax, cb->h_meta + 4 * Tm, (size_t)nl * 4);
+	return 0;
+}
+
+static int cuda_step(kern_backend_t *be, const struct kern_batch *b, float *logits)
+{
+	return cuda_run((struct cuda_backend *)be, b, logits, NULL);
+}
+
+static int cuda_step_argmax(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax)
+{
+	return cuda_run((struct cuda_backend *)be, b, logits, argmax);
+}
+
+static int cuda_kv_copy(kern_backend_t *be, int32_t src, int32_t dst)
+{
+	struct cuda_backend *cb = (struct cuda_backend *)be;
+	size_t n = cb->blk_stride * sizeof(__half);
+	for (int l = 0; l < cb->w->hp.n_layer; l++) {
+		size_t base = (size_t)l * cb->layer_stride;
+		if (cudaMemcpyAsync(cb->kc + base + (size_t)dst * cb->blk_stride, cb->kc + base + (size_t)src * cb->blk_stride,
+				    n, cudaMemcpyDeviceToDevice, cb->stream) ||
+		    cudaMemcpyAsync(cb->vc + base + (size_t)dst * cb->blk_stride, cb->vc + base + (size_t)src * cb->blk_stride,
+				    n, cudaMemcpyDeviceToDevice, cb->stream))
+			return -EIO;
+	}
+	return cudaStreamSynchronize(cb->stream) == cudaSuccess ? 0 : -EIO;
+}
+
+static size_t cuda_mem_bytes(const kern_backend_t *be)
+{
+	const struct cuda_backend *cb = (const struct cuda_backend *)be;
+	return 2 * cb->kv_bytes + cb->scratch_bytes;
+}
+
+static void free_mat(struct cu_mat *m)
+{
+	cudaFree(m->d);
+	m->d = NULL;
+}
+
+static void cuda_close(kern_backend_t *be)
+{
+	struct cuda_backend *cb = (struct cuda_backend *)be;
+	cudaSetDevice(cb->device);
+	if (cb->stream)
+		cudaStreamSynchronize(cb->stream);
+	if (cb->layers) {
+		for (int l = 0; l < cb->w->hp.n_layer; l++) {
+			struct cu_layer *L = &cb->layers[l];
+			cudaFree(L->attn_norm);
+			cudaFree(L->ffn_norm);
+			cudaFree(L->bq);
+			cudaFree(L->bk);
+			cudaFree(L->bv);
+			free_mat(&L->wqkv);
+			free_mat(&L->wo);
+			free_mat(&L->wgu);
+			free_mat(&L->wdown);
+		}
+		free(cb->layers);
+	}
+	if (cb->output.d != cb->emb)
+		free_mat(&cb->output);
+	cudaFree(cb->emb);
+	cudaFree(cb->out_norm);
+	cudaFree(cb->inv_freq);
+	cudaFree(cb->kc);
+	cudaFree(cb->vc);
+	cudaFree(cb->x);
+	cudaFree(cb->d_meta);
+	cudaFree(cb->workspace);
+	host_meta_free(cb);
+	free(cb->seq_start);
+	if (cb->blas)
+		cublasDestroy(cb->blas);
+	if (cb->stream)
+		cudaStreamDestroy(cb->stream);
+	free(cb);
+}
+
+static const struct kern_backend_ops cuda_ops = {
+	.name = "cuda",
+	.step = cuda_step,
+	.step_argmax = cuda_step_argmax,
+	.kv_copy = cuda_kv_copy,
+	.mem_bytes = cuda_mem_bytes,
+	.close = cuda_close,
+};
+
+extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const struct kern_backend_config *cfg,
+					    char *errbuf, size_t errlen)
+{
+	const struct kern_hparams *hp = &w->hp;
+	float *f32 = NULL;
+	uint16_t *stage = NULL;
+	int64_t stage_rows = 0;
+	int rc = 0;
+	if (cfg->kv_block_size < 1 || cfg->kv_block_size > 256 || cfg->n_kv_blocks < 1 || cfg->max_batch_tokens < 1 ||
+	    cfg->max_batch_tokens > (1 << 16)) {
+		snprintf(errbuf, errlen, "cuda backend: block size 1..256, at least one KV block and a batch of 1..65536 tokens are required");
+		return NULL;
+	}
+	if (hp->head_dim % WARP || hp->head_dim > ATTN_MAX_HD || hp->n_head % hp->n_head_kv || hp->n_rot != hp->head_dim) {
+		snprintf(errbuf, errlen, "cuda backend: head size %d is not a multiple of 32 up to %d (or the heads do not group)",
+			 hp->head_dim, ATTN_MAX_HD);
+		return NULL;
+	}
+	struct cuda_backend *cb = (struct cuda_backend *)calloc(1, sizeof(*cb));
+	if (!cb) {
+		snprintf(errbuf, errlen, "cuda backend: out of memory");
+		return NULL;
+	}
+	cb->base.ops = &cuda_ops;
+	cb->base.w = w;
+	cb->base.n_kv_blocks = cfg->n_kv_blocks;
+	cb->base.kv_block_size = cfg->kv_block_size;
+	cb->base.max_batch_tokens = cfg->max_batch_tokens;
+	cb->w = w;
+	cb->device = cfg->gpu < 0 ? 0 : cfg->gpu;
+	cb->numa_node = cfg->numa_node;
+	const int T = cfg->max_batch_tokens, E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
+	const size_t qd = (size_t)hp->n_head * hd, kvd = (size_t)hp->n_head_kv * hd;
+	int n_dev = 0;
+	CU(cudaGetDeviceCount(&n_dev), "no usable GPU");
+	if (cb->device >= n_dev) {
+		snprintf(errbuf, errlen, "cuda backend: GPU %d does not exist (%d found)", cb->device, n_dev);
+		goto err;
+	}
+	CU(cudaSetDevice(cb->device), "cudaSetDevice");
+	CU(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking), "stream");
+	if (cublasCreate(&cb->blas) != CUBLAS_STATUS_SUCCESS) {
+		cb->blas = NULL;
+		snprintf(errbuf, errlen, "cuda backend: cublasCreate failed");
+		goto err;
+	}
+	CU(cudaMalloc(&cb->workspace, GEMM_WORKSPACE), "GEMM workspace");
+	if (cublasSetStream(cb->blas, cb->stream) || cublasSetWorkspace(cb->blas, cb->workspace, GEMM_WORKSPACE) ||
+	    cublasSetMathMode(cb->blas, CUBLAS_DEFAULT_MATH)) {
+		snprintf(errbuf, errlen, "cuda backend: cuBLAS set-up failed");
+		goto err;
+	}
+
+	/* Weights. */
+	{
+		int64_t kmax = E > F ? E : F;
+		if ((int64_t)qd > kmax)
+			kmax = (int64_t)qd;
+		stage_rows = ((int64_t)8 << 20) / (2 * kmax); /* 8 MiB of bf16 rows per copy */
+		if (stage_rows < 1)
+			stage_rows = 1;
+		f32 = (float *)malloc((size_t)kmax * 4);
+		if (!f32 || cudaHostAlloc(&stage, (size_t)stage_rows * kmax * 2, cudaHostAllocDefault) != cudaSuccess) {
+			stage = NULL;
+			snprintf(errbuf, errlen, "cuda backend: out of host memory for weight staging");
+			goto err;
+		}
+		cb->layers = (struct cu_layer *)calloc((size_t)hp->n_layer, sizeof(*cb->layers));
+		if (!cb->layers) {
+			snprintf(errbuf, errlen, "cuda backend: out of memory");
+			goto err;
+		}
+		struct cu_mat emb = {0, 0, 0};
+		const struct kern_tensor *pe[1] = {&w->tok_embd}, *po[1] = {&w->output};
+		rc = upload_mat(&emb, pe, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
+		cb->emb = emb.d;
+		if (!rc && w->output.data == w->tok_embd.data && w->output.type == w->tok_embd.type)
+			cb->output = emb; /* tied: one copy */
+		else if (!rc)
+			rc = upload_mat(&cb->output, po, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
+		cb->out_norm = upload_vec(&w->output_norm, E, f32, &rc);
+		for (int l = 0; l < hp->n_layer && !rc; l++) {
+			const struct kern_layer *Lw = &w->layers[l];
+			struct cu_layer *L = &cb->layers[l];
+			const struct kern_tensor *qkv[3] = {&Lw->wq, &Lw->wk, &Lw->wv}, *o[1] = {&Lw->wo},
+						 *gu[2] = {&Lw->w_gate, &Lw->w_up}, *dn[1] = {&Lw->w_down};
+			rc = upload_mat(&L->wqkv, qkv, 3, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
+			if (!rc)
+				rc = upload_mat(&L->wo, o, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
+			if (!rc)
+				rc = upload_mat(&L->wgu, gu, 2, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
+			if (!rc)
+				rc = upload_mat(&L->wdown, dn, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
+			L->attn_norm = upload_vec(&Lw->attn_norm, E, f32, &rc);
+			L->ffn_norm = upload_vec(&Lw->ffn_norm, E, f32, &rc);
+			L->bq = upload_vec(&Lw->bq, (int64_t)qd, f32, &rc);
+			L->bk = upload_vec(&Lw->bk, (int64_t)kvd, f32, &rc);
+			L->bv = upload_vec(&Lw->bv, (int64_t)kvd, f32, &rc);
+		}
+		if (rc) {
+			snprintf(errbuf, errlen, "cuda backend: cannot place the weights on GPU %d (%s)", cb->device,
+				 rc == -ENOMEM ? "out of device memory" : "copy failed");
+			goto err;
+		}
+	}
+
+	/* RoPE frequencies, as the CPU backend computes them. */
+	{
+		double inv[ATTN_MAX_HD / 2];
+		const float *ff = (const float *)w->rope_freqs.data;
+		for (int i = 0; i < hd / 2; i++) {
+			double f = pow((double)hp->rope_freq_base, -2.0 * i / hp->n_rot) * hp->rope_freq_scale;
+			if (ff) {
+				if (!(ff[i] > 0)) {
+					snprintf(errbuf, errlen, "cuda backend: rope_freqs[%d] = %g is not positive", i, ff[i]);
+					goto err;
+				}
+				f /= ff[i];
+			}
+			inv[i] = f;
+		}
+		CU(cudaMalloc(&cb->inv_freq, (size_t)hd / 2 * sizeof(double)), "rope table");
+		CU(cudaMemcpy(cb->inv_freq, inv, (size_t)hd / 2 * sizeof(double), cudaMemcpyHostToDevice), "rope table");
+	}
+
+	/* KV cache. */
+	cb->blk_stride = (size_t)hp->n_head_kv * cfg->kv_block_size * hd;
+	cb->layer_stride = cb->blk_stride * (size_t)cfg->n_kv_blocks;
+	cb->kv_bytes = cb->layer_stride * (size_t)hp->n_layer * sizeof(__half);
+	if (cudaMalloc(&cb->kc, cb->kv_bytes) != cudaSuccess || cudaMalloc(&cb->vc, cb->kv_bytes) != cudaSuccess) {
+		snprintf(errbuf, errlen, "cuda backend: cannot allocate %zu MiB of KV cache on GPU %d", 2 * cb->kv_bytes >> 20,
+			 cb->device);
+		goto err;
+	}
+	/* NaN everywhere (0xffff is an f16 NaN): a position read before it is
+	 * written poisons the output instead of passing as zero. */
+	CU(cudaMemset(cb->kc, 0xff, cb->kv_bytes), "KV poison");
+	CU(cudaMemset(cb->vc, 0xff, cb->kv_bytes), "KV poison");
+
+	/* Scratch: one allocation carved in 256-byte aligned pieces. */
+	{
+		const size_t V = (size_t)hp->n_vocab, Tz = (size_t)T;
+		size_t f4[] = {Tz * E, Tz * E, Tz * (qd + 2 * kvd), Tz * 2 * F, Tz * V}; /* x tmp qkv gu logits */
+		size_t b2[] = {Tz * E, Tz * qd, Tz * F};                                  /* xb att h */
+		size_t total = 0;
+		for (size_t i = 0; i < 5; i++)
+			total += (f4[i] * 4 + 255) & ~(size_t)255;
+		for (size_t i = 0; i < 3; i++)
+			total += (b2[i] * 2 + 255) & ~(size_t)255;
+		uint8_t *p = NULL;
+		if (cudaMalloc(&p, total) != cudaSuccess) {
+			snprintf(errbuf, errlen, "cuda backend: cannot allocate %zu MiB of scratch on GPU %d", total >> 20,
+				 cb->device);
+			goto err;
+		}
+		cb->scratch_bytes = total;
+		CU(cudaMemset(p, 0xff, total), "scratch poison"); /* NaN, as the KV cache */
+		float **fp[] = {&cb->x, &cb->tmp, &cb->qkv, &cb->gu, &cb->logits};
+		bf16 **bp[] = {&cb->xb, &cb->att, &cb->h};
+		for (size_t i = 0; i < 5; i++) {
+			*fp[i] = (float *)p;
+			p += (f4[i] * 4 + 255) & ~(size_t)255;
+		}
+		for (size_t i = 0; i < 3; i++) {
+			*bp[i] = (bf16 *)p;
+			p += (b2[i] * 2 + 255) & ~(size_t)255;
+		}
+		/* Batch description: 5 arrays of T, then the block tables (a pool's
+		 * worth to start with; grown if a batch's tables are longer). */
+		cb->seq_start = (size_t *)malloc(Tz * sizeof(size_t));
+		if (!cb->seq_start || meta_reserve(cb, 5 * Tz + (size_t)cfg->n_kv_blocks)) {
+			snprintf(errbuf, errlen, "cuda backend: cannot allocate the batch buffers (pinned host memory)");
+			goto err;
+		}
+	}
+	free(f32);
+	cudaFreeHost(stage);
+	{
+		size_t fr = 0, tot = 0;
+		cudaMemGetInfo(&fr, &tot);
+		cudaDeviceProp pr;
+		cudaGetDeviceProperties(&pr, cb->device);
+		fprintf(stderr,
+			"cuda backend: GPU %d %s: weights %.1f MiB (bf16), KV cache %.1f MiB, scratch %.1f MiB; "
+			"device memory %.0f of %.0f MiB used; host staging %s\n",
+			cb->device, pr.name, cb->weight_bytes / 1048576.0, 2 * cb->kv_bytes / 1048576.0,
+			cb->scratch_bytes / 1048576.0, (tot - fr) / 1048576.0, tot / 1048576.0,
+			cb->h_bound ? "bound to the GPU's node and registered" :
+			cb->h_registered ? "registered, not bound (binding refused)" : "from cudaHostAlloc");
+	}
+	return &cb->base;
+err:
+	free(f32);
+	if (stage)
+		cudaFreeHost(stage);
+	cuda_close(&cb->base);
+	return NULL;
+}
+
+/* ---- single-kernel runs for tools/cuda-check ---- */
+
+static float bf16_bits_to_f32(uint16_t b)
+{
+	uint32_t u = (uint32_t)b << 16;
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *errbuf, size_t errlen)
+{
+	const size_t rows = (size_t)a->rows, n = (size_t)a->n;
+	size_t in_n = a->kernel == LCU_SWIGLU ? rows * 2 * n : rows * n;
+	float *dx = NULL, *dw = NULL;
+	void *dy = NULL;
+	uint16_t *hy = NULL;
+	int rc = -EIO;
+	if (rows < 1 || n < 1 || rows > 65535) {
+		snprintf(errbuf, errlen, "cuda-check: rows 1..65535 and n >= 1");
+		return -EINVAL;
+	}
+	CU(cudaMalloc(&dx, in_n * 4), "cudaMalloc");
+	CU(cudaMemcpy(dx, a->x, in_n * 4, cudaMemcpyHostToDevice), "copy in");
+	CU(cudaMalloc(&dy, rows * n * 4), "cudaMalloc");
+	CU(cudaMemset(dy, 0xff, rows * n * 4), "poison");
+	switch (a->kernel) {
+	case LCU_RMSNORM:
+		CU(cudaMalloc(&dw, n * 4), "cudaMalloc");
+		CU(cudaMemcpy(dw, a->w, n * 4, cudaMemcpyHostToDevice), "copy in");
+		k_add_rmsnorm<<<(unsigned)rows, norm_threads((int)n)>>>(dx, NULL, NULL, dw, (bf16 *)dy, (int)n, a->eps);
+		break;
+	case LCU_SWIGLU:
+		k_swiglu<<<64, 256>>>(dx, (bf16 *)dy, (int)n, (int64_t)(rows * n));
+		break;
+	case LCU_ARGMAX:
+		k_argmax<<<(unsigned)rows, 1024>>>(dx, (int)n, (int32_t *)dy);
+		break;
+	}
+	CU(cudaGetLastError(), "launch");
+	CU(cudaDeviceSynchronize(), "kernel");
+	if (a->kernel == LCU_ARGMAX) {
+		CU(cudaMemcpy(a->ids, dy, rows * 4, cudaMemcpyDeviceToHost), "copy out");
+	} else {
+		hy = (uint16_t *)malloc(rows * n * 2);
+		if (!hy) {
+			snprintf(errbuf, errlen, "cuda-check: out of memory");
+			goto err;
+		}
+		CU(cudaMemcpy(hy, dy, rows * n * 2, cudaMemcpyDeviceToHost), "copy out");
+		for (size_t i = 0; i < rows * n; i++)
+			a->y[i] = bf16_bits_to_f32(hy[i]);
+	}
+	rc = 0;
+err:
+	free(hy);
+	cudaFree(dx);
+	cudaFree(dw);
+	cudaFree(dy);
+	return rc;
+}
+
+/* ---- ceilings, measured in the same run as what is compared to them ---- */
+
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return x < y ? -1 : x > y;
+}
+
+extern "C" int locus_cuda_ceilings(int gpu, struct lcu_ceilings *out, char *errbuf, size_t errlen)
+{
+	const size_t bytes = (size_t)1 << 30;
+	const int N = 8192, reps = 9;
+	void *a = NULL, *b = NULL;
+	cudaEvent_t e0 = NULL, e1 = NULL;
+	cublasHandle_t h = NULL;
+	float ms[reps];
+	int rc = -EIO;
+	memset(out, 0, sizeof(*out));
+	CU(cudaSetDevice(gpu), "cudaSetDevice");
+	{
+		cudaDeviceProp pr;
+		CU(cudaGetDeviceProperties(&pr, gpu), "properties");
+		snprintf(out->name, sizeof(out->name), "%s", pr.name);
+	}
+	CU(cudaMalloc(&a, bytes), "cudaMalloc");
+	CU(cudaMalloc(&b, bytes), "cudaMalloc");
+	CU(cudaMemset(a, 1, bytes), "memset");
+	CU(cudaEventCreate(&e0), "event");
+	CU(cudaEventCreate(&e1), "event");
+	for (int i = -2; i < reps; i++) { /* two warm-up copies */
+		CU(cudaEventRecord(e0), "record");
+		CU(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice), "copy");
+		CU(cudaEventRecord(e1), "record");
+		CU(cudaEventSynchronize(e1), "sync");
+		if (i >= 0)
+			CU(cudaEventElapsedTime(&ms[i], e0, e1), "elapsed");
+	}
+	qsort(ms, reps, sizeof(float), cmp_float);
+	out->copy_gbps = 2.0 * bytes / (ms[reps / 2] * 1e-3) / 1e9; /* bytes read + written */
+	/* bf16 GEMM N x N x N, f32 accumulate: 3 * 128 MiB of the two buffers */
+	if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
+		h = NULL;
+		snprintf(errbuf, errlen, "cuda ceilings: cublasCreate failed");
+		goto err;
+	}
+	{
+		const float one = 1, zero = 0;
+		bf16 *A = (bf16 *)a, *B = A + (size_t)N * N;
+		float *C = (float *)b;
+		CU(cudaMemset(a, 0x3c, (size_t)2 * N * N * 2), "memset"); /* bf16 0x3c3c, about 0.0115 */
+		for (int i = -2; i < reps; i++) {
+			CU(cudaEventRecord(e0), "record");
+			if (cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, N, N, &one, A, CUDA_R_16BF, N, B, CUDA_R_16BF, N, &zero,
+					 C, CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
+				snprintf(errbuf, errlen, "cuda ceilings: GEMM failed");
+				goto err;
+			}
+			CU(cudaEventRecord(e1), "record");
+			CU(cudaEventSynchronize(e1), "sync");
+			if (i >= 0)
+				CU(cudaEventElapsedTime(&ms[i], e0, e1), "elapsed");
+		}
+		qsort(ms, reps, sizeof(float), cmp_float);
+		out->gemm_tflops = 2.0 * N * N * N / (ms[reps / 2] * 1e-3) / 1e12;
+	}
+	rc = 0;
+err:
+	if (h)
+		cublasDestroy(h);
+	if (e0)
+		cudaEventDestroy(e0);
+	if (e1)
+		cudaEventDestroy(e1);
+	cudaFree(a);
+	cudaFree(b);
+	return rc;
+}

@@ -1,0 +1,55 @@
+/*
+ * cuda_module.h: the boundary between the programs and liblocus_cuda.so,
+ * the CUDA backend built as a module (internal to kernels/).
+ *
+ * kernels/cuda_loader.c opens the module with dlopen and looks up the
+ * entry points below by name; the module calls back into the program for
+ * the host helpers it shares with the CPU backend (the programs export
+ * their symbols). Keeping CUDA out of the programs' own link lets a CUDA
+ * build run on a machine with no GPU, driver or CUDA runtime.
+ */
+#ifndef LOCUS_KERNELS_CUDA_MODULE_H
+#define LOCUS_KERNELS_CUDA_MODULE_H
+
+#include "kernels/kernels.h"
+
+#define LOCUS_CUDA_MODULE_NAME "liblocus_cuda.so"
+
+/* locus_cuda_open: the backend, as kern_backend_cuda_open documents. */
+typedef kern_backend_t *(*locus_cuda_open_fn)(const struct kern_weights *w, const struct kern_backend_config *cfg,
+					      char *errbuf, size_t errlen);
+
+/*
+ * locus_cuda_kernel_check: runs one kernel of the backend on the device
+ * with host inputs and outputs, for the checks against the CPU kernels
+ * (tools/cuda-check). Returns 0, or -errno with the reason in errbuf.
+ */
+enum lcu_kernel {
+	LCU_RMSNORM,   /* in: x (rows, n), w (n); out: y (rows, n), bf16-rounded */
+	LCU_SWIGLU,    /* in: gu (rows, 2n); out: h (rows, n), bf16-rounded */
+	LCU_ARGMAX,    /* in: x (rows, n); out: ids (rows) as int32 */
+};
+struct lcu_check_args {
+	enum lcu_kernel kernel;
+	int rows, n;
+	float eps;
+	const float *x, *w;
+	float *y;
+	int32_t *ids;
+};
+typedef int (*locus_cuda_kernel_check_fn)(const struct lcu_check_args *a, char *errbuf, size_t errlen);
+
+/*
+ * locus_cuda_ceilings: what the device can do, measured now (median of 9
+ * after 2 warm-ups, CUDA events): a 1 GiB device-to-device copy (read +
+ * write bytes per second) and an 8192^3 bf16 cuBLAS GEMM with f32
+ * accumulation. The denominators of the backend's roofline fractions.
+ */
+struct lcu_ceilings {
+	char name[256];
+	double copy_gbps;
+	double gemm_tflops;
+};
+typedef int (*locus_cuda_ceilings_fn)(int gpu, struct lcu_ceilings *out, char *errbuf, size_t errlen);
+
+#endif

@@ -1,0 +1,72 @@
+/*
+ * cuda_loader.c: finds and opens liblocus_cuda.so (see cuda/cuda_module.h).
+ * The module is looked for next to the running program, so build/bin/engine
+ * finds build/bin/liblocus_cuda.so; $LOCUS_CUDA_MODULE names another file.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels/cuda/cuda_module.h"
+
+static pthread_mutex_t mod_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *mod;
+
+void *kern_cuda_module(char *errbuf, size_t errlen)
+{
+	pthread_mutex_lock(&mod_mu);
+	if (mod)
+		goto out;
+	char path[PATH_MAX];
+	const char *env = getenv("LOCUS_CUDA_MODULE");
+	if (env && *env) {
+		snprintf(path, sizeof(path), "%s", env);
+	} else {
+		ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+		if (n <= 0) {
+			snprintf(errbuf, errlen, "cuda backend: cannot find the program's directory: %s", strerror(errno));
+			goto out;
+		}
+		path[n] = '\0';
+		char *slash = strrchr(path, '/');
+		size_t dir = slash ? (size_t)(slash - path) + 1 : 0;
+		if (dir + sizeof(LOCUS_CUDA_MODULE_NAME) > sizeof(path)) {
+			snprintf(errbuf, errlen, "cuda backend: the program's path is too long");
+			goto out;
+		}
+		memcpy(path + dir, LOCUS_CUDA_MODULE_NAME, sizeof(LOCUS_CUDA_MODULE_NAME));
+	}
+	if (access(path, F_OK) != 0) {
+		snprintf(errbuf, errlen, "cuda backend: %s is missing (this build has no CUDA backend: nvcc was not found, "
+			 "or it is a sanitizer build)", path);
+		goto out;
+	}
+	mod = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!mod)
+		snprintf(errbuf, errlen, "cuda backend: cannot load %s: %s", path, dlerror());
+out:;
+	void *m = mod;
+	pthread_mutex_unlock(&mod_mu);
+	return m;
+}
+
+kern_backend_t *kern_backend_cuda_open(const struct kern_weights *w, const struct kern_backend_config *cfg,
+				       char *errbuf, size_t errlen)
+{
+	void *m = kern_cuda_module(errbuf, errlen);
+	if (!m)
+		return NULL;
+	locus_cuda_open_fn fn;
+	*(void **)&fn = dlsym(m, "locus_cuda_open");
+	if (!fn) {
+		snprintf(errbuf, errlen, "cuda backend: the module has no locus_cuda_open: %s", dlerror());
+		return NULL;
+	}
+	return fn(w, cfg, errbuf, errlen);
+}

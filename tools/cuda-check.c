@@ -1,0 +1,370 @@
+/*
+ * cuda-check: the CUDA backend against the CPU backend, its reference.
+ *
+ *   cuda-check [--gpu N] [--kernels] [--ceilings] [MODEL.gguf ...]
+ *
+ * --ceilings: the device's measured copy bandwidth and bf16 GEMM peak
+ * (cuda_module.h), printed as "ceilings: NAME copy X GB/s gemm Y TFLOP/s".
+ * --kernels: RMSNorm, SwiGLU and argmax on the device against the CPU
+ * kernels (kernels/ops.h), on seeded random inputs of awkward sizes,
+ * outputs poisoned with NaN before each run.
+ * Each MODEL: both backends run the same steps: three sequences of 37, 61
+ * and 5 prompt tokens (random ids) prefilled together in chunks of at most
+ * 48 tokens, their KV blocks scattered over the pool, every position's
+ * logits compared; then 6 decode steps of the three, each fed the CPU's
+ * greedy token. Per logit row:
+ *   - no NaN or infinity;
+ *   - max |cuda - cpu| <= tol * max |cpu|, tol = 3e-2 for F32/F16/BF16
+ *     weights, 6e-2 for the quantized types (the CPU multiplies them with
+ *     8-bit activations, the GPU with their bf16 conversion);
+ *   - the greedy token is the same, or the CPU's logit at the CUDA token
+ *     is within tol * max |cpu| of the CPU's best (a near tie);
+ *   - the device argmax equals the host argmax of the device's logits.
+ * Exit status: 0 all passed, 1 a check failed, 77 no usable GPU (skip).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dlfcn.h>
+
+#include "engine/engine.h"
+#include "kernels/cuda/cuda_module.h"
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+
+#define BS 16        /* KV block size */
+#define POOL 64      /* KV blocks */
+#define MAXB 48      /* max_batch_tokens */
+#define NSEQ 3
+#define NDEC 6
+
+static int fails;
+
+static void report(int ok, const char *fmt, const char *what, double a, double b)
+{
+	printf("%s %s: ", ok ? "ok  " : "FAIL", what);
+	printf(fmt, a, b);
+	putchar('\n');
+	if (!ok)
+		fails++;
+}
+
+static uint64_t rng = 0x5eed1234abcdULL;
+static uint32_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (uint32_t)(rng >> 11);
+}
+static float frnd(void)
+{
+	return (float)rnd() / 2097152.0f * 2.0f - 1.0f; /* [-1, 1) */
+}
+
+/* ---- single kernels ---- */
+static int kernel_checks(void *mod)
+{
+	locus_cuda_kernel_check_fn run;
+	*(void **)&run = dlsym(mod, "locus_cuda_kernel_check");
+	if (!run) {
+		printf("FAIL the module has no locus_cuda_kernel_check\n");
+		return 1;
+	}
+	static const int sizes[][2] = {{1, 1}, {3, 31}, {2, 33}, {5, 577}, {4, 4099}, {1, 49152}};
+	char err[256];
+	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+		int rows = sizes[si][0], n = sizes[si][1];
+		size_t cnt = (size_t)rows * n;
+		float *x = malloc(cnt * 2 * 4), *w = malloc((size_t)n * 4), *y = malloc(cnt * 4), *ref = malloc(cnt * 2 * 4);
+		int32_t *ids = malloc((size_t)rows * 4);
+		if (!x || !w || !y || !ref || !ids) {
+			printf("FAIL out of memory\n");
+			return 1;
+		}
+		for (size_t i = 0; i < cnt * 2; i++)
+			x[i] = frnd() * 4;
+		for (int i = 0; i < n; i++)
+			w[i] = 1 + frnd() * 0.1f;
+		char what[64];
+
+		/* RMSNorm: bf16 output, so 2^-8 relative per element */
+		struct lcu_check_args a = {LCU_RMSNORM, rows, n, 1e-5f, x, w, y, NULL};
+		for (size_t i = 0; i < cnt; i++)
+			y[i] = NAN;
+		int rc = run(&a, err, sizeof(err));
+		double worst = 0;
+		for (int r = 0; r < rows && !rc; r++) {
+			kern_rmsnorm(x + (size_t)r * n, w, ref + (size_t)r * n, n, 1e-5f);
+			for (int i = 0; i < n; i++) {
+				double e = fabs((double)y[(size_t)r * n + i] - ref[(size_t)r * n + i]) /
+					   (fabs(ref[(size_t)r * n + i]) + 1e-6);
+				worst = !(e <= worst) ? e : worst; /* NaN sticks */
+			}
+		}
+		snprintf(what, sizeof(what), "rmsnorm %dx%d", rows, n);
+		report(!rc && worst <= 8e-3, "relative error %.2g (bound %.0e, bf16 output)", what, worst, 8e-3);
+
+		/* SwiGLU: gu rows are [gate | up] */
+		a = (struct lcu_check_args){LCU_SWIGLU, rows, n, 0, x, NULL, y, NULL};
+		for (size_t i = 0; i < cnt; i++)
+			y[i] = NAN;
+		rc = run(&a, err, sizeof(err));
+		worst = 0;
+		for (int r = 0; r < rows && !rc; r++) {
+			float *g = ref + (size_t)r * n;
+			memcpy(g, x + (size_t)r * 2 * n, (size_t)n * 4);
+			kern_silu_mul(g, x + (size_t)r * 2 * n + n, n);
+			for (int i = 0; i < n; i++) {
+				double e = fabs((double)y[(size_t)r * n + i] - g[i]) / (fabs(g[i]) + 1e-6);
+				worst = !(e <= worst) ? e : worst;
+			}
+		}
+		snprintf(what, sizeof(what), "swiglu %dx%d", rows, n);
+		report(!rc && worst <= 8e-3, "relative error %.2g (bound %.0e, bf16 output)", what, worst, 8e-3);
+
+		/* argmax, with ties, NaNs and an all-NaN row */
+		for (int r = 0; r < rows; r++) {
+			float *xr = x + (size_t)r * n;
+			if (n > 8) {
+				xr[n / 3] = 9;
+				xr[n - 2] = 9; /* tie: the first wins */
+				xr[n / 2] = NAN;
+			}
+			if (r == 2)
+				for (int i = 0; i < n; i++)
+					xr[i] = NAN;
+		}
+		a = (struct lcu_check_args){LCU_ARGMAX, rows, n, 0, x, NULL, NULL, ids};
+		memset(ids, 0xff, (size_t)rows * 4);
+		rc = run(&a, err, sizeof(err));
+		int bad = rc ? rows : 0;
+		for (int r = 0; r < rows && !rc; r++)
+			bad += ids[r] != kern_argmax(x + (size_t)r * n, n);
+		snprintf(what, sizeof(what), "argmax %dx%d", rows, n);
+		report(!bad, "%.0f of %.0f rows differ from kern_argmax", what, bad, rows);
+		if (rc)
+			printf("     %s\n", err);
+		free(x), free(w), free(y), free(ref), free(ids);
+	}
+	return 0;
+}
+
+/* ---- whole steps ---- */
+struct seqs {
+	int32_t len[NSEQ];
+	int32_t *ids[NSEQ];
+	int32_t bt[NSEQ][POOL];
+	int32_t nb[NSEQ];
+	int32_t done[NSEQ]; /* positions fed */
+};
+
+static int is_float_type(uint32_t t)
+{
+	return t == KERN_TYPE_F32 || t == KERN_TYPE_F16 || t == KERN_TYPE_BF16;
+}
+
+/* Runs one batch on both backends and compares every logit row. */
+static void compare_step(kern_backend_t *cpu, kern_backend_t *gpu, const struct kern_batch *b, int32_t V, float tol,
+			 float *lc, float *lg, int32_t *ids, double *worst, int *bad_rows, int *ties)
+{
+	for (size_t i = 0; i < (size_t)b->n_logits * V; i++)
+		lc[i] = lg[i] = NAN; /* poison */
+	int rc1 = kern_backend_step(cpu, b, lc);
+	int rc2 = kern_backend_step_argmax(gpu, b, lg, ids);
+	if (rc1 || rc2) {
+		printf("FAIL step: cpu %d, cuda %d\n", rc1, rc2);
+		fails++;
+		*bad_rows += b->n_logits;
+		return;
+	}
+	for (int32_t r = 0; r < b->n_logits; r++) {
+		const float *c = lc + (size_t)r * V, *g = lg + (size_t)r * V;
+		double scale = 0, err = 0;
+		int finite = 1;
+		for (int32_t i = 0; i < V; i++) {
+			scale = fmax(scale, fabs(c[i]));
+			if (!isfinite(g[i]))
+				finite = 0;
+			err = fmax(err, fabs((double)g[i] - c[i]));
+		}
+		double rel = finite ? err / (scale > 0 ? scale : 1) : INFINITY;
+		int32_t ac = kern_argmax(c, V), ag = kern_argmax(g, V);
+		int ok = finite && rel <= tol && ids[r] == ag;
+		if (ok && ac != ag) {
+			if (c[ac] - c[ag] <= tol * scale)
+				(*ties)++;
+			else
+				ok = 0;
+		}
+		if (!(rel <= *worst))
+			*worst = rel;
+		if (!ok && *bad_rows < 3)
+			printf("     row %d: relative error %.3g, greedy cpu %d cuda %d (device argmax %d)\n", r, rel, ac, ag,
+			       ids[r]);
+		*bad_rows += !ok;
+	}
+}
+
+static void model_check(const char *path, int gpu)
+{
+	struct engine_opts o;
+	engine_opts_default(&o);
+	o.model_path = path;
+	struct engine_core core = {0};
+	char err[512];
+	if (engine_core_load(&core, &o, err, sizeof(err))) {
+		printf("FAIL %s: %s\n", path, err);
+		fails++;
+		return;
+	}
+	const struct kern_weights *w = &core.model->w;
+	const int32_t V = w->hp.n_vocab;
+	struct kern_backend_config bc = {.n_threads = 0, .numa_node = -1, .kv_block_size = BS, .n_kv_blocks = POOL,
+					 .max_batch_tokens = MAXB, .gpu = gpu};
+	kern_backend_t *cpu = kern_backend_cpu_open(w, &bc, err, sizeof(err));
+	kern_backend_t *cu = cpu ? kern_backend_cuda_open(w, &bc, err, sizeof(err)) : NULL;
+	float tol = is_float_type(w->layers[0].wq.type) && is_float_type(w->output.type) ? 3e-2f : 6e-2f;
+	float *lc = malloc((size_t)MAXB * V * 4), *lg = malloc((size_t)MAXB * V * 4);
+	int32_t tok[MAXB], pos[MAXB], sidx[MAXB], li[MAXB], ids[MAXB];
+	struct seqs sq = {.len = {37, 61, 5}};
+	if (!cpu || !cu || !lc || !lg) {
+		printf("FAIL %s: %s\n", path, cpu && cu ? "out of memory" : err);
+		fails++;
+		goto out;
+	}
+	/* blocks: a shuffled pool, so no sequence's blocks are contiguous */
+	int32_t perm[POOL];
+	for (int i = 0; i < POOL; i++)
+		perm[i] = i;
+	for (int i = POOL - 1; i > 0; i--) {
+		int j = (int)(rnd() % (uint32_t)(i + 1));
+		int32_t t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+	int next = 0;
+	for (int s = 0; s < NSEQ; s++) {
+		int need = (sq.len[s] + NDEC + BS - 1) / BS;
+		sq.nb[s] = need;
+		for (int j = 0; j < need; j++)
+			sq.bt[s][j] = perm[next++];
+		sq.ids[s] = malloc((size_t)(sq.len[s] + NDEC) * 4);
+		if (!sq.ids[s]) {
+			fails++;
+			goto out;
+		}
+		for (int i = 0; i < sq.len[s]; i++)
+			sq.ids[s][i] = (int32_t)(rnd() % (uint32_t)V);
+	}
+	struct kern_seq ks[NSEQ];
+	for (int s = 0; s < NSEQ; s++)
+		ks[s] = (struct kern_seq){sq.bt[s], sq.nb[s]};
+	double worst = 0;
+	int bad = 0, ties = 0, rows = 0, steps = 0;
+	/* prefill: chunks of up to MAXB tokens across the sequences, every logit */
+	for (;;) {
+		int n = 0;
+		for (int s = 0; s < NSEQ && n < MAXB; s++)
+			while (sq.done[s] < sq.len[s] && n < MAXB) {
+				tok[n] = sq.ids[s][sq.done[s]];
+				pos[n] = sq.done[s]++;
+				sidx[n] = s;
+				li[n] = n;
+				n++;
+			}
+		if (!n)
+			break;
+		struct kern_batch b = {n, tok, pos, sidx, NSEQ, ks, n, li};
+		compare_step(cpu, cu, &b, V, tol, lc, lg, ids, &worst, &bad, &ties);
+		rows += n;
+		steps++;
+		/* the CPU's greedy token of each sequence's last prompt position */
+		for (int i = 0; i < n; i++)
+			if (pos[i] == sq.len[sidx[i]] - 1)
+				sq.ids[sidx[i]][sq.len[sidx[i]]] = kern_argmax(lc + (size_t)i * V, V);
+	}
+	for (int d = 0; d < NDEC; d++) {
+		for (int s = 0; s < NSEQ; s++) {
+			tok[s] = sq.ids[s][sq.done[s]];
+			pos[s] = sq.done[s]++;
+			sidx[s] = s;
+			li[s] = s;
+		}
+		struct kern_batch b = {NSEQ, tok, pos, sidx, NSEQ, ks, NSEQ, li};
+		compare_step(cpu, cu, &b, V, tol, lc, lg, ids, &worst, &bad, &ties);
+		rows += NSEQ;
+		steps++;
+		for (int s = 0; s < NSEQ; s++)
+			if (sq.done[s] < sq.len[s] + NDEC)
+				sq.ids[s][sq.done[s]] = kern_argmax(lc + (size_t)s * V, V);
+	}
+	char what[600];
+	snprintf(what, sizeof(what), "%s (%s weights, %d steps, %d logit rows)", path, kern_type_name(w->layers[0].wq.type),
+		 steps, rows);
+	printf("%s %s: worst relative error %.3g (tol %.0e), %d rows failed, %d greedy near-ties\n",
+	       bad ? "FAIL" : "ok  ", what, worst, tol, bad, ties);
+	fails += bad != 0;
+out:
+	for (int s = 0; s < NSEQ; s++)
+		free(sq.ids[s]);
+	free(lc);
+	free(lg);
+	kern_backend_close(cu);
+	kern_backend_close(cpu);
+	engine_core_close(&core);
+}
+
+int main(int argc, char **argv)
+{
+	int gpu = 0, kernels = 0, ceilings = 0, first = 1;
+	for (; first < argc && argv[first][0] == '-'; first++) {
+		if (!strcmp(argv[first], "--gpu") && first + 1 < argc) {
+			gpu = atoi(argv[++first]);
+		} else if (!strcmp(argv[first], "--kernels")) {
+			kernels = 1;
+		} else if (!strcmp(argv[first], "--ceilings")) {
+			ceilings = 1;
+		} else {
+			fprintf(stderr, "usage: cuda-check [--gpu N] [--kernels] [--ceilings] [MODEL.gguf ...]\n");
+			return argv[first][1] == 'h' || !strcmp(argv[first], "--help") ? 0 : 2;
+		}
+	}
+	char err[512];
+	void *mod = kern_cuda_module(err, sizeof(err));
+	if (!mod) {
+		printf("skip: %s\n", err);
+		return 77;
+	}
+	/* A GPU at all? The module's open says why not; probe with a tiny kernel run. */
+	{
+		locus_cuda_kernel_check_fn run;
+		*(void **)&run = dlsym(mod, "locus_cuda_kernel_check");
+		float x = 1, y = 0;
+		int32_t id = 0;
+		struct lcu_check_args a = {LCU_ARGMAX, 1, 1, 0, &x, NULL, &y, &id};
+		if (!run || run(&a, err, sizeof(err))) {
+			printf("skip: no usable GPU: %s\n", run ? err : "no locus_cuda_kernel_check");
+			return 77;
+		}
+	}
+	if (kernels)
+		kernel_checks(mod);
+	if (ceilings) {
+		locus_cuda_ceilings_fn ce;
+		*(void **)&ce = dlsym(mod, "locus_cuda_ceilings");
+		struct lcu_ceilings c;
+		if (!ce || ce(gpu, &c, err, sizeof(err))) {
+			printf("FAIL ceilings: %s\n", ce ? err : "no locus_cuda_ceilings in the module");
+			fails++;
+		} else {
+			printf("ceilings: %s copy %.0f GB/s gemm %.1f TFLOP/s\n", c.name, c.copy_gbps, c.gemm_tflops);
+		}
+	}
+	for (int i = first; i < argc; i++)
+		model_check(argv[i], gpu);
+	printf("cuda-check: %s\n", fails ? "FAILED" : "ok");
+	return fails ? 1 : 0;
+}
