@@ -97,7 +97,9 @@ for m in s-Q8_0 l3-bf16; do
 		timeout 60 "$BIN/generate" -m "$W/$m.gguf" --prompt-ids 1,300,301,302,303,304,305 -n 32 --temp 0 --ids \
 			--backend "$be" >"$O/greedy-$m-$be.txt" 2>"$O/greedy-$m-$be.err"
 	done
-	if [ -s "$O/greedy-$m-cpu.txt" ] && cmp -s "$O/greedy-$m-cpu.txt" "$O/greedy-$m-cuda.txt"; then
+	if [ ! -s "$O/greedy-$m-cpu.txt" ] || [ ! -s "$O/greedy-$m-cuda.txt" ]; then
+		bad "greedy $m" "no output: $(tail -qn1 "$O/greedy-$m-cpu.err" "$O/greedy-$m-cuda.err" | tr '\n' ' ')"
+	elif cmp -s "$O/greedy-$m-cpu.txt" "$O/greedy-$m-cuda.txt"; then
 		row "greedy $m" "32 tokens identical"
 	else
 		read -ra a <"$O/greedy-$m-cpu.txt"; read -ra b <"$O/greedy-$m-cuda.txt"
@@ -156,7 +158,9 @@ if [ "${SKIP_8B:-0}" != 1 ]; then
 				--stream --warmup 8 >"$O/bench-$pin.txt" 2>&1 || bad "uring-bench pin=$pin" "see bench-$pin.txt"
 			kill $EP 2>/dev/null
 			wait $EP 2>/dev/null
-			row "engine pin=$pin, c=8" "$(grep -E 'tokens/s|p99' "$O/bench-$pin.txt" | tr -s ' ' | tr '\n' ';' | cut -c1-160)"
+			f=$O/bench-$pin.txt
+			TPS=$(sed -n 's/.*, \([0-9.]*\) tokens\/s.*/\1/p' "$f")
+			row "engine pin=$pin, c=8, 64 tokens" "${TPS:-?} tok/s; ms: latency p99 $(awk '$1 == "latency" {print $6}' "$f"), TTFT p50 $(awk '$1 == "ttft" {print $3}' "$f"), ITL p50 $(awk '$1 == "itl" {print $3}' "$f")"
 		done
 	fi
 fi
