@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include "engine/sched.h"
+#include "engine/trace.h"
 
 #include <errno.h>
 #include <math.h>
@@ -397,6 +398,7 @@ static void preempt_newest(struct dispatcher *d)
 /* Plans and runs one step; returns the number of tokens fed. */
 static int step(struct dispatcher *d)
 {
+	TRACE_PUSH("schedule");
 	int budget = d->cfg.step_tokens;
 	/* Reserve KV for every planned sequence first; preempt on shortage.
 	 * Decode sequences (one pending token) come first. */
@@ -443,6 +445,7 @@ static int step(struct dispatcher *d)
 				s->logit_row = n_logits++;
 		}
 	}
+	TRACE_POP();
 	if (d->batch.kb.n_tokens == 0)
 		return 0;
 	/* When every row only needs its argmax (greedy, no penalties, no
@@ -454,7 +457,10 @@ static int step(struct dispatcher *d)
 		if (s->logit_row >= 0 && (!sampler_is_argmax(&s->smp) || s->req->api.logprobs >= 0))
 			argmax_only = false;
 	}
+	TRACE_PUSHF("forward: %d tokens, %d sequences", d->batch.kb.n_tokens, d->batch.kb.n_seqs);
 	int rc = kern_backend_step_argmax(d->be, &d->batch.kb, argmax_only ? NULL : d->logits, d->argmax);
+	TRACE_POP();
+	TRACE_PUSH("sample, detokenize, emit");
 	atomic_fetch_add_explicit(&d->steps, 1, memory_order_relaxed);
 	metrics_add_step(d->metrics, d->ix, (uint64_t)d->batch.kb.n_tokens);
 	double t = now_s();
@@ -500,6 +506,7 @@ static int step(struct dispatcher *d)
 		}
 		i++;
 	}
+	TRACE_POP();
 	return d->batch.kb.n_tokens;
 }
 
@@ -524,8 +531,12 @@ static void *dispatcher_main(void *arg)
 			ring_wait(&d->ring, d->n_waiting ? 10 : 1000);
 			continue;
 		}
+		TRACE_PUSH("step");
 		step(d);
+		TRACE_PUSH("notify");
 		flush_notifications(d);
+		TRACE_POP();
+		TRACE_POP();
 	}
 	/* Shutdown: everything still here ends as aborted with 503. */
 	drain_ring(d);

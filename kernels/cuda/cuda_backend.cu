@@ -40,6 +40,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
 
 #include <errno.h>
 #include <math.h>
@@ -540,9 +541,11 @@ static int stage_batch(struct cuda_backend *cb, const struct kern_batch *b)
 }
 
 /* A step that could not be queued whole: let what was queued finish (it
- * reads the pinned staging the next step rewrites), then fail. */
+ * reads the pinned staging the next step rewrites), close the one NVTX
+ * range open where it is called, then fail. */
 static int step_fail(cudaStream_t st)
 {
+	nvtxRangePop();
 	cudaStreamSynchronize(st);
 	return -EIO;
 }
@@ -556,12 +559,16 @@ static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *
 	cudaStream_t st = cb->stream;
 	if (cudaSetDevice(cb->device) != cudaSuccess)
 		return -EIO;
+	nvtxRangePushA("cuda: stage batch");
 	int rc = stage_batch(cb, b);
+	nvtxRangePop();
 	if (rc)
 		return rc;
 	step_meta m = {cb->d_meta, cb->d_meta + Tm, cb->d_meta + 2 * Tm, cb->d_meta + 3 * Tm, cb->d_meta + 5 * Tm};
 	int32_t *d_argmax = cb->d_meta + 4 * Tm;
 
+	/* Host ranges cover the launches; nsys shows the kernels they queue under them. */
+	nvtxRangePushA("cuda: queue layers");
 	k_embed<<<T, nt, 0, st>>>(cb->emb, m.tokens, cb->x, E);
 	for (int l = 0; l < hp->n_layer; l++) {
 		const struct cu_layer *L = &cb->layers[l];
@@ -585,7 +592,9 @@ static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *
 		if (gemm(cb, &L->wdown, cb->h, T, cb->tmp, E))
 			return step_fail(st);
 	}
+	nvtxRangePop();
 	const int nl = b->n_logits;
+	nvtxRangePushA(argmax ? "cuda: queue logits + argmax" : "cuda: queue logits");
 	if (nl > 0) {
 		k_add_rmsnorm<<<nl, nt, 0, st>>>(cb->x, cb->tmp, m.logit_idx, cb->out_norm, cb->xb, E, hp->norm_eps);
 		if (gemm(cb, &cb->output, cb->xb, nl, cb->logits, V))
@@ -598,7 +607,10 @@ static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *
 		if (logits && cudaMemcpyAsync(logits, cb->logits, (size_t)nl * V * 4, cudaMemcpyDeviceToHost, st))
 			return step_fail(st);
 	}
+	nvtxRangePop();
+	nvtxRangePushA("cuda: wait for the step");
 	cudaError_t e = cudaStreamSynchronize(st);
+	nvtxRangePop();
 	if (e == cudaSuccess)
 		e = cudaGetLastError();
 	if (e != cudaSuccess) {
