@@ -47,13 +47,29 @@ void *kern_cuda_module(char *errbuf, size_t errlen)
 			 "or it is a sanitizer build)", path);
 		goto out;
 	}
-	mod = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-	if (!mod)
+	void *m = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!m) {
 		snprintf(errbuf, errlen, "cuda backend: cannot load %s: %s", path, dlerror());
+		goto out;
+	}
+	locus_cuda_init_fn init;
+	*(void **)&init = dlsym(m, "locus_cuda_init");
+	if (!init) {
+		snprintf(errbuf, errlen, "cuda backend: %s has no locus_cuda_init", path);
+		dlclose(m);
+		goto out;
+	}
+	static const struct lcu_host host = {
+		.dequantize_row = kern_dequantize_row,
+		.numa_map = alloc_numa_map,
+		.numa_unmap = alloc_numa_unmap,
+	};
+	init(&host);
+	mod = m;
 out:;
-	void *m = mod;
+	void *r = mod;
 	pthread_mutex_unlock(&mod_mu);
-	return m;
+	return r;
 }
 
 kern_backend_t *kern_backend_cuda_open(const struct kern_weights *w, const struct kern_backend_config *cfg,

@@ -3,9 +3,9 @@
  *
  * Built as a module (liblocus_cuda.so, next to the programs) that
  * kernels/cuda_loader.c opens with dlopen, so a binary built with CUDA runs
- * on machines without a GPU or the CUDA libraries. The module resolves the
- * few host functions it uses (kern_dequantize_row, alloc_numa_map, ...)
- * against the program, which exports them (-rdynamic).
+ * on machines without a GPU or the CUDA libraries. The few host functions
+ * it shares with the CPU backend (dequantization, NUMA mappings) come from
+ * the loader as a table (locus_cuda_init).
  *
  * Weights: every matrix is converted at load to bf16 on the device (any
  * GGUF type the CPU backend reads: dequantized row by row on the host, then
@@ -53,6 +53,13 @@ extern "C" {
 #include "alloc/alloc.h"
 #include "kernels/backend_impl.h"
 #include "kernels/cuda/cuda_module.h"
+}
+
+static struct lcu_host host; /* from the loader, before any other entry point */
+
+extern "C" void locus_cuda_init(const struct lcu_host *h)
+{
+	host = *h;
 }
 
 typedef __nv_bfloat16 bf16;
@@ -375,7 +382,7 @@ static int upload_rows(const struct kern_tensor *t, bf16 *dst, int64_t row0, flo
 	for (int64_t r0 = 0; r0 < rows; r0 += stage_rows) {
 		int64_t n = rows - r0 < stage_rows ? rows - r0 : stage_rows;
 		for (int64_t r = 0; r < n; r++) {
-			kern_dequantize_row(t->type, (const uint8_t *)t->data + (size_t)(r0 + r) * t->row_bytes, f32, k);
+			host.dequantize_row(t->type, (const uint8_t *)t->data + (size_t)(r0 + r) * t->row_bytes, f32, k);
 			for (int64_t i = 0; i < k; i++)
 				stage[r * k + i] = f32_to_bf16_bits(f32[i]);
 		}
@@ -394,7 +401,7 @@ static float *upload_vec(const struct kern_tensor *t, int64_t n, float *f32, int
 {
 	if (!t->data || *rc)
 		return NULL;
-	kern_dequantize_row(t->type, t->data, f32, n);
+	host.dequantize_row(t->type, t->data, f32, n);
 	float *d = NULL;
 	if (cudaMalloc(&d, (size_t)n * 4) != cudaSuccess || cudaMemcpy(d, f32, (size_t)n * 4, cudaMemcpyHostToDevice)) {
 		cudaFree(d);
@@ -448,7 +455,7 @@ static void host_meta_free(struct cuda_backend *cb)
 		return;
 	if (cb->h_registered) {
 		cudaHostUnregister(cb->h_meta);
-		alloc_numa_unmap(cb->h_meta, cb->h_meta_bytes);
+		host.numa_unmap(cb->h_meta, cb->h_meta_bytes);
 	} else {
 		cudaFreeHost(cb->h_meta);
 	}
@@ -463,7 +470,7 @@ static int host_meta_alloc(struct cuda_backend *cb, size_t bytes)
 	cb->h_registered = cb->h_bound = false;
 	if (node >= 0) {
 		int bound = 0;
-		void *p = alloc_numa_map(bytes, node, ALLOC_POLICY_PREFERRED, &bound);
+		void *p = host.numa_map(bytes, node, ALLOC_POLICY_PREFERRED, &bound);
 		if (p) {
 			memset(p, 0, bytes);
 			cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterDefault);
@@ -476,7 +483,7 @@ static int host_meta_alloc(struct cuda_backend *cb, size_t bytes)
 			}
 			fprintf(stderr, "cuda backend: cannot register host memory bound to node %d (%s): "
 					"using cudaHostAlloc, placed by the driver\n", node, cudaGetErrorString(e));
-			alloc_numa_unmap(p, bytes);
+			host.numa_unmap(p, bytes);
 		} else {
 			fprintf(stderr, "cuda backend: cannot map host memory on node %d: using cudaHostAlloc\n", node);
 		}
@@ -1044,5 +1051,223 @@ err:
 		cudaEventDestroy(e1);
 	cudaFree(a);
 	cudaFree(b);
+	return rc;
+}
+
+/* ---- kbench: the backend's kernel paths on Llama-3-8B shapes ---- */
+
+struct kb_timer {
+	cudaEvent_t e0, e1;
+	float ms[64];
+	int n;
+};
+
+/* Median of n timed runs after 3 warm-ups; run(i) gets the run index so
+ * it can rotate over copies of its inputs (L2 does not keep them). */
+template <typename F> static float kb_time(struct kb_timer *t, int n, F run)
+{
+	for (int i = -3; i < n; i++) {
+		cudaEventRecord(t->e0);
+		run(i < 0 ? 0 : i);
+		cudaEventRecord(t->e1);
+		cudaEventSynchronize(t->e1);
+		if (i >= 0)
+			cudaEventElapsedTime(&t->ms[i], t->e0, t->e1);
+	}
+	qsort(t->ms, (size_t)n, sizeof(float), cmp_float);
+	return t->ms[n / 2];
+}
+
+extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen)
+{
+	/* Llama-3-8B */
+	const int E = 4096, F = 14336, NH = 32, NKV = 8, HD = 128, V = 128256, BS = 16;
+	const int runs = quick ? 9 : 25;
+	struct lcu_ceilings c;
+	if (locus_cuda_ceilings(gpu, &c, errbuf, errlen))
+		return -EIO;
+	printf("kbench: %s; ceilings measured now: copy %.0f GB/s (read + write), bf16 GEMM %.1f TFLOP/s\n", c.name,
+	       c.copy_gbps, c.gemm_tflops);
+	printf("times: median of %d runs after 3 warm-ups (CUDA events); inputs rotate over copies past the L2 cache\n",
+	       runs);
+	struct kb_timer t;
+	cudaEventCreate(&t.e0);
+	cudaEventCreate(&t.e1);
+	cublasHandle_t h = NULL;
+	void *ws = NULL;
+	uint8_t *pool = NULL;
+	const size_t pool_bytes = (size_t)3 << 30; /* weight copies, activations, KV */
+	int rc = -EIO;
+	CU(cudaSetDevice(gpu), "cudaSetDevice");
+	CU(cudaMalloc(&pool, pool_bytes), "cudaMalloc (3 GiB)");
+	CU(cudaMemset(pool, 0x3c, pool_bytes), "memset"); /* bf16 ~0.0115, f16 ~1.06, finite everywhere */
+	CU(cudaMalloc(&ws, GEMM_WORKSPACE), "workspace");
+	if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS || cublasSetWorkspace(h, ws, GEMM_WORKSPACE)) {
+		snprintf(errbuf, errlen, "kbench: cuBLAS set-up failed");
+		goto err;
+	}
+	{
+		/* ---- GEMM: y[T][rows] = x[T][k] . W^T, weights rotated over >= 1 GiB ---- */
+		struct {
+			const char *name;
+			int k, rows;
+		} sh[] = {{"qkv 4096->6144", E, 6144}, {"o 4096->4096", E, E}, {"gate|up 4096->28672", E, 2 * F},
+			  {"down 14336->4096", F, E}, {"logits 4096->128256", E, V}};
+		const int Ts[] = {1, 16, 128, 512, 2048};
+		printf("\nGEMM (cuBLAS, bf16 in, f32 accumulate and out)\n%-22s %6s %9s %9s %8s %9s %8s\n", "shape", "T",
+		       "us", "TFLOP/s", "of peak", "GB/s w", "of copy");
+		uint8_t *act = pool + ((size_t)2 << 30); /* 1 GiB: x and y */
+		for (size_t si = 0; si < sizeof(sh) / sizeof(sh[0]); si++) {
+			size_t wbytes = (size_t)sh[si].k * sh[si].rows * 2;
+			int copies = (int)(((size_t)2 << 30) / wbytes);
+			copies = copies < 1 ? 1 : copies > 64 ? 64 : copies;
+			for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++) {
+				int T = Ts[ti];
+				if ((size_t)T * sh[si].k * 2 + (size_t)T * sh[si].rows * 4 > ((size_t)1 << 30))
+					continue;
+				const bf16 *x = (const bf16 *)act;
+				float *y = (float *)(act + (((size_t)T * sh[si].k * 2 + 255) & ~(size_t)255));
+				cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+				float ms = kb_time(&t, runs, [&](int i) {
+					const float one = 1, zero = 0;
+					const bf16 *w = (const bf16 *)(pool + (size_t)(i % copies) * wbytes);
+					cublasStatus_t s2 = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh[si].rows, T, sh[si].k, &one,
+									w, CUDA_R_16BF, sh[si].k, x, CUDA_R_16BF, sh[si].k, &zero,
+									y, CUDA_R_32F, sh[si].rows, CUBLAS_COMPUTE_32F,
+									CUBLAS_GEMM_DEFAULT);
+					if (s2 != CUBLAS_STATUS_SUCCESS)
+						st = s2;
+				});
+				if (st != CUBLAS_STATUS_SUCCESS) {
+					snprintf(errbuf, errlen, "kbench: GEMM %s T=%d failed (%d)", sh[si].name, T, (int)st);
+					goto err;
+				}
+				double tf = 2.0 * sh[si].k * sh[si].rows * T / (ms * 1e-3) / 1e12;
+				double gb = (double)wbytes / (ms * 1e-3) / 1e9;
+				printf("%-22s %6d %9.1f %9.1f %7.0f%% %9.0f %7.0f%%\n", sh[si].name, T, ms * 1e3, tf,
+				       100 * tf / c.gemm_tflops, gb, 100 * gb / c.copy_gbps);
+			}
+		}
+
+		/* ---- element-wise kernels and attention, on T tokens ---- */
+		printf("\nkernels (bytes: what each must read and write at least)\n%-34s %9s %9s %8s\n", "kernel", "us",
+		       "GB/s", "of copy");
+		uint8_t *p = pool;
+		auto carve = [&](size_t bytes) {
+			uint8_t *r = p;
+			p += (bytes + 255) & ~(size_t)255;
+			return r;
+		};
+		const int Tmax = 2048;
+		float *x = (float *)carve((size_t)Tmax * E * 4), *add = (float *)carve((size_t)Tmax * E * 4);
+		float *wn = (float *)carve((size_t)E * 4), *qkv = (float *)carve((size_t)Tmax * (E + 2 * NKV * HD) * 4);
+		float *gu = (float *)carve((size_t)Tmax * 2 * F * 4), *logits = (float *)carve((size_t)64 * V * 4);
+		bf16 *xb = (bf16 *)carve((size_t)Tmax * F * 2);
+		double *inv = (double *)carve(HD / 2 * 8);
+		int32_t *meta = (int32_t *)carve(((size_t)5 * Tmax + 8192) * 4);
+		const int ctx_max = 8192, nblk = ctx_max / BS * 16; /* 16 sequences of up to 8192 */
+		const size_t blk_stride = (size_t)NKV * BS * HD;
+		__half *kc = (__half *)carve((size_t)nblk * blk_stride * 2), *vc = (__half *)carve((size_t)nblk * blk_stride * 2);
+		if ((size_t)(p - pool) > pool_bytes) {
+			snprintf(errbuf, errlen, "kbench: the 3 GiB pool is too small");
+			goto err;
+		}
+		/* rms weights, rope table: real values; qkv/x: the memset pattern */
+		{
+			float ones[E];
+			double invh[HD / 2];
+			for (int i = 0; i < E; i++)
+				ones[i] = 1.0f;
+			for (int i = 0; i < HD / 2; i++)
+				invh[i] = pow(500000.0, -2.0 * i / HD);
+			CU(cudaMemcpy(wn, ones, sizeof(ones), cudaMemcpyHostToDevice), "copy");
+			CU(cudaMemcpy(inv, invh, sizeof(invh), cudaMemcpyHostToDevice), "copy");
+		}
+		/* meta for S sequences of n_pos positions each, one token each (decode)
+		 * or one sequence of T tokens at positions 0..T-1 (prefill) */
+		auto set_meta = [&](int T, int S, int ctx) -> int {
+			int32_t *hm = (int32_t *)malloc(((size_t)5 * Tmax + 8192) * 4);
+			if (!hm)
+				return -1;
+			int per = (ctx + BS - 1) / BS;
+			for (int i = 0; i < T; i++) {
+				int s = S > 1 ? i : 0;
+				hm[i] = 1;                                     /* token */
+				hm[Tmax + i] = S > 1 ? ctx - 1 : ctx - T + i;  /* pos */
+				hm[2 * Tmax + i] = s * per;                    /* bt_off */
+				hm[3 * Tmax + i] = i;                          /* logit_idx */
+			}
+			for (int s = 0; s < (S > 1 ? S : 1); s++)
+				for (int j = 0; j < per; j++)
+					hm[5 * Tmax + s * per + j] = (s * per + j) % nblk;
+			int r = cudaMemcpy(meta, hm, ((size_t)5 * Tmax + 8192) * 4, cudaMemcpyHostToDevice) == cudaSuccess ? 0 : -1;
+			free(hm);
+			return r;
+		};
+		step_meta m = {meta, meta + Tmax, meta + 2 * Tmax, meta + 3 * Tmax, meta + 5 * Tmax};
+		const int ld = E + 2 * NKV * HD;
+		for (int T : {1, 16, 512}) {
+			if (set_meta(T, 1, T)) /* one sequence, positions 0..T-1 */
+				goto err;
+			float ms = kb_time(&t, runs, [&](int) {
+				k_add_rmsnorm<<<T, norm_threads(E)>>>(x, add, NULL, wn, xb, E, 1e-5f);
+			});
+			double by = (double)T * E * (4 + 4 + 4 + 2);
+			printf("add + rmsnorm T=%-4d               %9.2f %9.0f %7.0f%%\n", T, ms * 1e3, by / (ms * 1e-3) / 1e9,
+			       100 * by / (ms * 1e-3) / 1e9 / c.copy_gbps);
+			ms = kb_time(&t, runs, [&](int) { k_swiglu<<<65535 < (T * F + 255) / 256 ? 65535 : (T * F + 255) / 256, 256>>>(gu, xb, F, (int64_t)T * F); });
+			by = (double)T * F * (8 + 2);
+			printf("swiglu T=%-4d                      %9.2f %9.0f %7.0f%%\n", T, ms * 1e3, by / (ms * 1e-3) / 1e9,
+			       100 * by / (ms * 1e-3) / 1e9 / c.copy_gbps);
+			ms = kb_time(&t, runs, [&](int) {
+				k_qkv_post<<<T, 256>>>(qkv, ld, NULL, NULL, NULL, inv, m, kc, vc, NH, NKV, HD, BS, blk_stride, 0);
+			});
+			by = (double)T * (ld * 4 + (double)E * 4 + 2.0 * NKV * HD * 2);
+			printf("bias + rope + KV write T=%-4d      %9.2f %9.0f %7.0f%%\n", T, ms * 1e3, by / (ms * 1e-3) / 1e9,
+			       100 * by / (ms * 1e-3) / 1e9 / c.copy_gbps);
+		}
+		for (int T : {1, 16, 64}) {
+			float ms = kb_time(&t, runs, [&](int) { k_argmax<<<T, 1024>>>(logits, V, meta + 4 * Tmax); });
+			double by = (double)T * V * 4;
+			printf("argmax over %d, T=%-4d          %9.2f %9.0f %7.0f%%\n", V, T, ms * 1e3, by / (ms * 1e-3) / 1e9,
+			       100 * by / (ms * 1e-3) / 1e9 / c.copy_gbps);
+		}
+		/* attention: decode (S sequences, one token each, context ctx) and prefill (one sequence) */
+		for (int S : {1, 16}) {
+			for (int ctx : {512, 2048, 8192}) {
+				if (set_meta(S, S, ctx))
+					goto err;
+				float ms = kb_time(&t, runs, [&](int) {
+					k_attention<<<dim3(S, NH), ATTN_WARPS * WARP>>>(qkv, ld, m, kc, vc, NH, NKV, HD, BS,
+										       blk_stride, 0.088f, xb, E);
+				});
+				double by = (double)S * ctx * NKV * HD * 2 * 2; /* K and V, f16, read once per sequence */
+				printf("attention decode S=%-2d ctx=%-5d     %9.2f %9.0f %7.0f%%\n", S, ctx, ms * 1e3,
+				       by / (ms * 1e-3) / 1e9, 100 * by / (ms * 1e-3) / 1e9 / c.copy_gbps);
+			}
+		}
+		for (int T : {128, 512, 2048}) {
+			if (set_meta(T, 1, T))
+				goto err;
+			float ms = kb_time(&t, quick ? 3 : 9, [&](int) {
+				k_attention<<<dim3(T, NH), ATTN_WARPS * WARP>>>(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride,
+									       0.088f, xb, E);
+			});
+			double fl = 4.0 * NH * HD * (double)T * (T + 1) / 2; /* QK^T and PV, causal */
+			printf("attention prefill T=%-5d          %9.1f %8.1f TFLOP/s, %.1f%% of the GEMM peak\n", T, ms * 1e3,
+			       fl / (ms * 1e-3) / 1e12, 100 * fl / (ms * 1e-3) / 1e12 / c.gemm_tflops);
+		}
+		CU(cudaGetLastError(), "kernel launch");
+		CU(cudaDeviceSynchronize(), "kernels");
+	}
+	printf("\nnot measured: fused dequantizing GEMV per quantized type (the backend converts every weight to bf16)\n");
+	rc = 0;
+err:
+	if (h)
+		cublasDestroy(h);
+	cudaFree(ws);
+	cudaFree(pool);
+	cudaEventDestroy(t.e0);
+	cudaEventDestroy(t.e1);
 	return rc;
 }

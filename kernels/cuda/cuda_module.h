@@ -2,18 +2,27 @@
  * cuda_module.h: the boundary between the programs and liblocus_cuda.so,
  * the CUDA backend built as a module (internal to kernels/).
  *
- * kernels/cuda_loader.c opens the module with dlopen and looks up the
- * entry points below by name; the module calls back into the program for
- * the host helpers it shares with the CPU backend (the programs export
- * their symbols). Keeping CUDA out of the programs' own link lets a CUDA
+ * kernels/cuda_loader.c opens the module with dlopen, looks up the entry
+ * points below by name and first hands it the host helpers it shares with
+ * the CPU backend (struct lcu_host), so the module needs no symbol from
+ * the program. Keeping CUDA out of the programs' own link lets a CUDA
  * build run on a machine with no GPU, driver or CUDA runtime.
  */
 #ifndef LOCUS_KERNELS_CUDA_MODULE_H
 #define LOCUS_KERNELS_CUDA_MODULE_H
 
+#include "alloc/alloc.h"
 #include "kernels/kernels.h"
 
 #define LOCUS_CUDA_MODULE_NAME "liblocus_cuda.so"
+
+/* locus_cuda_init: called once, before anything else. */
+struct lcu_host {
+	void (*dequantize_row)(uint32_t type, const void *src, float *dst, int64_t n); /* kern_dequantize_row */
+	void *(*numa_map)(size_t bytes, int node, enum alloc_policy policy, int *bound_out); /* alloc_numa_map */
+	void (*numa_unmap)(void *p, size_t bytes);                                     /* alloc_numa_unmap */
+};
+typedef void (*locus_cuda_init_fn)(const struct lcu_host *host);
 
 /* locus_cuda_open: the backend, as kern_backend_cuda_open documents. */
 typedef kern_backend_t *(*locus_cuda_open_fn)(const struct kern_weights *w, const struct kern_backend_config *cfg,
@@ -51,5 +60,13 @@ struct lcu_ceilings {
 	double gemm_tflops;
 };
 typedef int (*locus_cuda_ceilings_fn)(int gpu, struct lcu_ceilings *out, char *errbuf, size_t errlen);
+
+/*
+ * locus_cuda_kbench: times the backend's kernel paths on Llama-3-8B shapes
+ * (GEMMs at several batch sizes, add+RMSNorm, SwiGLU, RoPE + KV write,
+ * argmax, decode and prefill attention) and prints each next to the
+ * ceilings it is bound by, measured in the same run (bench/kbench.c).
+ */
+typedef int (*locus_cuda_kbench_fn)(int gpu, int quick, char *errbuf, size_t errlen);
 
 #endif

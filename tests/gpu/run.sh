@@ -12,6 +12,8 @@
 #   1. the device and the module;
 #   2. cuda-check --kernels --ceilings: single kernels against the CPU's,
 #      the copy bandwidth and GEMM peak measured now;
+#   2b. kbench --quick: every kernel path on Llama-3-8B shapes, with its
+#      fraction of the ceilings (kbench.txt);
 #   3. cuda-check on synthetic models of every weight type and awkward
 #      shapes (mkmodel, made here): every logit of prefill and decode
 #      against the CPU backend;
@@ -71,6 +73,16 @@ CEIL=$(grep '^ceilings:' "$O/kernels.txt")
 COPY=$(echo "$CEIL" | sed -n 's/.* copy \([0-9.]*\) GB\/s.*/\1/p')
 PEAK=$(echo "$CEIL" | sed -n 's/.* gemm \([0-9.]*\) TFLOP.*/\1/p')
 row "ceilings" "copy ${COPY:-?} GB/s, bf16 GEMM ${PEAK:-?} TFLOP/s"
+
+note "kbench"
+timeout 150 "$BIN/kbench" --quick >"$O/kbench.txt" 2>&1
+rc=$?
+cat "$O/kbench.txt" | head -80
+if [ $rc -eq 0 ]; then
+	row "kbench" "$(grep -c '^[a-z|]' "$O/kbench.txt") lines in kbench.txt; decode GEMV (T=1) of gate|up: $(awk '/^gate\|up/ && $3 == 1 {print $7 " GB/s, " $8 " of copy"}' "$O/kbench.txt")"
+else
+	bad "kbench" "rc $rc"
+fi
 
 # 3. synthetic models, every type and awkward shapes
 note "models"

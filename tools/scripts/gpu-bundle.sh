@@ -13,7 +13,7 @@ cmake --build build-gpu -j"$(nproc)" >/dev/null
 B=build-gpu/bundle
 rm -rf "$B"
 mkdir -p "$B/bin" "$B/lib"
-PROGS=(engine generate mkmodel cuda-check uring-bench topo-capture)
+PROGS=(engine generate mkmodel cuda-check kbench kbench_cpu uring-bench topo-capture)
 for p in "${PROGS[@]}"; do cp build-gpu/bin/"$p" "$B/bin/"; done
 [ -f build-gpu/bin/liblocus_cuda.so ] && cp build-gpu/bin/liblocus_cuda.so "$B/bin/"
 # Every library the programs load, but glibc's own and CUDA's.
