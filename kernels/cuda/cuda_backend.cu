@@ -32,9 +32,16 @@
  * or registration is refused the backend says so on stderr and uses
  * cudaHostAlloc.
  *
- * Not done yet (see bench/RESULTS.md): CUDA graphs for decode, NVTX ranges,
- * a fused dequantizing GEMV for quantized weights at small batch, split
- * (flash-decoding) attention, cuBLASLt algorithm caching.
+ * Decode steps (every token wants its logits, at most GRAPH_MAX tokens) run
+ * as CUDA graphs, one per batch-size bucket (powers of two, capped at
+ * max_batch_tokens), captured on first use: the batch is padded to the
+ * bucket with tokens that write to a spare KV block nobody reads
+ * (LOCUS_CUDA_GRAPHS=0 turns graphs off; a failed capture does too, and
+ * says so). NVTX ranges mark the host side of each step.
+ *
+ * Not done yet: a fused dequantizing GEMV for quantized weights at small
+ * batch, split (flash-decoding) attention and a tiled prefill attention,
+ * cuBLASLt algorithm caching.
  */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -68,6 +75,8 @@ typedef __nv_bfloat16 bf16;
 #define ATTN_WARPS 4          /* warps per (token, query head); they split the positions */
 #define ATTN_MAX_HD 256       /* head size limit of the attention kernel (hd / 32 floats per lane) */
 #define GEMM_WORKSPACE (32u << 20)
+#define GRAPH_MAX 64          /* decode batches up to this many tokens run as graphs */
+#define GRAPH_SLOTS 8         /* buckets 1, 2, 4, ..., 64, and max_batch_tokens when smaller */
 
 /* ---- device kernels ---- */
 
@@ -353,6 +362,15 @@ struct cuda_backend {
 	size_t h_meta_bytes;
 	int numa_node;
 	size_t *seq_start; /* (max_batch_tokens) host: each sequence's first entry in the tables */
+
+	/* CUDA graphs of decode steps, by padded batch size */
+	struct {
+		int T;
+		cudaGraphExec_t exec;
+	} graph[GRAPH_SLOTS];
+	int n_graphs;
+	bool graphs_off;
+	int32_t spare_block; /* = n_kv_blocks: padding tokens write here, nobody reads it */
 };
 
 #define CU(call, what)                                                                          \
@@ -496,6 +514,13 @@ static int host_meta_alloc(struct cuda_backend *cb, size_t bytes)
 	return 0;
 }
 
+static void graphs_clear(struct cuda_backend *cb)
+{
+	for (int i = 0; i < cb->n_graphs; i++)
+		cudaGraphExecDestroy(cb->graph[i].exec);
+	cb->n_graphs = 0;
+}
+
 /* Room for need int32 of batch description on both sides (block tables
  * longer than any seen so far grow it; sizes only go up). */
 static int meta_reserve(struct cuda_backend *cb, size_t need)
@@ -514,14 +539,34 @@ static int meta_reserve(struct cuda_backend *cb, size_t need)
 	cudaFree(cb->d_meta);
 	cb->d_meta = d;
 	cb->meta_cap = cap;
+	graphs_clear(cb); /* they captured the old buffers */
 	return 0;
 }
 
-/* The step's batch description into pinned memory, then one copy to the device. */
-static int stage_batch(struct cuda_backend *cb, const struct kern_batch *b)
+/* The padded size of a batch that can run as a graph, or 0. */
+static int graph_bucket(const struct cuda_backend *cb, const struct kern_batch *b)
+{
+	if (cb->graphs_off || b->n_tokens > GRAPH_MAX || b->n_logits != b->n_tokens)
+		return 0;
+	for (int32_t i = 0; i < b->n_logits; i++)
+		if (b->logit_idx[i] != i)
+			return 0;
+	int p = 1;
+	while (p < b->n_tokens)
+		p *= 2;
+	return p < cb->base.max_batch_tokens ? p : cb->base.max_batch_tokens;
+}
+
+/*
+ * The step's batch description into pinned memory, then one copy to the
+ * device. Tokens n_tokens..pad-1 (pad > n_tokens for graphs) are padding:
+ * token 0 at position 0 of a one-entry table holding the spare block, and
+ * their own logit rows.
+ */
+static int stage_batch(struct cuda_backend *cb, const struct kern_batch *b, int pad)
 {
 	const int T = cb->base.max_batch_tokens;
-	size_t nbt = 0;
+	size_t nbt = 1; /* + the padding tokens' table */
 	for (int32_t s = 0; s < b->n_seqs; s++)
 		nbt += (size_t)b->seqs[s].n_blocks;
 	if (meta_reserve(cb, 5 * (size_t)T + nbt))
@@ -540,88 +585,144 @@ static int stage_batch(struct cuda_backend *cb, const struct kern_batch *b)
 		bto[t] = (int32_t)starts[b->seq_idx[t]];
 	}
 	memcpy(li, b->logit_idx, (size_t)b->n_logits * sizeof(int32_t));
+	bt[off] = cb->spare_block;
+	for (int32_t t = b->n_tokens; t < pad; t++) {
+		tok[t] = 0;
+		pos[t] = 0;
+		bto[t] = (int32_t)off;
+		li[t] = t;
+	}
+	off++;
 	/* tokens .. logit_idx (the argmax slot is output), then the tables */
 	if (cudaMemcpyAsync(cb->d_meta, h, 4 * (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, cb->stream) ||
-	    (nbt && cudaMemcpyAsync(cb->d_meta + 5 * T, bt, nbt * sizeof(int32_t), cudaMemcpyHostToDevice, cb->stream)))
+	    cudaMemcpyAsync(cb->d_meta + 5 * T, bt, off * sizeof(int32_t), cudaMemcpyHostToDevice, cb->stream))
 		return -EIO;
 	return 0;
 }
 
-/* A step that could not be queued whole: let what was queued finish (it
- * reads the pinned staging the next step rewrites), close the one NVTX
- * range open where it is called, then fail. */
-static int step_fail(cudaStream_t st)
-{
-	nvtxRangePop();
-	cudaStreamSynchronize(st);
-	return -EIO;
-}
-
-static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *logits, int32_t *argmax)
+/*
+ * Queues a forward pass of T staged tokens and nl logit rows on the
+ * stream, then (want_argmax) the device argmax of each row and its copy
+ * into the pinned staging. Nothing here synchronizes: a graph capture
+ * records exactly this.
+ */
+static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argmax)
 {
 	const struct kern_hparams *hp = &cb->w->hp;
-	const int T = b->n_tokens, Tm = cb->base.max_batch_tokens, E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
+	const int Tm = cb->base.max_batch_tokens, E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
 	const int qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, ldqkv = qd + 2 * kvd, V = hp->n_vocab;
 	const int bs = cb->base.kv_block_size, nt = norm_threads(E);
 	cudaStream_t st = cb->stream;
-	if (cudaSetDevice(cb->device) != cudaSuccess)
-		return -EIO;
-	nvtxRangePushA("cuda: stage batch");
-	int rc = stage_batch(cb, b);
-	nvtxRangePop();
-	if (rc)
-		return rc;
 	step_meta m = {cb->d_meta, cb->d_meta + Tm, cb->d_meta + 2 * Tm, cb->d_meta + 3 * Tm, cb->d_meta + 5 * Tm};
 	int32_t *d_argmax = cb->d_meta + 4 * Tm;
 
-	/* Host ranges cover the launches; nsys shows the kernels they queue under them. */
-	nvtxRangePushA("cuda: queue layers");
 	k_embed<<<T, nt, 0, st>>>(cb->emb, m.tokens, cb->x, E);
 	for (int l = 0; l < hp->n_layer; l++) {
 		const struct cu_layer *L = &cb->layers[l];
 		__half *kc = cb->kc + (size_t)l * cb->layer_stride, *vc = cb->vc + (size_t)l * cb->layer_stride;
 		k_add_rmsnorm<<<T, nt, 0, st>>>(cb->x, l ? cb->tmp : NULL, NULL, L->attn_norm, cb->xb, E, hp->norm_eps);
 		if (gemm(cb, &L->wqkv, cb->xb, T, cb->qkv, ldqkv))
-			return step_fail(st);
+			return -EIO;
 		k_qkv_post<<<T, 256, 0, st>>>(cb->qkv, ldqkv, L->bq, L->bk, L->bv, cb->inv_freq, m, kc, vc, hp->n_head,
 					     hp->n_head_kv, hd, bs, cb->blk_stride, hp->rope_type == KERN_ROPE_NEOX);
 		k_attention<<<dim3(T, hp->n_head), ATTN_WARPS * WARP, 0, st>>>(
 			cb->qkv, ldqkv, m, kc, vc, hp->n_head, hp->n_head_kv, hd, bs, cb->blk_stride,
 			1.0f / sqrtf((float)hd), cb->att, qd);
 		if (gemm(cb, &L->wo, cb->att, T, cb->tmp, E))
-			return step_fail(st);
+			return -EIO;
 		k_add_rmsnorm<<<T, nt, 0, st>>>(cb->x, cb->tmp, NULL, L->ffn_norm, cb->xb, E, hp->norm_eps);
 		if (gemm(cb, &L->wgu, cb->xb, T, cb->gu, 2 * F))
-			return step_fail(st);
+			return -EIO;
 		int64_t n = (int64_t)T * F;
 		int blocks = (int)((n + 255) / 256 < 65535 ? (n + 255) / 256 : 65535);
 		k_swiglu<<<blocks, 256, 0, st>>>(cb->gu, cb->h, F, n);
 		if (gemm(cb, &L->wdown, cb->h, T, cb->tmp, E))
-			return step_fail(st);
+			return -EIO;
 	}
-	nvtxRangePop();
-	const int nl = b->n_logits;
-	nvtxRangePushA(argmax ? "cuda: queue logits + argmax" : "cuda: queue logits");
 	if (nl > 0) {
 		k_add_rmsnorm<<<nl, nt, 0, st>>>(cb->x, cb->tmp, m.logit_idx, cb->out_norm, cb->xb, E, hp->norm_eps);
 		if (gemm(cb, &cb->output, cb->xb, nl, cb->logits, V))
-			return step_fail(st);
-		if (argmax) {
+			return -EIO;
+		if (want_argmax) {
 			k_argmax<<<nl, 1024, 0, st>>>(cb->logits, V, d_argmax);
 			if (cudaMemcpyAsync(cb->h_meta + 4 * Tm, d_argmax, (size_t)nl * 4, cudaMemcpyDeviceToHost, st))
-				return step_fail(st);
+				return -EIO;
 		}
-		if (logits && cudaMemcpyAsync(logits, cb->logits, (size_t)nl * V * 4, cudaMemcpyDeviceToHost, st))
-			return step_fail(st);
 	}
+	return 0;
+}
+
+/* The graph of bucket T, captured on first use; NULL when capture fails
+ * (graphs are then off for this backend, and the log says why). */
+static cudaGraphExec_t graph_get(struct cuda_backend *cb, int T)
+{
+	for (int i = 0; i < cb->n_graphs; i++)
+		if (cb->graph[i].T == T)
+			return cb->graph[i].exec;
+	if (cb->n_graphs == GRAPH_SLOTS)
+		return NULL;
+	cudaGraph_t g = NULL;
+	cudaGraphExec_t x = NULL;
+	cudaError_t e = cudaStreamBeginCapture(cb->stream, cudaStreamCaptureModeThreadLocal);
+	if (e == cudaSuccess) {
+		int rc = queue_forward(cb, T, T, true);
+		e = cudaStreamEndCapture(cb->stream, &g);
+		if (e == cudaSuccess && rc)
+			e = cudaErrorUnknown;
+		if (e == cudaSuccess)
+			e = cudaGraphInstantiate(&x, g, 0);
+		if (g)
+			cudaGraphDestroy(g);
+	}
+	if (e != cudaSuccess) {
+		(void)cudaGetLastError(); /* clear it: the step goes on without a graph */
+		fprintf(stderr, "cuda backend: capturing a %d-token step as a CUDA graph failed (%s): graphs off\n", T,
+			cudaGetErrorString(e));
+		cb->graphs_off = true;
+		return NULL;
+	}
+	cb->graph[cb->n_graphs].T = T;
+	cb->graph[cb->n_graphs++].exec = x;
+	return x;
+}
+
+static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *logits, int32_t *argmax)
+{
+	const int Tm = cb->base.max_batch_tokens, V = cb->w->hp.n_vocab, nl = b->n_logits;
+	cudaStream_t st = cb->stream;
+	if (cudaSetDevice(cb->device) != cudaSuccess)
+		return -EIO;
+	int pad = graph_bucket(cb, b);
+	nvtxRangePushA("cuda: stage batch");
+	int rc = stage_batch(cb, b, pad);
 	nvtxRangePop();
+	if (rc)
+		return rc;
+	cudaGraphExec_t gx = pad ? graph_get(cb, pad) : NULL;
+	cudaError_t e = cudaSuccess;
+	if (gx) {
+		nvtxRangePushA("cuda: launch graph");
+		e = cudaGraphLaunch(gx, st);
+		nvtxRangePop();
+	} else {
+		/* Host ranges cover the launches; nsys shows the kernels they queue under them. */
+		nvtxRangePushA(argmax ? "cuda: queue step + argmax" : "cuda: queue step");
+		int T = pad ? pad : b->n_tokens;
+		rc = queue_forward(cb, T, pad ? pad : nl, argmax != NULL);
+		nvtxRangePop();
+	}
+	if (e == cudaSuccess && !rc && logits && nl > 0)
+		e = cudaMemcpyAsync(logits, cb->logits, (size_t)nl * V * 4, cudaMemcpyDeviceToHost, st);
+	/* Always wait: whatever was queued reads the pinned staging the next step rewrites. */
 	nvtxRangePushA("cuda: wait for the step");
-	cudaError_t e = cudaStreamSynchronize(st);
+	cudaError_t e2 = cudaStreamSynchronize(st);
 	nvtxRangePop();
 	if (e == cudaSuccess)
+		e = e2;
+	if (e == cudaSuccess)
 		e = cudaGetLastError();
-	if (e != cudaSuccess) {
-		fprintf(stderr, "cuda backend: step failed: %s\n", cudaGetErrorString(e));
+	if (e != cudaSuccess || rc) {
+		fprintf(stderr, "cuda backend: step failed: %s\n", rc ? "a cuBLAS call failed" : cudaGetErrorString(e));
 		return -EIO;
 	}
 	if (argmax && nl > 0)
@@ -672,6 +773,7 @@ static void cuda_close(kern_backend_t *be)
 	cudaSetDevice(cb->device);
 	if (cb->stream)
 		cudaStreamSynchronize(cb->stream);
+	graphs_clear(cb);
 	if (cb->layers) {
 		for (int l = 0; l < cb->w->hp.n_layer; l++) {
 			struct cu_layer *L = &cb->layers[l];
@@ -842,7 +944,12 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 
 	/* KV cache. */
 	cb->blk_stride = (size_t)hp->n_head_kv * cfg->kv_block_size * hd;
-	cb->layer_stride = cb->blk_stride * (size_t)cfg->n_kv_blocks;
+	cb->layer_stride = cb->blk_stride * ((size_t)cfg->n_kv_blocks + 1); /* + the spare block */
+	cb->spare_block = cfg->n_kv_blocks;
+	{
+		const char *g = getenv("LOCUS_CUDA_GRAPHS");
+		cb->graphs_off = g && !strcmp(g, "0");
+	}
 	cb->kv_bytes = cb->layer_stride * (size_t)hp->n_layer * sizeof(__half);
 	if (cudaMalloc(&cb->kc, cb->kv_bytes) != cudaSuccess || cudaMalloc(&cb->vc, cb->kv_bytes) != cudaSuccess) {
 		snprintf(errbuf, errlen, "cuda backend: cannot allocate %zu MiB of KV cache on GPU %d", 2 * cb->kv_bytes >> 20,

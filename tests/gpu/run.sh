@@ -99,8 +99,12 @@ timeout 300 "$BIN/cuda-check" "$W"/s-*.gguf "$W"/k-*.gguf "$W/qwen2-q8.gguf" "$W
 	>"$O/models.txt" 2>&1
 rc=$?
 grep -E '^(ok|FAIL|skip| )' "$O/models.txt" | head -40
-if [ $rc -eq 0 ]; then row "backend vs CPU" "$(grep -c '^ok' "$O/models.txt") models, every logit within tolerance";
+if [ $rc -eq 0 ]; then row "backend vs CPU" "$(grep -c '^ok' "$O/models.txt") models, every logit within tolerance (decode as CUDA graphs)";
 else bad "backend vs CPU" "rc $rc (models.txt)"; fi
+LOCUS_CUDA_GRAPHS=0 timeout 120 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/l3-bf16.gguf" >"$O/models-nographs.txt" 2>&1
+rc=$?
+if [ $rc -eq 0 ]; then row "backend vs CPU, graphs off" "2 models, every logit within tolerance";
+else bad "backend vs CPU, graphs off" "rc $rc (models-nographs.txt)"; fi
 
 # 4. greedy generation, token ids
 note "greedy"
@@ -133,6 +137,12 @@ if [ "${SKIP_8B:-0}" != 1 ]; then
 		WB=$(sed -n 's/.* \([0-9.]*\) MiB weights.*/\1/p' "$O/8b-generate.txt" | head -n1)
 		DEC=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$O/8b-generate.txt")
 		PRE=$(sed -n 's/.*prefill: [0-9]* tokens in \([0-9.]*\) ms.*/\1/p' "$O/8b-generate.txt")
+		if [ $(($(date +%s) - T0)) -lt 300 ]; then
+			LOCUS_CUDA_GRAPHS=0 timeout 120 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 128 --temp 0 --ignore-eos --ids \
+				--backend cuda -v >/dev/null 2>"$O/8b-generate-nographs.txt"
+			DEC0=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$O/8b-generate-nographs.txt")
+			row "8B decode, graphs off" "${DEC0:-?} tok/s"
+		fi
 		if [ -n "$DEC" ] && [ -n "$WB" ]; then
 			BW=$(awk -v w="$WB" -v t="$DEC" 'BEGIN { printf "%.0f", w * 1048576 * t / 1e9 }')
 			FR=$(awk -v b="$BW" -v c="${COPY:-0}" 'BEGIN { if (c > 0) printf "%.0f%%", 100 * b / c; else print "?" }')
