@@ -12,16 +12,22 @@
  * and 5 prompt tokens (random ids) prefilled together in chunks of at most
  * 48 tokens, their KV blocks scattered over the pool, every position's
  * logits compared; then 6 decode steps of the three, each fed the CPU's
- * greedy token. Per logit row:
+ * greedy token (every other one through the ids-only path); then the
+ * engine's shapes (only each sequence's last token wants logits) through
+ * step and through step_argmax without logits; then kv_copy of one
+ * sequence's blocks and a step over the copies. Batches whose every token
+ * wants logits run as CUDA graphs unless LOCUS_CUDA_GRAPHS=0. Per row:
  *   - no NaN or infinity;
  *   - max |cuda - cpu| <= tol * max |cpu|, tol = 3e-2 for F32/F16/BF16
  *     weights, 6e-2 for the quantized types (the CPU multiplies them with
  *     8-bit activations, the GPU with their bf16 conversion);
  *   - the greedy token is the same, or the CPU's logit at the CUDA token
- *     is within tol * max |cpu| of the CPU's best (a near tie);
+ *     is within tol * max |cpu| of the CPU's best (a near tie), and near
+ *     ties are at most 2% of the rows (at least 1);
  *   - the device argmax equals the host argmax of the device's logits.
  * Exit status: 0 all passed, 1 a check failed, 77 no usable GPU (skip).
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,12 +71,13 @@ static float frnd(void)
 }
 
 /* ---- single kernels ---- */
-static int kernel_checks(void *mod)
+static int kernel_checks(void *mod, int gpu)
 {
 	locus_cuda_kernel_check_fn run;
 	*(void **)&run = dlsym(mod, "locus_cuda_kernel_check");
 	if (!run) {
 		printf("FAIL the module has no locus_cuda_kernel_check\n");
+		fails++;
 		return 1;
 	}
 	static const int sizes[][2] = {{1, 1}, {3, 31}, {2, 33}, {5, 577}, {4, 4099}, {1, 49152}};
@@ -82,6 +89,7 @@ static int kernel_checks(void *mod)
 		int32_t *ids = malloc((size_t)rows * 4);
 		if (!x || !w || !y || !ref || !ids) {
 			printf("FAIL out of memory\n");
+			fails++;
 			return 1;
 		}
 		for (size_t i = 0; i < cnt * 2; i++)
@@ -91,7 +99,8 @@ static int kernel_checks(void *mod)
 		char what[64];
 
 		/* RMSNorm: bf16 output, so 2^-8 relative per element */
-		struct lcu_check_args a = {LCU_RMSNORM, rows, n, 1e-5f, x, w, y, NULL};
+		struct lcu_check_args a = {.kernel = LCU_RMSNORM, .gpu = gpu, .rows = rows, .n = n, .eps = 1e-5f, .x = x,
+					   .w = w, .y = y};
 		for (size_t i = 0; i < cnt; i++)
 			y[i] = NAN;
 		int rc = run(&a, err, sizeof(err));
@@ -108,7 +117,7 @@ static int kernel_checks(void *mod)
 		report(!rc && worst <= 8e-3, "relative error %.2g (bound %.0e, bf16 output)", what, worst, 8e-3);
 
 		/* SwiGLU: gu rows are [gate | up] */
-		a = (struct lcu_check_args){LCU_SWIGLU, rows, n, 0, x, NULL, y, NULL};
+		a = (struct lcu_check_args){.kernel = LCU_SWIGLU, .gpu = gpu, .rows = rows, .n = n, .x = x, .y = y};
 		for (size_t i = 0; i < cnt; i++)
 			y[i] = NAN;
 		rc = run(&a, err, sizeof(err));
@@ -137,7 +146,7 @@ static int kernel_checks(void *mod)
 				for (int i = 0; i < n; i++)
 					xr[i] = NAN;
 		}
-		a = (struct lcu_check_args){LCU_ARGMAX, rows, n, 0, x, NULL, NULL, ids};
+		a = (struct lcu_check_args){.kernel = LCU_ARGMAX, .gpu = gpu, .rows = rows, .n = n, .x = x, .ids = ids};
 		memset(ids, 0xff, (size_t)rows * 4);
 		rc = run(&a, err, sizeof(err));
 		int bad = rc ? rows : 0;
@@ -166,18 +175,34 @@ static int is_float_type(uint32_t t)
 	return t == KERN_TYPE_F32 || t == KERN_TYPE_F16 || t == KERN_TYPE_BF16;
 }
 
+/* How the CUDA side of a step is run. */
+enum mode {
+	M_BOTH, /* step_argmax with logits: logits and device argmax compared */
+	M_STEP, /* step (cuda_step): logits only */
+	M_IDS,  /* step_argmax with logits NULL (the engine's greedy path): ids only */
+};
+
+struct tally {
+	double worst;
+	int rows, bad, ties;
+};
+
 /* Runs one batch on both backends and compares every logit row. */
 static void compare_step(kern_backend_t *cpu, kern_backend_t *gpu, const struct kern_batch *b, int32_t V, float tol,
-			 float *lc, float *lg, int32_t *ids, double *worst, int *bad_rows, int *ties)
+			 enum mode mode, float *lc, float *lg, int32_t *ids, struct tally *ty)
 {
 	for (size_t i = 0; i < (size_t)b->n_logits * V; i++)
 		lc[i] = lg[i] = NAN; /* poison */
+	for (int32_t r = 0; r < b->n_logits; r++)
+		ids[r] = -1;
 	int rc1 = kern_backend_step(cpu, b, lc);
-	int rc2 = kern_backend_step_argmax(gpu, b, lg, ids);
+	int rc2 = mode == M_STEP ? kern_backend_step(gpu, b, lg)
+				 : kern_backend_step_argmax(gpu, b, mode == M_IDS ? NULL : lg, ids);
+	ty->rows += b->n_logits;
 	if (rc1 || rc2) {
 		printf("FAIL step: cpu %d, cuda %d\n", rc1, rc2);
 		fails++;
-		*bad_rows += b->n_logits;
+		ty->bad += b->n_logits;
 		return;
 	}
 	for (int32_t r = 0; r < b->n_logits; r++) {
@@ -186,25 +211,29 @@ static void compare_step(kern_backend_t *cpu, kern_backend_t *gpu, const struct 
 		int finite = 1;
 		for (int32_t i = 0; i < V; i++) {
 			scale = fmax(scale, fabs(c[i]));
-			if (!isfinite(g[i]))
+			if (!isfinite(c[i]) || (mode != M_IDS && !isfinite(g[i])))
 				finite = 0;
-			err = fmax(err, fabs((double)g[i] - c[i]));
+			if (mode != M_IDS)
+				err = fmax(err, fabs((double)g[i] - c[i]));
 		}
 		double rel = finite ? err / (scale > 0 ? scale : 1) : INFINITY;
-		int32_t ac = kern_argmax(c, V), ag = kern_argmax(g, V);
-		int ok = finite && rel <= tol && ids[r] == ag;
+		int32_t ac = kern_argmax(c, V);
+		int32_t ag = mode == M_IDS ? ids[r] : kern_argmax(g, V);
+		int ok = finite && rel <= tol && ag >= 0 && ag < V && (mode != M_BOTH || ids[r] == ag);
+		/* A different greedy token passes only as a near tie on the CPU's
+		 * side; ties are counted and bounded by the caller. */
 		if (ok && ac != ag) {
 			if (c[ac] - c[ag] <= tol * scale)
-				(*ties)++;
+				ty->ties++;
 			else
 				ok = 0;
 		}
-		if (!(rel <= *worst))
-			*worst = rel;
-		if (!ok && *bad_rows < 3)
+		if (!(rel <= ty->worst))
+			ty->worst = rel;
+		if (!ok && ty->bad < 3)
 			printf("     row %d: relative error %.3g, greedy cpu %d cuda %d (device argmax %d)\n", r, rel, ac, ag,
 			       ids[r]);
-		*bad_rows += !ok;
+		ty->bad += !ok;
 	}
 }
 
@@ -262,8 +291,8 @@ static void model_check(const char *path, int gpu)
 	struct kern_seq ks[NSEQ];
 	for (int s = 0; s < NSEQ; s++)
 		ks[s] = (struct kern_seq){sq.bt[s], sq.nb[s]};
-	double worst = 0;
-	int bad = 0, ties = 0, rows = 0, steps = 0;
+	struct tally ty = {0, 0, 0, 0};
+	int steps = 0;
 	/* prefill: chunks of up to MAXB tokens across the sequences, every logit */
 	for (;;) {
 		int n = 0;
@@ -278,8 +307,7 @@ static void model_check(const char *path, int gpu)
 		if (!n)
 			break;
 		struct kern_batch b = {n, tok, pos, sidx, NSEQ, ks, n, li};
-		compare_step(cpu, cu, &b, V, tol, lc, lg, ids, &worst, &bad, &ties);
-		rows += n;
+		compare_step(cpu, cu, &b, V, tol, M_BOTH, lc, lg, ids, &ty);
 		steps++;
 		/* the CPU's greedy token of each sequence's last prompt position */
 		for (int i = 0; i < n; i++)
@@ -294,19 +322,60 @@ static void model_check(const char *path, int gpu)
 			li[s] = s;
 		}
 		struct kern_batch b = {NSEQ, tok, pos, sidx, NSEQ, ks, NSEQ, li};
-		compare_step(cpu, cu, &b, V, tol, lc, lg, ids, &worst, &bad, &ties);
-		rows += NSEQ;
+		compare_step(cpu, cu, &b, V, tol, d % 2 ? M_IDS : M_BOTH, lc, lg, ids, &ty);
 		steps++;
 		for (int s = 0; s < NSEQ; s++)
 			if (sq.done[s] < sq.len[s] + NDEC)
 				sq.ids[s][sq.done[s]] = kern_argmax(lc + (size_t)s * V, V);
 	}
+	/* The engine's shapes: the last 8 prompt tokens of each sequence again
+	 * (same tokens at the same positions: the KV they write is unchanged),
+	 * logits of each sequence's last token only, through step (logits) and
+	 * step_argmax without logits (ids). */
+	for (int mode = M_STEP; mode <= M_IDS; mode++) {
+		int n = 0, nl = 0;
+		for (int s = 0; s < NSEQ; s++) {
+			int k = sq.len[s] < 8 ? sq.len[s] : 8;
+			for (int i = sq.len[s] - k; i < sq.len[s]; i++) {
+				tok[n] = sq.ids[s][i];
+				pos[n] = i;
+				sidx[n] = s;
+				n++;
+			}
+			li[nl++] = n - 1;
+		}
+		struct kern_batch b = {n, tok, pos, sidx, NSEQ, ks, nl, li};
+		compare_step(cpu, cu, &b, V, tol, (enum mode)mode, lc, lg, ids, &ty);
+		steps++;
+	}
+	/* kv_copy: sequence 0's blocks copied to fresh ones on both sides, then
+	 * its last position again through the copies. */
+	{
+		int32_t bt2[POOL];
+		int rc = 0;
+		for (int j = 0; j < sq.nb[0]; j++) {
+			bt2[j] = perm[next++];
+			rc |= kern_backend_kv_copy(cpu, sq.bt[0][j], bt2[j]) | kern_backend_kv_copy(cu, sq.bt[0][j], bt2[j]);
+		}
+		struct kern_seq k2 = {bt2, sq.nb[0]};
+		int32_t p = sq.done[0] - 1, t0 = sq.ids[0][p], s0 = 0, l0 = 0;
+		struct kern_batch b = {1, &t0, &p, &s0, 1, &k2, 1, &l0};
+		if (rc) {
+			printf("FAIL kv_copy: %d\n", rc);
+			ty.bad++;
+		} else {
+			compare_step(cpu, cu, &b, V, tol, M_BOTH, lc, lg, ids, &ty);
+		}
+		steps++;
+	}
 	char what[600];
 	snprintf(what, sizeof(what), "%s (%s weights, %d steps, %d logit rows)", path, kern_type_name(w->layers[0].wq.type),
-		 steps, rows);
-	printf("%s %s: worst relative error %.3g (tol %.0e), %d rows failed, %d greedy near-ties\n",
-	       bad ? "FAIL" : "ok  ", what, worst, tol, bad, ties);
-	fails += bad != 0;
+		 steps, ty.rows);
+	int max_ties = ty.rows / 50 > 1 ? ty.rows / 50 : 1;
+	int ok = !ty.bad && ty.ties <= max_ties;
+	printf("%s %s: worst relative error %.3g (tol %.0e), %d rows failed, %d greedy near-ties (at most %d)\n",
+	       ok ? "ok  " : "FAIL", what, ty.worst, tol, ty.bad, ty.ties, max_ties);
+	fails += !ok;
 out:
 	for (int s = 0; s < NSEQ; s++)
 		free(sq.ids[s]);
@@ -338,20 +407,26 @@ int main(int argc, char **argv)
 		printf("skip: %s\n", err);
 		return 77;
 	}
-	/* A GPU at all? The module's open says why not; probe with a tiny kernel run. */
+	/* A GPU at all? A tiny kernel run: no device (or too old a driver) is
+	 * a skip; a module that loads but cannot run its kernels is a failure. */
 	{
 		locus_cuda_kernel_check_fn run;
 		*(void **)&run = dlsym(mod, "locus_cuda_kernel_check");
-		float x = 1, y = 0;
-		int32_t id = 0;
-		struct lcu_check_args a = {LCU_ARGMAX, 1, 1, 0, &x, NULL, &y, &id};
-		if (!run || run(&a, err, sizeof(err))) {
-			printf("skip: no usable GPU: %s\n", run ? err : "no locus_cuda_kernel_check");
+		float x = 1;
+		int32_t id = -1;
+		struct lcu_check_args a = {.kernel = LCU_ARGMAX, .gpu = gpu, .rows = 1, .n = 1, .x = &x, .ids = &id};
+		int rc = run ? run(&a, err, sizeof(err)) : -ENOSYS;
+		if (rc == -ENODEV) {
+			printf("skip: %s\n", err);
 			return 77;
+		}
+		if (rc || id != 0) {
+			printf("FAIL the CUDA module cannot run a kernel: %s\n", run ? err : "no locus_cuda_kernel_check");
+			return 1;
 		}
 	}
 	if (kernels)
-		kernel_checks(mod);
+		kernel_checks(mod, gpu);
 	if (ceilings) {
 		locus_cuda_ceilings_fn ce;
 		*(void **)&ce = dlsym(mod, "locus_cuda_ceilings");

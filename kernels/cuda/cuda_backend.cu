@@ -330,6 +330,14 @@ struct cu_layer {
 	struct cu_mat wqkv, wo, wgu, wdown;
 };
 
+/* Pinned host memory: node-bound and registered, or from cudaHostAlloc. */
+struct hbuf {
+	int32_t *p;
+	size_t bytes;
+	bool registered; /* mapped on the node and registered with CUDA */
+	bool bound;      /* ... and the kernel bound its pages to the node */
+};
+
 struct cuda_backend {
 	struct kern_backend base;
 	const struct kern_weights *w;
@@ -355,11 +363,8 @@ struct cuda_backend {
 	size_t meta_cap; /* int32 elements of d_meta and h_meta */
 	size_t scratch_bytes;
 
-	/* pinned host staging, the same layout as d_meta */
-	int32_t *h_meta;
-	bool h_registered; /* mapped with alloc_numa_map + cudaHostRegister (else cudaHostAlloc) */
-	bool h_bound;      /* ... and the pages are bound to numa_node */
-	size_t h_meta_bytes;
+	struct hbuf hm; /* pinned host staging, the same layout as d_meta */
+	int32_t *h_meta; /* == hm.p */
 	int numa_node;
 	size_t *seq_start; /* (max_batch_tokens) host: each sequence's first entry in the tables */
 
@@ -467,25 +472,24 @@ static int norm_threads(int E)
 	return t > 1024 ? 1024 : t < 64 ? 64 : t;
 }
 
-static void host_meta_free(struct cuda_backend *cb)
+static void hbuf_free(struct hbuf *h)
 {
-	if (!cb->h_meta)
+	if (!h->p)
 		return;
-	if (cb->h_registered) {
-		cudaHostUnregister(cb->h_meta);
-		host.numa_unmap(cb->h_meta, cb->h_meta_bytes);
+	if (h->registered) {
+		cudaHostUnregister(h->p);
+		host.numa_unmap(h->p, h->bytes);
 	} else {
-		cudaFreeHost(cb->h_meta);
+		cudaFreeHost(h->p);
 	}
-	cb->h_meta = NULL;
+	*h = (struct hbuf){};
 }
 
 /* Pinned staging on the GPU's node: map, bind, touch from this (pinned)
  * thread, register. Falls back to cudaHostAlloc and says so. */
-static int host_meta_alloc(struct cuda_backend *cb, size_t bytes)
+static int hbuf_alloc(struct hbuf *h, size_t bytes, int node)
 {
-	int node = cb->numa_node;
-	cb->h_registered = cb->h_bound = false;
+	*h = (struct hbuf){};
 	if (node >= 0) {
 		int bound = 0;
 		void *p = host.numa_map(bytes, node, ALLOC_POLICY_PREFERRED, &bound);
@@ -493,12 +497,10 @@ static int host_meta_alloc(struct cuda_backend *cb, size_t bytes)
 			memset(p, 0, bytes);
 			cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterDefault);
 			if (e == cudaSuccess) {
-				cb->h_meta = (int32_t *)p;
-				cb->h_registered = true;
-				cb->h_bound = bound != 0;
-				cb->h_meta_bytes = bytes;
+				*h = (struct hbuf){(int32_t *)p, bytes, true, bound != 0};
 				return 0;
 			}
+			(void)cudaGetLastError(); /* handled: do not let it fail the next step */
 			fprintf(stderr, "cuda backend: cannot register host memory bound to node %d (%s): "
 					"using cudaHostAlloc, placed by the driver\n", node, cudaGetErrorString(e));
 			host.numa_unmap(p, bytes);
@@ -507,10 +509,11 @@ static int host_meta_alloc(struct cuda_backend *cb, size_t bytes)
 		}
 	}
 	void *p = NULL;
-	if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess)
+	if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+		(void)cudaGetLastError();
 		return -ENOMEM;
-	cb->h_meta = (int32_t *)p;
-	cb->h_meta_bytes = bytes;
+	}
+	*h = (struct hbuf){(int32_t *)p, bytes, false, false};
 	return 0;
 }
 
@@ -529,14 +532,19 @@ static int meta_reserve(struct cuda_backend *cb, size_t need)
 		return 0;
 	size_t cap = need + need / 2;
 	int32_t *d = NULL;
-	if (cudaStreamSynchronize(cb->stream) != cudaSuccess || cudaMalloc(&d, cap * 4) != cudaSuccess)
-		return -ENOMEM;
-	host_meta_free(cb);
-	if (host_meta_alloc(cb, cap * 4)) {
-		cudaFree(d);
+	struct hbuf h;
+	if (cudaStreamSynchronize(cb->stream) != cudaSuccess || cudaMalloc(&d, cap * 4) != cudaSuccess) {
+		(void)cudaGetLastError();
 		return -ENOMEM;
 	}
+	if (hbuf_alloc(&h, cap * 4, cb->numa_node)) {
+		cudaFree(d);
+		return -ENOMEM; /* the old buffers stay as they were */
+	}
+	hbuf_free(&cb->hm);
 	cudaFree(cb->d_meta);
+	cb->hm = h;
+	cb->h_meta = h.p;
 	cb->d_meta = d;
 	cb->meta_cap = cap;
 	graphs_clear(cb); /* they captured the old buffers */
@@ -692,6 +700,7 @@ static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *
 	cudaStream_t st = cb->stream;
 	if (cudaSetDevice(cb->device) != cudaSuccess)
 		return -EIO;
+	(void)cudaGetLastError(); /* only this step's errors below */
 	int pad = graph_bucket(cb, b);
 	nvtxRangePushA("cuda: stage batch");
 	int rc = stage_batch(cb, b, pad);
@@ -744,6 +753,10 @@ static int cuda_kv_copy(kern_backend_t *be, int32_t src, int32_t dst)
 {
 	struct cuda_backend *cb = (struct cuda_backend *)be;
 	size_t n = cb->blk_stride * sizeof(__half);
+	if (src == dst)
+		return 0;
+	if (cudaSetDevice(cb->device) != cudaSuccess)
+		return -EIO;
 	for (int l = 0; l < cb->w->hp.n_layer; l++) {
 		size_t base = (size_t)l * cb->layer_stride;
 		if (cudaMemcpyAsync(cb->kc + base + (size_t)dst * cb->blk_stride, cb->kc + base + (size_t)src * cb->blk_stride,
@@ -798,11 +811,11 @@ static void cuda_close(kern_backend_t *be)
 	cudaFree(cb->vc);
 	cudaFree(cb->x);
 	cudaFree(cb->d_meta);
-	cudaFree(cb->workspace);
-	host_meta_free(cb);
+	hbuf_free(&cb->hm);
 	free(cb->seq_start);
 	if (cb->blas)
-		cublasDestroy(cb->blas);
+		cublasDestroy(cb->blas); /* before its workspace */
+	cudaFree(cb->workspace);
 	if (cb->stream)
 		cudaStreamDestroy(cb->stream);
 	free(cb);
@@ -978,6 +991,7 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 			goto err;
 		}
 		cb->scratch_bytes = total;
+		cb->x = (float *)p; /* the allocation's base: cuda_close frees it */
 		CU(cudaMemset(p, 0xff, total), "scratch poison"); /* NaN, as the KV cache */
 		float **fp[] = {&cb->x, &cb->tmp, &cb->qkv, &cb->gu, &cb->logits};
 		bf16 **bp[] = {&cb->xb, &cb->att, &cb->h};
@@ -998,7 +1012,12 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		}
 	}
 	free(f32);
+	f32 = NULL;
 	cudaFreeHost(stage);
+	stage = NULL;
+	/* The poisons and uploads ran on the legacy stream, which the step
+	 * stream (non-blocking) does not wait for. */
+	CU(cudaDeviceSynchronize(), "set-up");
 	{
 		size_t fr = 0, tot = 0;
 		cudaMemGetInfo(&fr, &tot);
@@ -1009,8 +1028,8 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 			"device memory %.0f of %.0f MiB used; host staging %s\n",
 			cb->device, pr.name, cb->weight_bytes / 1048576.0, 2 * cb->kv_bytes / 1048576.0,
 			cb->scratch_bytes / 1048576.0, (tot - fr) / 1048576.0, tot / 1048576.0,
-			cb->h_bound ? "bound to the GPU's node and registered" :
-			cb->h_registered ? "registered, not bound (binding refused)" : "from cudaHostAlloc");
+			cb->hm.bound ? "bound to the GPU's node and registered" :
+			cb->hm.registered ? "registered, not bound (binding refused)" : "from cudaHostAlloc");
 	}
 	return &cb->base;
 err:
@@ -1042,6 +1061,18 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 	if (rows < 1 || n < 1 || rows > 65535) {
 		snprintf(errbuf, errlen, "cuda-check: rows 1..65535 and n >= 1");
 		return -EINVAL;
+	}
+	{
+		/* No GPU (or a driver too old for this runtime) is -ENODEV, a skip;
+		 * anything else that goes wrong is a failure. */
+		cudaError_t e = cudaSetDevice(a->gpu);
+		if (e == cudaSuccess)
+			e = cudaFree(NULL); /* creates the context */
+		if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorInvalidDevice) {
+			snprintf(errbuf, errlen, "no usable GPU %d: %s", a->gpu, cudaGetErrorString(e));
+			return -ENODEV;
+		}
+		CU(e, "cudaSetDevice");
 	}
 	CU(cudaMalloc(&dx, in_n * 4), "cudaMalloc");
 	CU(cudaMemcpy(dx, a->x, in_n * 4, cudaMemcpyHostToDevice), "copy in");

@@ -31,7 +31,9 @@ typedef kern_backend_t *(*locus_cuda_open_fn)(const struct kern_weights *w, cons
 /*
  * locus_cuda_kernel_check: runs one kernel of the backend on the device
  * with host inputs and outputs, for the checks against the CPU kernels
- * (tools/cuda-check). Returns 0, or -errno with the reason in errbuf.
+ * (tools/cuda-check). Returns 0, -ENODEV when there is no usable GPU (no
+ * device, or a driver older than the runtime), or another -errno with the
+ * reason in errbuf.
  */
 enum lcu_kernel {
 	LCU_RMSNORM,   /* in: x (rows, n), w (n); out: y (rows, n), bf16-rounded */
@@ -40,6 +42,7 @@ enum lcu_kernel {
 };
 struct lcu_check_args {
 	enum lcu_kernel kernel;
+	int gpu;       /* device */
 	int rows, n;
 	float eps;
 	const float *x, *w;
