@@ -52,10 +52,13 @@ void *kern_cuda_module(char *errbuf, size_t errlen)
 		snprintf(errbuf, errlen, "cuda backend: cannot load %s: %s", path, dlerror());
 		goto out;
 	}
+	locus_cuda_abi_fn abi;
 	locus_cuda_init_fn init;
+	*(void **)&abi = dlsym(m, "locus_cuda_abi");
 	*(void **)&init = dlsym(m, "locus_cuda_init");
-	if (!init) {
-		snprintf(errbuf, errlen, "cuda backend: %s has no locus_cuda_init", path);
+	if (!abi || !init || abi() != LCU_ABI) {
+		snprintf(errbuf, errlen, "cuda backend: %s was built for another version of this program (module ABI %d, "
+			 "program %d): rebuild both from one tree", path, abi ? abi() : -1, LCU_ABI);
 		dlclose(m);
 		goto out;
 	}

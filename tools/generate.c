@@ -33,6 +33,7 @@ struct args {
 	int n_stop_tokens;
 	int logprobs;     /* -1: off; else top-n per token on stderr */
 	bool cuda;        /* --backend cuda */
+	bool warmup;
 	int gpu;
 	int cpus[256];
 	int n_cpus;
@@ -67,6 +68,8 @@ static void usage(FILE *o)
 		"  --ubatch N            prompt tokens per step (default 512)\n"
 		"  --backend cpu|cuda    where the forward pass runs (default cpu)\n"
 		"  --gpu N               CUDA device for --backend cuda (default 0)\n"
+		"  --warmup              run the prompt and 2 decode steps once, untimed, before the timed run\n"
+		"                        (first-use costs: cuBLAS set-up, kernel loading, CUDA graph capture)\n"
 		"  --dump-logits FILE    write f32 logits of every prompt position (n_prompt x n_vocab)\n"
 		"  -v, --verbose         model and timing details on stderr\n",
 		MAX_STOPS);
@@ -216,7 +219,9 @@ static int parse_args(int argc, char **argv, struct args *a)
 				return -1;
 			}
 			a->cuda = !strcmp(b, "cuda");
-		} else if (!strcmp(o, "--gpu"))
+		} else if (!strcmp(o, "--warmup"))
+			a->warmup = true;
+		else if (!strcmp(o, "--gpu"))
 			a->gpu = (int)NUM(0, 255);
 		else if (!strcmp(o, "--dump-logits"))
 			a->dump_logits = NEXT();
@@ -467,6 +472,20 @@ int main(int argc, char **argv)
 	for (int64_t i = 0; i < n_prompt; i++)
 		sampler_accept(&smp, prompt[i]);
 
+	if (a.warmup) {
+		/* A throwaway sequence, freed before the timed one starts: the
+		 * pool never holds more than the timed run needs. */
+		struct kv_seq ws;
+		kv_seq_init(&ws);
+		int wrc = engine_seq_feed(&c, &ws, prompt, n_prompt, logits, NULL);
+		for (int i = 0; i < 2 && i < a.n_predict - 1 && !wrc; i++)
+			wrc = engine_seq_feed(&c, &ws, &prompt[n_prompt - 1], 1, logits, NULL);
+		kv_seq_free(&c.kv, &ws);
+		if (wrc) {
+			fprintf(stderr, "generate: warm-up failed: %s\n", strerror(-wrc));
+			goto out;
+		}
+	}
 	double t0 = now_ms();
 	int frc = engine_seq_feed(&c, &seq, prompt, n_prompt, logits, all);
 	if (frc) {

@@ -34,7 +34,8 @@
  *
  * Decode steps (every token wants its logits, at most GRAPH_MAX tokens) run
  * as CUDA graphs, one per batch-size bucket (powers of two, capped at
- * max_batch_tokens), captured on first use: the batch is padded to the
+ * max_batch_tokens), captured the second time a bucket is seen (the first
+ * runs eagerly: cuBLAS and the kernels are loaded outside a capture): the batch is padded to the
  * bucket with tokens that write to a spare KV block nobody reads
  * (LOCUS_CUDA_GRAPHS=0 turns graphs off; a failed capture does too, and
  * says so). NVTX ranges mark the host side of each step.
@@ -67,6 +68,11 @@ static struct lcu_host host; /* from the loader, before any other entry point */
 extern "C" void locus_cuda_init(const struct lcu_host *h)
 {
 	host = *h;
+}
+
+extern "C" int locus_cuda_abi(void)
+{
+	return LCU_ABI;
 }
 
 typedef __nv_bfloat16 bf16;
@@ -371,7 +377,7 @@ struct cuda_backend {
 	/* CUDA graphs of decode steps, by padded batch size */
 	struct {
 		int T;
-		cudaGraphExec_t exec;
+		cudaGraphExec_t exec; /* NULL: seen once, runs eagerly */
 	} graph[GRAPH_SLOTS];
 	int n_graphs;
 	bool graphs_off;
@@ -485,8 +491,10 @@ static void hbuf_free(struct hbuf *h)
 	*h = (struct hbuf){};
 }
 
-/* Pinned staging on the GPU's node: map, bind, touch from this (pinned)
- * thread, register. Falls back to cudaHostAlloc and says so. */
+/* Pinned staging on the GPU's node: map with the node's policy, touch,
+ * register. Falls back to cudaHostAlloc and says so. (The engine opens the
+ * backend on its loader thread: placement follows the policy, not the
+ * touching thread.) */
 static int hbuf_alloc(struct hbuf *h, size_t bytes, int node)
 {
 	*h = (struct hbuf){};
@@ -520,7 +528,8 @@ static int hbuf_alloc(struct hbuf *h, size_t bytes, int node)
 static void graphs_clear(struct cuda_backend *cb)
 {
 	for (int i = 0; i < cb->n_graphs; i++)
-		cudaGraphExecDestroy(cb->graph[i].exec);
+		if (cb->graph[i].exec)
+			cudaGraphExecDestroy(cb->graph[i].exec);
 	cb->n_graphs = 0;
 }
 
@@ -660,15 +669,24 @@ static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argma
 	return 0;
 }
 
-/* The graph of bucket T, captured on first use; NULL when capture fails
- * (graphs are then off for this backend, and the log says why). */
+/* The graph of bucket T: NULL the first time T is seen (that step runs
+ * eagerly, as a warm-up), captured the second time; NULL when capture
+ * fails (graphs are then off for this backend, and the log says why). */
 static cudaGraphExec_t graph_get(struct cuda_backend *cb, int T)
 {
-	for (int i = 0; i < cb->n_graphs; i++)
+	int slot = -1;
+	for (int i = 0; i < cb->n_graphs && slot < 0; i++)
 		if (cb->graph[i].T == T)
-			return cb->graph[i].exec;
-	if (cb->n_graphs == GRAPH_SLOTS)
+			slot = i;
+	if (slot < 0) {
+		if (cb->n_graphs < GRAPH_SLOTS) {
+			cb->graph[cb->n_graphs].T = T;
+			cb->graph[cb->n_graphs++].exec = NULL;
+		}
 		return NULL;
+	}
+	if (cb->graph[slot].exec)
+		return cb->graph[slot].exec;
 	cudaGraph_t g = NULL;
 	cudaGraphExec_t x = NULL;
 	cudaError_t e = cudaStreamBeginCapture(cb->stream, cudaStreamCaptureModeThreadLocal);
@@ -689,8 +707,7 @@ static cudaGraphExec_t graph_get(struct cuda_backend *cb, int T)
 		cb->graphs_off = true;
 		return NULL;
 	}
-	cb->graph[cb->n_graphs].T = T;
-	cb->graph[cb->n_graphs++].exec = x;
+	cb->graph[slot].exec = x;
 	return x;
 }
 
@@ -713,7 +730,18 @@ static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *
 		nvtxRangePushA("cuda: launch graph");
 		e = cudaGraphLaunch(gx, st);
 		nvtxRangePop();
-	} else {
+		if (e != cudaSuccess) {
+			/* Not launched: graphs off, this step eagerly. */
+			fprintf(stderr, "cuda backend: launching a %d-token CUDA graph failed (%s): graphs off\n", pad,
+				cudaGetErrorString(e));
+			(void)cudaGetLastError();
+			cb->graphs_off = true;
+			graphs_clear(cb);
+			gx = NULL;
+			e = cudaSuccess;
+		}
+	}
+	if (!gx) {
 		/* Host ranges cover the launches; nsys shows the kernels they queue under them. */
 		nvtxRangePushA(argmax ? "cuda: queue step + argmax" : "cuda: queue step");
 		int T = pad ? pad : b->n_tokens;
@@ -1116,6 +1144,22 @@ err:
 
 /* ---- ceilings, measured in the same run as what is compared to them ---- */
 
+/* Random bf16 in [-1, 1): GEMMs run slower on random data than on
+ * constants, so the ceiling is measured on what real weights look like.
+ * Read as f16 or f32 the same bits stay finite (kbench reuses the pool). */
+__global__ void k_fill_bf16(bf16 *p, size_t n, uint32_t seed)
+{
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+		uint32_t h = (uint32_t)i * 0x9e3779b1u ^ seed;
+		h ^= h >> 16;
+		h *= 0x7feb352du;
+		h ^= h >> 15;
+		h *= 0x846ca68bu;
+		h ^= h >> 16;
+		p[i] = __float2bfloat16((float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
+	}
+}
+
 static int cmp_float(const void *a, const void *b)
 {
 	float x = *(const float *)a, y = *(const float *)b;
@@ -1163,7 +1207,8 @@ extern "C" int locus_cuda_ceilings(int gpu, struct lcu_ceilings *out, char *errb
 		const float one = 1, zero = 0;
 		bf16 *A = (bf16 *)a, *B = A + (size_t)N * N;
 		float *C = (float *)b;
-		CU(cudaMemset(a, 0x3c, (size_t)2 * N * N * 2), "memset"); /* bf16 0x3c3c, about 0.0115 */
+		k_fill_bf16<<<1024, 256>>>(A, (size_t)2 * N * N, 12345u);
+		CU(cudaDeviceSynchronize(), "fill");
 		for (int i = -2; i < reps; i++) {
 			CU(cudaEventRecord(e0), "record");
 			if (cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, N, N, &one, A, CUDA_R_16BF, N, B, CUDA_R_16BF, N, &zero,
@@ -1226,7 +1271,9 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		return -EIO;
 	printf("kbench: %s; ceilings measured now: copy %.0f GB/s (read + write), bf16 GEMM %.1f TFLOP/s\n", c.name,
 	       c.copy_gbps, c.gemm_tflops);
-	printf("times: median of %d runs after 3 warm-ups (CUDA events); inputs rotate over copies past the L2 cache\n",
+	printf("times: median of %d runs after 3 warm-ups (CUDA events); GEMM weights rotate over copies past the L2\n"
+	       "cache (the o and qkv shapes fit in it alone); the element-wise rows at small T are L2-resident, so their\n"
+	       "GB/s can exceed the copy bandwidth\n",
 	       runs);
 	struct kb_timer t;
 	cudaEventCreate(&t.e0);
@@ -1238,7 +1285,8 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 	int rc = -EIO;
 	CU(cudaSetDevice(gpu), "cudaSetDevice");
 	CU(cudaMalloc(&pool, pool_bytes), "cudaMalloc (3 GiB)");
-	CU(cudaMemset(pool, 0x3c, pool_bytes), "memset"); /* bf16 ~0.0115, f16 ~1.06, finite everywhere */
+	k_fill_bf16<<<4096, 256>>>((bf16 *)pool, pool_bytes / 2, 777u); /* finite read as bf16, f16 or f32 */
+	CU(cudaDeviceSynchronize(), "fill");
 	CU(cudaMalloc(&ws, GEMM_WORKSPACE), "workspace");
 	if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS || cublasSetWorkspace(h, ws, GEMM_WORKSPACE)) {
 		snprintf(errbuf, errlen, "kbench: cuBLAS set-up failed");

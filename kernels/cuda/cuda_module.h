@@ -16,6 +16,12 @@
 
 #define LOCUS_CUDA_MODULE_NAME "liblocus_cuda.so"
 
+/* The version of this boundary: bumped whenever an entry point or a struct
+ * below changes. The loader refuses a module built for another version
+ * (a program and a module from different commits). */
+#define LCU_ABI 3
+typedef int (*locus_cuda_abi_fn)(void);
+
 /* locus_cuda_init: called once, before anything else. */
 struct lcu_host {
 	void (*dequantize_row)(uint32_t type, const void *src, float *dst, int64_t n); /* kern_dequantize_row */

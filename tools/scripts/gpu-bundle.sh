@@ -20,4 +20,7 @@ for p in "${PROGS[@]}"; do cp build-gpu/bin/"$p" "$B/bin/"; done
 for p in "${PROGS[@]}"; do ldd build-gpu/bin/"$p"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
 	grep -Ev '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*|libcuda|libcudart|libcublas[^/]*)\.so' |
 	while read -r lib; do cp -L "$lib" "$B/lib/"; done
-echo "gpu-bundle: $(du -sh "$B" | cut -f1) in $B: $(ls "$B/lib" | tr '\n' ' ')"
+# What the bundle was built from: tests/gpu/run.sh refuses to run on a tree
+# whose sources differ (programs and the module it rebuilds must agree).
+tools/scripts/src-hash.sh >"$B/SRC_HASH"
+echo "gpu-bundle: $(du -sh "$B" | cut -f1) in $B (sources $(cut -c1-12 "$B/SRC_HASH")): $(ls "$B/lib" | tr '\n' ' ')"
