@@ -39,14 +39,16 @@ files_ok() { # dir: the four files every capture writes, non-empty
 }
 
 # The engine's own plan for the same settings as topo-capture's (default
-# config, node = auto): "node N: compute CPUs LIST" -> "NUMA node N, cores LIST".
+# config, node = auto): "node N: compute CPUs LIST" -> "NUMA node N, cores LIST", and in a
+# CUDA build "node N: GPU G, host CPUs LIST" -> "GPU G on NUMA node N, cores LIST".
 "$BIN/mkmodel" -o "$tmp/tiny.gguf" --layers 1 --dim 64 --heads 2 --kv-heads 2 --ffn 128 --type F32 \
 	>/dev/null 2>&1 || bad "mkmodel for the engine's plan"
 sed -e 's|^path = .*|path = '"$tmp"'/tiny.gguf|' -e 's|^node = .*|node = auto|' \
 	-e 's|^type = .*|type = auto|' "$SRC/configs/node0.conf" > "$tmp/auto.conf"
 engine_lines() { # [--topology X]: what the engine plans, in topo-capture's words
 	"$BIN/engine" --check-config "$tmp/auto.conf" "$@" |
-		sed -n 's/^node \([0-9]*\): *compute CPUs \([^ ]*\) .*/The engine would use NUMA node \1, cores \2/p'
+		sed -n -e 's/^node \([0-9]*\): *compute CPUs \([^ ]*\) .*/The engine would use NUMA node \1, cores \2/p' \
+			-e 's/^node \([0-9]*\): *GPU \([0-9]*\), host CPUs \([^ ]*\) .*/The engine would use GPU \2 on NUMA node \1, cores \3/p'
 }
 
 # ---- this machine ----
