@@ -6,8 +6,9 @@
  * --ceilings: the device's measured copy bandwidth and bf16 GEMM peak
  * (cuda_module.h), printed as "ceilings: NAME copy X GB/s gemm Y TFLOP/s".
  * --kernels: RMSNorm, SwiGLU and argmax on the device against the CPU
- * kernels (kernels/ops.h), on seeded random inputs of awkward sizes,
- * outputs poisoned with NaN before each run.
+ * kernels (kernels/ops.h), and the fused dequantizing GEMV (Q8_0, Q4_0,
+ * Q4_1, T = 1..8) against dequantize-then-dot in double, on seeded random
+ * inputs of awkward sizes, outputs poisoned with NaN before each run.
  * Each MODEL: both backends run the same steps: three sequences of 37, 61
  * and 5 prompt tokens (random ids) prefilled together in chunks of at most
  * 48 tokens, their KV blocks scattered over the pool, every position's
@@ -71,6 +72,8 @@ static float frnd(void)
 }
 
 /* ---- single kernels ---- */
+static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu);
+
 static int kernel_checks(void *mod, int gpu)
 {
 	locus_cuda_kernel_check_fn run;
@@ -158,7 +161,71 @@ static int kernel_checks(void *mod, int gpu)
 			printf("     %s\n", err);
 		free(x), free(w), free(y), free(ref), free(ids);
 	}
+	gemv_checks(run, gpu);
 	return 0;
+}
+
+static float bf16_round(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	u += 0x7fffu + ((u >> 16) & 1); /* nearest even; the inputs here are finite */
+	u &= 0xffff0000u;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+/* The decode path's fused GEMV against dequantize-then-dot in double. */
+static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu)
+{
+	static const uint32_t types[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1};
+	static const int shapes[][3] = {{1, 32, 1}, {7, 96, 3}, {33, 4096, 8}, {5, 14336, 2}, {130, 576, 5}};
+	char err[256], what[96];
+	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++)
+		for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+			int rows = shapes[si][0], k = shapes[si][1], T = shapes[si][2];
+			size_t rb = kern_row_bytes(types[ti], k);
+			uint8_t *qw = malloc((size_t)rows * rb);
+			float *w = malloc((size_t)k * 4), *x = malloc((size_t)T * k * 4), *y = malloc((size_t)T * rows * 4);
+			double *wd = malloc((size_t)rows * k * sizeof(double));
+			if (!qw || !w || !x || !y || !wd) {
+				printf("FAIL out of memory\n");
+				fails++;
+				return;
+			}
+			for (int r = 0; r < rows; r++) {
+				for (int i = 0; i < k; i++)
+					w[i] = frnd();
+				kern_quantize_row(types[ti], w, qw + (size_t)r * rb, k);
+				kern_dequantize_row(types[ti], qw + (size_t)r * rb, w, k);
+				for (int i = 0; i < k; i++)
+					wd[(size_t)r * k + i] = w[i];
+			}
+			for (size_t i = 0; i < (size_t)T * k; i++)
+				x[i] = frnd() * 2;
+			for (size_t i = 0; i < (size_t)T * rows; i++)
+				y[i] = NAN;
+			struct lcu_check_args a = {.kernel = LCU_GEMV, .gpu = gpu, .rows = rows, .n = k, .x = x, .y = y,
+						   .qtype = types[ti], .T = T, .qw = qw, .q_row_bytes = rb};
+			int rc = run(&a, err, sizeof(err));
+			double worst = 0;
+			for (int t = 0; t < T && !rc; t++)
+				for (int r = 0; r < rows; r++) {
+					double ref = 0, mag = 0;
+					for (int i = 0; i < k; i++) {
+						double p = wd[(size_t)r * k + i] * bf16_round(x[(size_t)t * k + i]);
+						ref += p;
+						mag += fabs(p);
+					}
+					double e = fabs(y[(size_t)t * rows + r] - ref) / (mag + 1e-30);
+					worst = !(e <= worst) ? e : worst; /* NaN sticks */
+				}
+			snprintf(what, sizeof(what), "gemv %s %dx%d, T=%d", kern_type_name(types[ti]), rows, k, T);
+			report(!rc && worst <= 1e-4, "error %.2g of sum |w x| (bound %.0e, f32 accumulation)", what, worst, 1e-4);
+			if (rc)
+				printf("     %s\n", err);
+			free(qw), free(w), free(x), free(y), free(wd);
+		}
 }
 
 /* ---- whole steps ---- */

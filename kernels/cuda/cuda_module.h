@@ -19,7 +19,7 @@
 /* The version of this boundary: bumped whenever an entry point or a struct
  * below changes. The loader refuses a module built for another version
  * (a program and a module from different commits). */
-#define LCU_ABI 3
+#define LCU_ABI 4
 typedef int (*locus_cuda_abi_fn)(void);
 
 /* locus_cuda_init: called once, before anything else. */
@@ -45,6 +45,8 @@ enum lcu_kernel {
 	LCU_RMSNORM,   /* in: x (rows, n), w (n); out: y (rows, n), bf16-rounded */
 	LCU_SWIGLU,    /* in: gu (rows, 2n); out: h (rows, n), bf16-rounded */
 	LCU_ARGMAX,    /* in: x (rows, n); out: ids (rows) as int32 */
+	LCU_GEMV,      /* in: qw (rows, q_row_bytes) of qtype, x (T, n) rounded to bf16 on the way;
+			* out: y (T, rows) = x . dequant(qw)^T, the decode path's fused GEMV */
 };
 struct lcu_check_args {
 	enum lcu_kernel kernel;
@@ -54,6 +56,11 @@ struct lcu_check_args {
 	const float *x, *w;
 	float *y;
 	int32_t *ids;
+	/* LCU_GEMV */
+	uint32_t qtype;
+	int T;
+	const void *qw;
+	size_t q_row_bytes;
 };
 typedef int (*locus_cuda_kernel_check_fn)(const struct lcu_check_args *a, char *errbuf, size_t errlen);
 
