@@ -331,89 +331,114 @@ __global__ void k_argmax(const float *x, int n, int32_t *out)
  * Fused dequantizing matrix-vector product for small batches (decode):
  * y[t][row] = sum_k x[t][k] * dequant(w[row])[k] for t < T <= NT, read
  * straight from the quantized rows, so a decode step reads 4.5-8.5 bits
- * per weight instead of bf16's 16. One warp per row; lane l takes blocks
- * l, l + 32, ... (32 weights each, consecutive lanes on consecutive
- * blocks); f32 accumulation, x in bf16 as the GEMMs see it.
+ * per weight instead of bf16's 16. A warp computes GEMV_ROWS rows; four
+ * lanes share a 32-weight block, eight weights each, so a warp's x loads
+ * are 512 contiguous bytes (16 per lane) and its weight loads 8
+ * consecutive blocks; each x load serves every row of the warp. f32
+ * accumulation, x in bf16 as the GEMMs see it.
  */
 #define GEMV_MAX_T 8
 #define GEMV_WARPS 4
+#define GEMV_ROWS 2
 
 __device__ __forceinline__ float f16_at(const uint8_t *p) /* 2-byte aligned */
 {
 	return __half2float(*(const __half *)p);
 }
 
-template <uint32_t TYPE> __device__ __forceinline__ void dequant_block(const uint8_t *wr, int b, float *v)
+/* Weights sub*8 .. sub*8+7 of block b of a row (the CPU's nibble order:
+ * element i < 16 is the low nibble of qs[i], i >= 16 the high one of qs[i-16]). */
+template <uint32_t TYPE> __device__ __forceinline__ void dequant8(const uint8_t *wr, int b, int sub, float *v)
 {
 	if (TYPE == KERN_TYPE_Q8_0) {
 		const uint8_t *blk = wr + (size_t)b * 34;
 		const float d = f16_at(blk);
-		const int8_t *q = (const int8_t *)(blk + 2);
+		const int8_t *q = (const int8_t *)(blk + 2 + sub * 8);
 #pragma unroll
-		for (int i = 0; i < 32; i++)
+		for (int i = 0; i < 8; i++)
 			v[i] = d * (float)q[i];
 	} else if (TYPE == KERN_TYPE_Q4_0) {
 		const uint8_t *blk = wr + (size_t)b * 18;
 		const float d = f16_at(blk);
-		const uint8_t *qs = blk + 2;
+		const uint8_t *qs = blk + 2 + (sub & 1) * 8;
+		const int sh = (sub >> 1) * 4;
 #pragma unroll
-		for (int i = 0; i < 16; i++) {
-			v[i] = d * (float)((qs[i] & 15) - 8);
-			v[i + 16] = d * (float)((qs[i] >> 4) - 8);
-		}
+		for (int i = 0; i < 8; i++)
+			v[i] = d * (float)(((qs[i] >> sh) & 15) - 8);
 	} else { /* Q4_1 */
 		const uint8_t *blk = wr + (size_t)b * 20;
 		const float d = f16_at(blk), m = f16_at(blk + 2);
-		const uint8_t *qs = blk + 4;
+		const uint8_t *qs = blk + 4 + (sub & 1) * 8;
+		const int sh = (sub >> 1) * 4;
 #pragma unroll
-		for (int i = 0; i < 16; i++) {
-			v[i] = d * (float)(qs[i] & 15) + m;
-			v[i + 16] = d * (float)(qs[i] >> 4) + m;
-		}
+		for (int i = 0; i < 8; i++)
+			v[i] = d * (float)((qs[i] >> sh) & 15) + m;
 	}
 }
 
 template <uint32_t TYPE, int NT>
 __global__ void k_gemv_q(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y, int ldy)
 {
-	const int lane = threadIdx.x % WARP, row = blockIdx.x * GEMV_WARPS + threadIdx.x / WARP;
-	if (row >= rows)
-		return; /* the whole warp: one row per warp */
-	const uint8_t *wr = w + (size_t)row * row_bytes;
-	float acc[NT];
+	const int lane = threadIdx.x % WARP, sub = lane & 3;
+	const int row0 = (blockIdx.x * GEMV_WARPS + threadIdx.x / WARP) * GEMV_ROWS;
+	if (row0 >= rows)
+		return; /* the whole warp */
+	float acc[GEMV_ROWS][NT];
 #pragma unroll
-	for (int t = 0; t < NT; t++)
-		acc[t] = 0;
-	for (int b = lane; b < k / 32; b += WARP) {
-		float v[32];
-		dequant_block<TYPE>(wr, b, v);
+	for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+		for (int t = 0; t < NT; t++)
+			acc[r][t] = 0;
+	for (int b = lane >> 2; b < k / 32; b += WARP / 4) {
+		float xv[NT][8];
 #pragma unroll
 		for (int t = 0; t < NT; t++) {
 			if (t < T) {
-				const __nv_bfloat162 *xp = (const __nv_bfloat162 *)(x + (size_t)t * k + (size_t)b * 32);
-				float s = 0;
+				/* 8 bf16, 16-byte aligned: rows of k (a multiple of 32) on 256-byte aligned bases */
+				uint4 raw = *(const uint4 *)(x + (size_t)t * k + (size_t)b * 32 + sub * 8);
+				const __nv_bfloat162 *h2 = (const __nv_bfloat162 *)&raw;
 #pragma unroll
-				for (int j = 0; j < 16; j++) {
-					float2 f = __bfloat1622float2(xp[j]);
-					s += v[2 * j] * f.x + v[2 * j + 1] * f.y;
+				for (int j = 0; j < 4; j++) {
+					float2 f = __bfloat1622float2(h2[j]);
+					xv[t][2 * j] = f.x;
+					xv[t][2 * j + 1] = f.y;
 				}
-				acc[t] += s;
+			}
+		}
+#pragma unroll
+		for (int r = 0; r < GEMV_ROWS; r++) {
+			if (row0 + r < rows) {
+				float v[8];
+				dequant8<TYPE>(w + (size_t)(row0 + r) * row_bytes, b, sub, v);
+#pragma unroll
+				for (int t = 0; t < NT; t++) {
+					if (t < T) {
+						float s = 0;
+#pragma unroll
+						for (int i = 0; i < 8; i++)
+							s += v[i] * xv[t][i];
+						acc[r][t] += s;
+					}
+				}
 			}
 		}
 	}
 #pragma unroll
-	for (int t = 0; t < NT; t++) {
-		float a = warp_sum(acc[t]);
-		if (lane == 0 && t < T)
-			y[(size_t)t * ldy + row] = a;
-	}
+	for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+		for (int t = 0; t < NT; t++) {
+			float a = warp_sum(acc[r][t]);
+			if (lane == 0 && t < T && row0 + r < rows)
+				y[(size_t)t * ldy + row0 + r] = a;
+		}
 }
 
 template <uint32_t TYPE>
 static void gemv_launch(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y, int ldy,
 			cudaStream_t st)
 {
-	unsigned blocks = (unsigned)((rows + GEMV_WARPS - 1) / GEMV_WARPS), th = GEMV_WARPS * WARP;
+	const int per_block = GEMV_WARPS * GEMV_ROWS;
+	unsigned blocks = (unsigned)((rows + per_block - 1) / per_block), th = GEMV_WARPS * WARP;
 	if (T <= 1)
 		k_gemv_q<TYPE, 1><<<blocks, th, 0, st>>>(w, row_bytes, rows, k, x, T, y, ldy);
 	else if (T <= 2)
@@ -509,6 +534,8 @@ struct cuda_backend {
 	int n_graphs;
 	bool graphs_off;
 	int32_t spare_block; /* = n_kv_blocks: padding tokens write here, nobody reads it */
+	size_t q_bytes;      /* quantized copies for the decode GEMV */
+	int n_q;
 };
 
 #define CU(call, what)                                                                          \
@@ -567,36 +594,50 @@ static float *upload_vec(const struct kern_tensor *t, int64_t n, float *f32, int
 	return d;
 }
 
-/* Concatenates the rows of parts[0..n) (same k) into one bf16 matrix and,
- * when want_q and every part has one type with a fused GEMV, into one
- * matrix of the quantized rows as well. */
+/*
+ * The quantized rows of parts[0..n) next to m's bf16 copy, for the decode
+ * GEMV, when every part has one type that has a fused GEMV. Optional: 1
+ * when skipped (type), -ENOMEM when the device is full (the caller stops
+ * adding them), 0 when added.
+ */
+static int upload_q(struct cu_mat *m, const struct kern_tensor *const *parts, int n, size_t *bytes)
+{
+	bool q = gemv_type(parts[0]->type) && m->k % 32 == 0;
+	for (int i = 0; i < n; i++)
+		q = q && parts[i]->type == parts[0]->type && parts[i]->row_bytes == parts[0]->row_bytes;
+	if (!q)
+		return 1;
+	size_t rb = parts[0]->row_bytes, qsz = (size_t)m->rows * rb;
+	uint8_t *d = NULL;
+	if (cudaMalloc(&d, qsz) != cudaSuccess) {
+		(void)cudaGetLastError();
+		return -ENOMEM;
+	}
+	size_t off = 0;
+	for (int i = 0; i < n; i++) {
+		size_t pb = (size_t)parts[i]->ne[1] * rb;
+		if (cudaMemcpy(d + off, parts[i]->data, pb, cudaMemcpyHostToDevice) != cudaSuccess) {
+			(void)cudaGetLastError();
+			cudaFree(d);
+			return -ENOMEM;
+		}
+		off += pb;
+	}
+	m->q = d;
+	m->qtype = parts[0]->type;
+	m->q_row_bytes = rb;
+	*bytes += qsz;
+	return 0;
+}
+
+/* Concatenates the rows of parts[0..n) (same k) into one bf16 matrix. */
 static int upload_mat(struct cu_mat *m, const struct kern_tensor *const *parts, int n, float *f32, uint16_t *stage,
-		      int64_t stage_rows, cudaStream_t st, size_t *bytes, bool want_q)
+		      int64_t stage_rows, cudaStream_t st, size_t *bytes)
 {
 	m->k = parts[0]->ne[0];
 	m->rows = 0;
-	bool q = want_q && gemv_type(parts[0]->type) && m->k % 32 == 0;
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++)
 		m->rows += parts[i]->ne[1];
-		q = q && parts[i]->type == parts[0]->type && parts[i]->row_bytes == parts[0]->row_bytes;
-	}
-	if (q) {
-		m->qtype = parts[0]->type;
-		m->q_row_bytes = parts[0]->row_bytes;
-		size_t qsz = (size_t)m->rows * m->q_row_bytes;
-		if (cudaMalloc(&m->q, qsz) != cudaSuccess) {
-			m->q = NULL;
-			return -ENOMEM;
-		}
-		*bytes += qsz;
-		size_t off = 0;
-		for (int i = 0; i < n; i++) {
-			size_t pb = (size_t)parts[i]->ne[1] * m->q_row_bytes;
-			if (cudaMemcpy(m->q + off, parts[i]->data, pb, cudaMemcpyHostToDevice) != cudaSuccess)
-				return -EIO;
-			off += pb;
-		}
-	}
 	size_t sz = (size_t)m->rows * m->k * sizeof(bf16);
 	if (cudaMalloc(&m->d, sz) != cudaSuccess) {
 		m->d = NULL;
@@ -987,6 +1028,8 @@ static void cuda_close(kern_backend_t *be)
 	}
 	if (cb->output.d != cb->emb)
 		free_mat(&cb->output);
+	else
+		cudaFree(cb->output.q); /* tied: only the quantized copy is its own */
 	cudaFree(cb->emb);
 	cudaFree(cb->out_norm);
 	cudaFree(cb->inv_freq);
@@ -1086,29 +1129,26 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 			goto err;
 		}
 		struct cu_mat emb = {};
-		/* LOCUS_CUDA_GEMV=0: decode through cuBLAS on the bf16 copies only */
-		const char *ge = getenv("LOCUS_CUDA_GEMV");
-		const bool gq = !(ge && !strcmp(ge, "0"));
 		const struct kern_tensor *pe[1] = {&w->tok_embd}, *po[1] = {&w->output};
-		rc = upload_mat(&emb, pe, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes, false);
+		rc = upload_mat(&emb, pe, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
 		cb->emb = emb.d;
 		if (!rc && w->output.data == w->tok_embd.data && w->output.type == w->tok_embd.type)
 			cb->output = emb; /* tied: one copy */
 		else if (!rc)
-			rc = upload_mat(&cb->output, po, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes, gq);
+			rc = upload_mat(&cb->output, po, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
 		cb->out_norm = upload_vec(&w->output_norm, E, f32, &rc);
 		for (int l = 0; l < hp->n_layer && !rc; l++) {
 			const struct kern_layer *Lw = &w->layers[l];
 			struct cu_layer *L = &cb->layers[l];
 			const struct kern_tensor *qkv[3] = {&Lw->wq, &Lw->wk, &Lw->wv}, *o[1] = {&Lw->wo},
 						 *gu[2] = {&Lw->w_gate, &Lw->w_up}, *dn[1] = {&Lw->w_down};
-			rc = upload_mat(&L->wqkv, qkv, 3, f32, stage, stage_rows, cb->stream, &cb->weight_bytes, gq);
+			rc = upload_mat(&L->wqkv, qkv, 3, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
 			if (!rc)
-				rc = upload_mat(&L->wo, o, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes, gq);
+				rc = upload_mat(&L->wo, o, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
 			if (!rc)
-				rc = upload_mat(&L->wgu, gu, 2, f32, stage, stage_rows, cb->stream, &cb->weight_bytes, gq);
+				rc = upload_mat(&L->wgu, gu, 2, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
 			if (!rc)
-				rc = upload_mat(&L->wdown, dn, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes, gq);
+				rc = upload_mat(&L->wdown, dn, 1, f32, stage, stage_rows, cb->stream, &cb->weight_bytes);
 			L->attn_norm = upload_vec(&Lw->attn_norm, E, f32, &rc);
 			L->ffn_norm = upload_vec(&Lw->ffn_norm, E, f32, &rc);
 			L->bq = upload_vec(&Lw->bq, (int64_t)qd, f32, &rc);
@@ -1197,6 +1237,39 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 			goto err;
 		}
 	}
+
+	/* Quantized rows for the decode GEMV, last: optional, they only get
+	 * what the weights, KV cache and scratch left (LOCUS_CUDA_GEMV=0: none). */
+	{
+		const char *ge = getenv("LOCUS_CUDA_GEMV");
+		int qrc = ge && !strcmp(ge, "0") ? -ENOENT : 0;
+		size_t qbytes = 0;
+		int nq = 0;
+		const struct kern_tensor *po[1] = {&w->output};
+		if (qrc == 0)
+			qrc = upload_q(&cb->output, po, 1, &qbytes); /* a tied output gets its own quantized copy */
+		nq += qrc == 0;
+		for (int l = 0; l < hp->n_layer && qrc >= 0; l++) {
+			const struct kern_layer *Lw = &w->layers[l];
+			struct cu_layer *L = &cb->layers[l];
+			const struct kern_tensor *qkv[3] = {&Lw->wq, &Lw->wk, &Lw->wv}, *o[1] = {&Lw->wo},
+						 *gu[2] = {&Lw->w_gate, &Lw->w_up}, *dn[1] = {&Lw->w_down};
+			struct {
+				struct cu_mat *m;
+				const struct kern_tensor *const *p;
+				int n;
+			} js[4] = {{&L->wqkv, qkv, 3}, {&L->wo, o, 1}, {&L->wgu, gu, 2}, {&L->wdown, dn, 1}};
+			for (int j = 0; j < 4 && qrc >= 0; j++) {
+				qrc = upload_q(js[j].m, js[j].p, js[j].n, &qbytes);
+				nq += qrc == 0;
+			}
+		}
+		if (qrc == -ENOMEM)
+			fprintf(stderr, "cuda backend: device full after %d quantized matrices (%.1f MiB): the rest decode "
+					"through cuBLAS on bf16\n", nq, qbytes / 1048576.0);
+		cb->q_bytes = qbytes;
+		cb->n_q = nq;
+	}
 	free(f32);
 	f32 = NULL;
 	cudaFreeHost(stage);
@@ -1210,10 +1283,11 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		cudaDeviceProp pr;
 		cudaGetDeviceProperties(&pr, cb->device);
 		fprintf(stderr,
-			"cuda backend: GPU %d %s: weights %.1f MiB (bf16, and the quantized rows kept for the decode GEMV), "
-			"KV cache %.1f MiB, scratch %.1f MiB; "
+			"cuda backend: GPU %d %s: weights %.1f MiB (bf16) + %.1f MiB quantized for the decode GEMV "
+			"(%d matrices), KV cache %.1f MiB, scratch %.1f MiB; "
 			"device memory %.0f of %.0f MiB used; host staging %s\n",
-			cb->device, pr.name, cb->weight_bytes / 1048576.0, 2 * cb->kv_bytes / 1048576.0,
+			cb->device, pr.name, cb->weight_bytes / 1048576.0, cb->q_bytes / 1048576.0, cb->n_q,
+			2 * cb->kv_bytes / 1048576.0,
 			cb->scratch_bytes / 1048576.0, (tot - fr) / 1048576.0, tot / 1048576.0,
 			cb->hm.bound ? "bound to the GPU's node and registered" :
 			cb->hm.registered ? "registered, not bound (binding refused)" : "from cudaHostAlloc");
@@ -1249,7 +1323,9 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 	uint16_t *hy = NULL;
 	int rc = -EIO;
 	if (rows < 1 || n < 1 || rows > 65535 ||
-	    (a->kernel == LCU_GEMV && (a->T < 1 || a->T > GEMV_MAX_T || n % 32 || !gemv_type(a->qtype)))) {
+	    (a->kernel == LCU_GEMV &&
+	     (a->T < 1 || a->T > GEMV_MAX_T || n % 32 || !gemv_type(a->qtype) || !a->qw ||
+	      a->q_row_bytes != n / 32 * (a->qtype == KERN_TYPE_Q8_0 ? 34 : a->qtype == KERN_TYPE_Q4_0 ? 18 : 20)))) {
 		snprintf(errbuf, errlen, "cuda-check: rows 1..65535, n >= 1; GEMV: T 1..%d, n a multiple of 32, Q8_0/Q4_0/Q4_1",
 			 GEMV_MAX_T);
 		return -EINVAL;
@@ -1481,7 +1557,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 			int k, rows;
 		} sh[] = {{"qkv 4096->6144", E, 6144}, {"o 4096->4096", E, E}, {"gate|up 4096->28672", E, 2 * F},
 			  {"down 14336->4096", F, E}, {"logits 4096->128256", E, V}};
-		const int Ts[] = {1, 16, 128, 512, 2048};
+		const int Ts[] = {1, 2, 4, 8, 16, 128, 512, 2048};
 		printf("\nGEMM (cuBLAS, bf16 in, f32 accumulate and out)\n%-22s %6s %9s %9s %8s %9s %8s\n", "shape", "T",
 		       "us", "TFLOP/s", "of peak", "GB/s w", "of copy");
 		uint8_t *act = pool + ((size_t)2 << 30); /* 1 GiB: x and y */
@@ -1518,19 +1594,20 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		}
 
 		/* ---- fused dequantizing GEMV (decode on quantized weights) ---- */
-		printf("\nGEMV on quantized rows (decode path for Q8_0, Q4_0, Q4_1; bytes: the quantized weights)\n"
-		       "%-28s %4s %9s %9s %8s\n", "type, shape", "T", "us", "GB/s w", "of copy");
+		printf("\nGEMV on quantized rows (decode path for Q8_0, Q4_0, Q4_1 up to T = %d; bytes: the quantized weights;\n"
+		       "compare with the GEMM rows above at the same T, which read bf16)\n"
+		       "%-28s %4s %9s %9s %8s\n", GEMV_MAX_T, "type, shape", "T", "us", "GB/s w", "of copy");
 		{
 			const uint32_t qt[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1};
 			const int bpb[] = {34, 18, 20}; /* bytes per 32 weights */
 			for (int qi = 0; qi < 3; qi++)
-				for (size_t si = 1; si < sizeof(sh) / sizeof(sh[0]); si++) {
+				for (size_t si = 0; si < sizeof(sh) / sizeof(sh[0]); si++) {
 					size_t rb = (size_t)sh[si].k / 32 * bpb[qi], wbytes = rb * sh[si].rows;
 					int copies = (int)(((size_t)2 << 30) / wbytes);
 					copies = copies < 1 ? 1 : copies > 64 ? 64 : copies;
 					const bf16 *x = (const bf16 *)act;
 					float *y = (float *)(act + ((size_t)8 * sh[si].k * 2 + 255) / 256 * 256);
-					for (int T : {1, 4}) {
+					for (int T : {1, 2, 4, 8}) {
 						float ms = kb_time(&t, runs, [&](int i) {
 							gemv_q(qt[qi], pool + (size_t)(i % copies) * wbytes, rb, sh[si].rows, sh[si].k, x,
 							       T, y, sh[si].rows, 0);

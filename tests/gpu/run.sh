@@ -16,7 +16,8 @@
 #      the copy bandwidth and GEMM peak measured now; kbench --quick;
 #   3. cuda-check on synthetic models of every weight type and awkward
 #      shapes (made there with mkmodel): every logit of prefill and decode
-#      against the CPU backend, with CUDA graphs and without;
+#      against the CPU backend, with CUDA graphs and the quantized GEMV and
+#      without them;
 #   4. greedy generation, CPU vs CUDA backend, token ids compared;
 #   5. a Llama-3-8B-shaped bf16 model: batch-1 decode (after a warm-up) as
 #      a fraction of the measured copy bandwidth, prefill of 128 tokens;
@@ -103,7 +104,7 @@ timeout 150 "$BIN/kbench" --quick >"$L/kbench.txt" 2>&1
 rc=$?
 head -n 70 "$L/kbench.txt"
 if [ $rc -eq 0 ]; then
-	row "kbench (kbench.txt in logs)" "T=1 gate|up GEMV: $(awk '/^gate\|up/ && $3 == 1 {print $7 " GB/s, " $8 " of copy"}' "$L/kbench.txt"); T=2048 gate|up GEMM: $(awk '/^gate\|up/ && $3 == 2048 {print $5 " TFLOP/s, " $6 " of peak"}' "$L/kbench.txt")"
+	row "kbench (kbench.txt in logs)" "gate|up at T=1: cuBLAS bf16 $(awk '/^gate\|up/ && $3 == 1 {print $4 " us, " $7 " GB/s"}' "$L/kbench.txt"); Q4_1 GEMV $(awk '/^Q4_1 gate\|up/ && $4 == 1 {print $5 " us, " $6 " GB/s, " $7 " of copy"}' "$L/kbench.txt"); at T=8: cuBLAS $(awk '/^gate\|up/ && $3 == 8 {print $4}' "$L/kbench.txt") us, Q4_1 GEMV $(awk '/^Q4_1 gate\|up/ && $4 == 8 {print $5}' "$L/kbench.txt") us; T=2048 GEMM: $(awk '/^gate\|up/ && $3 == 2048 {print $5 " TFLOP/s, " $6 " of peak"}' "$L/kbench.txt")"
 else
 	bad "kbench" "rc $rc: $(tail -n1 "$L/kbench.txt")"
 fi
@@ -128,10 +129,11 @@ if grep -q 'graphs off' "$L/models.txt"; then
 fi
 if [ $rc -eq 0 ]; then row "backend vs CPU" "$(grep -c '^ok' "$L/models.txt") models, every logit within tolerance (decode as CUDA graphs)"
 else bad "backend vs CPU" "rc $rc (models.txt)"; fi
-LOCUS_CUDA_GRAPHS=0 timeout 120 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/l3-bf16.gguf" >"$L/models-nographs.txt" 2>&1
+LOCUS_CUDA_GRAPHS=0 LOCUS_CUDA_GEMV=0 timeout 120 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/l3-bf16.gguf" \
+	>"$L/models-plain.txt" 2>&1
 rc=$?
-if [ $rc -eq 0 ]; then row "backend vs CPU, graphs off" "2 models, every logit within tolerance"
-else bad "backend vs CPU, graphs off" "rc $rc (models-nographs.txt)"; fi
+if [ $rc -eq 0 ]; then row "backend vs CPU, graphs and GEMV off" "3 models, every logit within tolerance"
+else bad "backend vs CPU, graphs and GEMV off" "rc $rc (models-plain.txt)"; fi
 
 # 4. greedy generation, token ids
 note "greedy"
