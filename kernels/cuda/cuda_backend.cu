@@ -44,8 +44,11 @@
  * (LOCUS_CUDA_GRAPHS=0 turns graphs off; a failed capture does too, and
  * says so). NVTX ranges mark the host side of each step.
  *
- * Not done yet: a fused GEMV for Q4_K and Q6_K, split (flash-decoding)
- * attention and a tiled prefill attention, cuBLASLt algorithm caching.
+ * Decode attention (steps of up to 64 tokens) is split along the positions
+ * into 16 ranges per token and merged, as flash-decoding does.
+ *
+ * Not done yet: a fused GEMV for Q4_K and Q6_K, a tiled (flash-attention)
+ * prefill attention, cuBLASLt algorithm caching.
  */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -206,14 +209,24 @@ __global__ void k_qkv_post(float *qkv, int ld, const float *bq, const float *bk,
 }
 
 /*
- * Paged causal attention: block (token, query head), ATTN_WARPS warps;
- * warp w takes positions w, w + ATTN_WARPS, ... with its own online
- * softmax, and the warps' partial results are merged at the end. Lane l
- * holds dimensions l, l + 32, ... of the query and the accumulator.
- * Output bf16 (it feeds the output projection).
+ * Paged causal attention: block (token, query head, split), ATTN_WARPS
+ * warps. With nsplit > 1 (decode: few tokens, so few blocks) the token's
+ * positions are cut in nsplit contiguous ranges, one per block, as
+ * flash-decoding does; the ranges follow each token's own length, so the
+ * grid does not depend on it (CUDA graphs keep working as contexts grow).
+ * In a block, warp w takes positions w, w + ATTN_WARPS, ... of the range
+ * with its own online softmax; the warps' results are merged at the end.
+ * Lane l holds dimensions l, l + 32, ... of the query and the accumulator.
+ * nsplit == 1: the output, bf16 (it feeds the output projection);
+ * nsplit > 1: the block's (max, sum, unnormalized accumulator) in part,
+ * for k_attn_merge.
  */
+#define ATTN_SPLITS 16        /* ranges per decode token */
+#define ATTN_SPLIT_MAX_T 64   /* steps of at most this many tokens split their attention */
+
 __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head,
-			    int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out, int out_ld)
+			    int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out, int out_ld, int nsplit,
+			    float *part)
 {
 	__shared__ float sm[ATTN_WARPS], sl[ATTN_WARPS];
 	__shared__ float sacc[ATTN_WARPS][ATTN_MAX_HD];
@@ -229,7 +242,9 @@ __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half 
 	float mx = -INFINITY, l = 0;
 	const int32_t n_pos = m.pos[t] + 1;
 	const int32_t *bt = m.bt + m.bt_off[t];
-	for (int32_t p = w; p < n_pos; p += ATTN_WARPS) {
+	const int32_t len = (n_pos + nsplit - 1) / nsplit, p0 = (int32_t)blockIdx.z * len;
+	const int32_t p1 = p0 + len < n_pos ? p0 + len : n_pos;
+	for (int32_t p = p0 + w; p < p1; p += ATTN_WARPS) {
 		size_t off = (size_t)bt[p / bs] * blk_stride + (size_t)kvh * bs * hd + (size_t)(p % bs) * hd;
 		const __half *kr = kc + off, *vr = vc + off;
 		float s = 0;
@@ -267,6 +282,22 @@ __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half 
 		f[i] = sl[i] > 0 ? __expf(sm[i] - gm) : 0.0f; /* a warp with no position has l = 0 */
 		gl += sl[i] * f[i];
 	}
+	if (nsplit > 1) {
+		/* this range's share; an empty range has gl = 0 and weighs nothing */
+		float *pp = part + (((size_t)t * n_head + h) * nsplit + blockIdx.z) * (hd + 2);
+		if (lane == 0) {
+			pp[0] = gm;
+			pp[1] = gl;
+		}
+		for (int j = 0; j < nd; j++) {
+			int d = lane + j * WARP;
+			float s = 0;
+			for (int i = 0; i < ATTN_WARPS; i++)
+				s += sacc[i][d] * f[i];
+			pp[2 + d] = s;
+		}
+		return;
+	}
 	bf16 *o = out + (size_t)t * out_ld + (size_t)h * hd;
 	for (int j = 0; j < nd; j++) {
 		int d = lane + j * WARP;
@@ -275,6 +306,46 @@ __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half 
 			s += sacc[i][d] * f[i];
 		o[d] = __float2bfloat16(s / gl);
 	}
+}
+
+/* Merges the nsplit ranges of block (token, head): out = sum_z acc_z e^(m_z - M) / sum_z l_z e^(m_z - M). */
+__global__ void k_attn_merge(const float *part, int n_head, int nsplit, int hd, bf16 *out, int out_ld)
+{
+	const int t = blockIdx.x, h = blockIdx.y;
+	const float *pp = part + ((size_t)t * n_head + h) * nsplit * (hd + 2);
+	float gm = -INFINITY;
+	for (int z = 0; z < nsplit; z++)
+		if (pp[(size_t)z * (hd + 2) + 1] > 0)
+			gm = fmaxf(gm, pp[(size_t)z * (hd + 2)]);
+	float gl = 0;
+	for (int z = 0; z < nsplit; z++) {
+		const float *q = pp + (size_t)z * (hd + 2);
+		if (q[1] > 0)
+			gl += q[1] * __expf(q[0] - gm);
+	}
+	bf16 *o = out + (size_t)t * out_ld + (size_t)h * hd;
+	for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+		float s = 0;
+		for (int z = 0; z < nsplit; z++) {
+			const float *q = pp + (size_t)z * (hd + 2);
+			if (q[1] > 0)
+				s += q[2 + d] * __expf(q[0] - gm);
+		}
+		o[d] = __float2bfloat16(s / gl);
+	}
+}
+
+/* Attention for T tokens: split along the positions when T is small and
+ * part (ATTN_SPLIT_MAX_T x n_head x ATTN_SPLITS x (hd + 2) floats) is given. */
+static void attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head, int n_kv,
+		      int hd, int bs, size_t blk_stride, bf16 *out, int out_ld, int T, float *part, cudaStream_t st)
+{
+	const int ns = part && T <= ATTN_SPLIT_MAX_T ? ATTN_SPLITS : 1;
+	k_attention<<<dim3(T, n_head, ns), ATTN_WARPS * WARP, 0, st>>>(qkv, ld, m, kc, vc, n_head, n_kv, hd, bs,
+									blk_stride, 1.0f / sqrtf((float)hd), out,
+									out_ld, ns, part);
+	if (ns > 1)
+		k_attn_merge<<<dim3(T, n_head), 128, 0, st>>>(part, n_head, ns, hd, out, out_ld);
 }
 
 /* h[t][i] = silu(gu[t][i]) * gu[t][F + i], bf16. */
@@ -516,6 +587,7 @@ struct cuda_backend {
 
 	/* device scratch, rows of max_batch_tokens */
 	float *x, *tmp, *qkv, *gu, *logits;
+	float *attn_part; /* split attention's partial results (decode) */
 	bf16 *xb, *att, *h;
 	int32_t *d_meta; /* tokens, pos, bt_off, logit_idx, argmax, then block tables */
 	size_t meta_cap; /* int32 elements of d_meta and h_meta */
@@ -836,9 +908,8 @@ static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argma
 			return -EIO;
 		k_qkv_post<<<T, 256, 0, st>>>(cb->qkv, ldqkv, L->bq, L->bk, L->bv, cb->inv_freq, m, kc, vc, hp->n_head,
 					     hp->n_head_kv, hd, bs, cb->blk_stride, hp->rope_type == KERN_ROPE_NEOX);
-		k_attention<<<dim3(T, hp->n_head), ATTN_WARPS * WARP, 0, st>>>(
-			cb->qkv, ldqkv, m, kc, vc, hp->n_head, hp->n_head_kv, hd, bs, cb->blk_stride,
-			1.0f / sqrtf((float)hd), cb->att, qd);
+		attention(cb->qkv, ldqkv, m, kc, vc, hp->n_head, hp->n_head_kv, hd, bs, cb->blk_stride, cb->att, qd, T,
+			  cb->attn_part, st);
 		if (gemm(cb, &L->wo, cb->att, T, cb->tmp, E))
 			return -EIO;
 		k_add_rmsnorm<<<T, nt, 0, st>>>(cb->x, cb->tmp, NULL, L->ffn_norm, cb->xb, E, hp->norm_eps);
@@ -1203,10 +1274,12 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 	/* Scratch: one allocation carved in 256-byte aligned pieces. */
 	{
 		const size_t V = (size_t)hp->n_vocab, Tz = (size_t)T;
-		size_t f4[] = {Tz * E, Tz * E, Tz * (qd + 2 * kvd), Tz * 2 * F, Tz * V}; /* x tmp qkv gu logits */
+		const size_t Ts = Tz < ATTN_SPLIT_MAX_T ? Tz : ATTN_SPLIT_MAX_T;
+		size_t f4[] = {Tz * E, Tz * E, Tz * (qd + 2 * kvd), Tz * 2 * F, Tz * V, /* x tmp qkv gu logits */
+			       Ts * hp->n_head * ATTN_SPLITS * ((size_t)hd + 2)};   /* attn_part */
 		size_t b2[] = {Tz * E, Tz * qd, Tz * F};                                  /* xb att h */
 		size_t total = 0;
-		for (size_t i = 0; i < 5; i++)
+		for (size_t i = 0; i < 6; i++)
 			total += (f4[i] * 4 + 255) & ~(size_t)255;
 		for (size_t i = 0; i < 3; i++)
 			total += (b2[i] * 2 + 255) & ~(size_t)255;
@@ -1219,9 +1292,9 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		cb->scratch_bytes = total;
 		cb->x = (float *)p; /* the allocation's base: cuda_close frees it */
 		CU(cudaMemset(p, 0xff, total), "scratch poison"); /* NaN, as the KV cache */
-		float **fp[] = {&cb->x, &cb->tmp, &cb->qkv, &cb->gu, &cb->logits};
+		float **fp[] = {&cb->x, &cb->tmp, &cb->qkv, &cb->gu, &cb->logits, &cb->attn_part};
 		bf16 **bp[] = {&cb->xb, &cb->att, &cb->h};
-		for (size_t i = 0; i < 5; i++) {
+		for (size_t i = 0; i < 6; i++) {
 			*fp[i] = (float *)p;
 			p += (f4[i] * 4 + 255) & ~(size_t)255;
 		}
@@ -1641,6 +1714,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		const int ctx_max = 8192, nblk = ctx_max / BS * 16; /* 16 sequences of up to 8192 */
 		const size_t blk_stride = (size_t)NKV * BS * HD;
 		__half *kc = (__half *)carve((size_t)nblk * blk_stride * 2), *vc = (__half *)carve((size_t)nblk * blk_stride * 2);
+		float *part = (float *)carve((size_t)ATTN_SPLIT_MAX_T * NH * ATTN_SPLITS * (HD + 2) * 4);
 		if ((size_t)(p - pool) > pool_bytes) {
 			snprintf(errbuf, errlen, "kbench: the 3 GiB pool is too small");
 			goto err;
@@ -1710,21 +1784,23 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 			for (int ctx : {512, 2048, 8192}) {
 				if (set_meta(S, S, ctx))
 					goto err;
-				float ms = kb_time(&t, runs, [&](int) {
-					k_attention<<<dim3(S, NH), ATTN_WARPS * WARP>>>(qkv, ld, m, kc, vc, NH, NKV, HD, BS,
-										       blk_stride, 0.088f, xb, E);
-				});
 				double by = (double)S * ctx * NKV * HD * 2 * 2; /* K and V, f16, read once per sequence */
-				printf("attention decode S=%-2d ctx=%-5d     %9.2f %9.0f %7.0f%%\n", S, ctx, ms * 1e3,
-				       by / (ms * 1e-3) / 1e9, 100 * by / (ms * 1e-3) / 1e9 / c.copy_gbps);
+				for (int split = 1; split >= 0; split--) {
+					float ms = kb_time(&t, runs, [&](int) {
+						attention(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride, xb, E, S,
+							  split ? part : NULL, 0);
+					});
+					printf("attention decode S=%-2d ctx=%-5d %s %9.2f %9.0f %7.0f%%\n", S, ctx,
+					       split ? "split" : "whole", ms * 1e3, by / (ms * 1e-3) / 1e9,
+					       100 * by / (ms * 1e-3) / 1e9 / c.copy_gbps);
+				}
 			}
 		}
 		for (int T : {128, 512, 2048}) {
 			if (set_meta(T, 1, T))
 				goto err;
 			float ms = kb_time(&t, quick ? 3 : 9, [&](int) {
-				k_attention<<<dim3(T, NH), ATTN_WARPS * WARP>>>(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride,
-									       0.088f, xb, E);
+				attention(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride, xb, E, T, NULL, 0);
 			});
 			double fl = 4.0 * NH * HD * (double)T * (T + 1) / 2; /* QK^T and PV, causal */
 			printf("attention prefill T=%-5d          %9.1f %8.1f TFLOP/s, %.1f%% of the GEMM peak\n", T, ms * 1e3,
