@@ -44,8 +44,9 @@
  * (LOCUS_CUDA_GRAPHS=0 turns graphs off; a failed capture does too, and
  * says so). NVTX ranges mark the host side of each step.
  *
- * Decode attention (steps of up to 64 tokens) is split along the positions
- * into 16 ranges per token and merged, as flash-decoding does.
+ * Attention in steps of up to 64 tokens (decode) is split along the
+ * positions into up to 16 ranges per token and merged, as flash-decoding
+ * does (LOCUS_CUDA_ATTN_SPLIT=0: one block per token and head).
  *
  * Not done yet: a fused GEMV for Q4_K and Q6_K, a tiled (flash-attention)
  * prefill attention, cuBLASLt algorithm caching.
@@ -210,7 +211,8 @@ __global__ void k_qkv_post(float *qkv, int ld, const float *bq, const float *bk,
 
 /*
  * Paged causal attention: block (token, query head, split), ATTN_WARPS
- * warps. With nsplit > 1 (decode: few tokens, so few blocks) the token's
+ * warps. With nsplit > 1 (steps of few tokens, so few blocks: decode, and
+ * small prefill chunks) the token's
  * positions are cut in nsplit contiguous ranges, one per block, as
  * flash-decoding does; the ranges follow each token's own length, so the
  * grid does not depend on it (CUDA graphs keep working as contexts grow).
@@ -221,8 +223,9 @@ __global__ void k_qkv_post(float *qkv, int ld, const float *bq, const float *bk,
  * nsplit > 1: the block's (max, sum, unnormalized accumulator) in part,
  * for k_attn_merge.
  */
-#define ATTN_SPLITS 16        /* ranges per decode token */
+#define ATTN_SPLITS 16        /* ranges per token */
 #define ATTN_SPLIT_MAX_T 64   /* steps of at most this many tokens split their attention */
+#define ATTN_MIN_RANGE 64     /* positions per range at least (the rest of the ranges stay empty) */
 
 __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head,
 			    int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out, int out_ld, int nsplit,
@@ -242,7 +245,9 @@ __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half 
 	float mx = -INFINITY, l = 0;
 	const int32_t n_pos = m.pos[t] + 1;
 	const int32_t *bt = m.bt + m.bt_off[t];
-	const int32_t len = (n_pos + nsplit - 1) / nsplit, p0 = (int32_t)blockIdx.z * len;
+	int32_t len = (n_pos + nsplit - 1) / nsplit;
+	len = len < ATTN_MIN_RANGE ? ATTN_MIN_RANGE : len; /* short contexts: fewer, fuller ranges */
+	const int32_t p0 = (int32_t)blockIdx.z * len;
 	const int32_t p1 = p0 + len < n_pos ? p0 + len : n_pos;
 	for (int32_t p = p0 + w; p < p1; p += ATTN_WARPS) {
 		size_t off = (size_t)bt[p / bs] * blk_stride + (size_t)kvh * bs * hd + (size_t)(p % bs) * hd;
@@ -279,7 +284,9 @@ __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half 
 	float gl = 0;
 	float f[ATTN_WARPS];
 	for (int i = 0; i < ATTN_WARPS; i++) {
-		f[i] = sl[i] > 0 ? __expf(sm[i] - gm) : 0.0f; /* a warp with no position has l = 0 */
+		/* a warp with no position has l = 0 exactly; a NaN l (a poisoned
+		 * position was read) is != 0 and reaches the output */
+		f[i] = sl[i] != 0 ? __expf(sm[i] - gm) : 0.0f;
 		gl += sl[i] * f[i];
 	}
 	if (nsplit > 1) {
@@ -314,13 +321,14 @@ __global__ void k_attn_merge(const float *part, int n_head, int nsplit, int hd, 
 	const int t = blockIdx.x, h = blockIdx.y;
 	const float *pp = part + ((size_t)t * n_head + h) * nsplit * (hd + 2);
 	float gm = -INFINITY;
+	/* empty ranges have l == 0 exactly; a NaN l is kept, so poison shows */
 	for (int z = 0; z < nsplit; z++)
-		if (pp[(size_t)z * (hd + 2) + 1] > 0)
+		if (pp[(size_t)z * (hd + 2) + 1] != 0)
 			gm = fmaxf(gm, pp[(size_t)z * (hd + 2)]);
 	float gl = 0;
 	for (int z = 0; z < nsplit; z++) {
 		const float *q = pp + (size_t)z * (hd + 2);
-		if (q[1] > 0)
+		if (q[1] != 0)
 			gl += q[1] * __expf(q[0] - gm);
 	}
 	bf16 *o = out + (size_t)t * out_ld + (size_t)h * hd;
@@ -328,7 +336,7 @@ __global__ void k_attn_merge(const float *part, int n_head, int nsplit, int hd, 
 		float s = 0;
 		for (int z = 0; z < nsplit; z++) {
 			const float *q = pp + (size_t)z * (hd + 2);
-			if (q[1] > 0)
+			if (q[1] != 0)
 				s += q[2 + d] * __expf(q[0] - gm);
 		}
 		o[d] = __float2bfloat16(s / gl);
@@ -587,7 +595,7 @@ struct cuda_backend {
 
 	/* device scratch, rows of max_batch_tokens */
 	float *x, *tmp, *qkv, *gu, *logits;
-	float *attn_part; /* split attention's partial results (decode) */
+	float *attn_part; /* split attention's partial results (steps of <= 64 tokens); NULL: never split */
 	bf16 *xb, *att, *h;
 	int32_t *d_meta; /* tokens, pos, bt_off, logit_idx, argmax, then block tables */
 	size_t meta_cap; /* int32 elements of d_meta and h_meta */
@@ -606,6 +614,7 @@ struct cuda_backend {
 	int n_graphs;
 	bool graphs_off;
 	int32_t spare_block; /* = n_kv_blocks: padding tokens write here, nobody reads it */
+	bool attn_split;     /* LOCUS_CUDA_ATTN_SPLIT != 0 */
 	size_t q_bytes;      /* quantized copies for the decode GEMV */
 	int n_q;
 };
@@ -909,7 +918,7 @@ static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argma
 		k_qkv_post<<<T, 256, 0, st>>>(cb->qkv, ldqkv, L->bq, L->bk, L->bv, cb->inv_freq, m, kc, vc, hp->n_head,
 					     hp->n_head_kv, hd, bs, cb->blk_stride, hp->rope_type == KERN_ROPE_NEOX);
 		attention(cb->qkv, ldqkv, m, kc, vc, hp->n_head, hp->n_head_kv, hd, bs, cb->blk_stride, cb->att, qd, T,
-			  cb->attn_part, st);
+			  cb->attn_split ? cb->attn_part : NULL, st);
 		if (gemm(cb, &L->wo, cb->att, T, cb->tmp, E))
 			return -EIO;
 		k_add_rmsnorm<<<T, nt, 0, st>>>(cb->x, cb->tmp, NULL, L->ffn_norm, cb->xb, E, hp->norm_eps);
@@ -1257,8 +1266,9 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 	cb->layer_stride = cb->blk_stride * ((size_t)cfg->n_kv_blocks + 1); /* + the spare block */
 	cb->spare_block = cfg->n_kv_blocks;
 	{
-		const char *g = getenv("LOCUS_CUDA_GRAPHS");
+		const char *g = getenv("LOCUS_CUDA_GRAPHS"), *a = getenv("LOCUS_CUDA_ATTN_SPLIT");
 		cb->graphs_off = g && !strcmp(g, "0");
+		cb->attn_split = !(a && !strcmp(a, "0"));
 	}
 	cb->kv_bytes = cb->layer_stride * (size_t)hp->n_layer * sizeof(__half);
 	if (cudaMalloc(&cb->kc, cb->kv_bytes) != cudaSuccess || cudaMalloc(&cb->vc, cb->kv_bytes) != cudaSuccess) {
