@@ -22,8 +22,10 @@
  *   GEMM down ] -> add + rmsnorm of the rows that want logits -> GEMM
  *   logits -> argmax on the device (only ids cross PCIe when the caller
  *   does not want the logits themselves).
- * Matrix products: cuBLAS, bf16 inputs, f32 accumulation and output, with
- * an explicit workspace. Activations feeding a GEMM are bf16; the residual
+ * Matrix products: cuBLASLt, bf16 inputs, f32 accumulation and output, with
+ * an explicit workspace; each shape's layouts and heuristic algorithm are
+ * found once and cached (LOCUS_CUDA_LT=0, or a shape without one:
+ * cublasGemmEx). Activations feeding a GEMM are bf16; the residual
  * stream, norms, softmax and RoPE are f32.
  *
  * KV cache: f16, like the CPU backend's, laid out
@@ -49,8 +51,9 @@
  * does (LOCUS_CUDA_ATTN_SPLIT=0: one block per token and head).
  *
  * Not done yet: a fused GEMV for Q4_K and Q6_K, a tiled (flash-attention)
- * prefill attention, cuBLASLt algorithm caching.
+ * prefill attention.
  */
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -575,6 +578,16 @@ struct hbuf {
 	bool bound;      /* ... and the kernel bound its pages to the node */
 };
 
+/* A GEMM shape's cuBLASLt plan: its layouts and the algorithm the
+ * heuristic picked, found once and kept (LT_SLOTS shapes at most). */
+#define LT_SLOTS 1024
+struct lt_plan {
+	int rows, T, k, ldy; /* the key; rows == 0: an empty slot */
+	bool ok;             /* false: no algorithm for it, cublasGemmEx instead */
+	cublasLtMatrixLayout_t a, b, c;
+	cublasLtMatmulAlgo_t algo;
+};
+
 struct cuda_backend {
 	struct kern_backend base;
 	const struct kern_weights *w;
@@ -582,6 +595,11 @@ struct cuda_backend {
 	cudaStream_t stream;
 	cublasHandle_t blas;
 	void *workspace;
+	cublasLtHandle_t lt; /* NULL: GEMMs through cublasGemmEx (LOCUS_CUDA_LT=0 or set-up failed) */
+	cublasLtMatmulDesc_t lt_op;
+	cublasLtMatmulPreference_t lt_pref;
+	struct lt_plan *lt_plans; /* (LT_SLOTS), open addressing */
+	int lt_n;
 
 	bf16 *emb;
 	float *out_norm;
@@ -734,14 +752,102 @@ static int upload_mat(struct cu_mat *m, const struct kern_tensor *const *parts, 
 	return 0;
 }
 
+/* The plan of shape (rows, T, k, ldy): found, made now, or NULL (the
+ * table is full, or cuBLASLt is off). Host-only calls: safe while a
+ * stream is being captured. */
+static struct lt_plan *lt_plan_get(struct cuda_backend *cb, int rows, int T, int k, int ldy)
+{
+	if (!cb->lt)
+		return NULL;
+	uint32_t h = ((uint32_t)rows * 2654435761u) ^ ((uint32_t)T * 40503u) ^ ((uint32_t)k * 97u) ^ (uint32_t)ldy;
+	for (int i = 0; i < 32; i++) {
+		struct lt_plan *p = &cb->lt_plans[(h + (uint32_t)i) & (LT_SLOTS - 1)];
+		if (p->rows == rows && p->T == T && p->k == k && p->ldy == ldy)
+			return p;
+		if (p->rows != 0)
+			continue;
+		/* a new shape: W stored k x rows (used transposed), X k x T, Y rows x T (ld ldy) */
+		*p = (struct lt_plan){rows, T, k, ldy, false, NULL, NULL, NULL, {}};
+		cublasLtMatmulHeuristicResult_t res;
+		int n = 0;
+		if (cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, (uint64_t)k, (uint64_t)rows, k) == CUBLAS_STATUS_SUCCESS &&
+		    cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, (uint64_t)k, (uint64_t)T, k) == CUBLAS_STATUS_SUCCESS &&
+		    cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, (uint64_t)rows, (uint64_t)T, ldy) == CUBLAS_STATUS_SUCCESS &&
+		    cublasLtMatmulAlgoGetHeuristic(cb->lt, cb->lt_op, p->a, p->b, p->c, p->c, cb->lt_pref, 1, &res, &n) ==
+			    CUBLAS_STATUS_SUCCESS &&
+		    n > 0) {
+			p->algo = res.algo;
+			p->ok = true;
+		}
+		cb->lt_n++;
+		return p;
+	}
+	return NULL;
+}
+
+static void lt_free(struct cuda_backend *cb)
+{
+	for (int i = 0; cb->lt_plans && i < LT_SLOTS; i++) {
+		struct lt_plan *p = &cb->lt_plans[i];
+		if (p->a)
+			cublasLtMatrixLayoutDestroy(p->a);
+		if (p->b)
+			cublasLtMatrixLayoutDestroy(p->b);
+		if (p->c)
+			cublasLtMatrixLayoutDestroy(p->c);
+	}
+	free(cb->lt_plans);
+	if (cb->lt_pref)
+		cublasLtMatmulPreferenceDestroy(cb->lt_pref);
+	if (cb->lt_op)
+		cublasLtMatmulDescDestroy(cb->lt_op);
+	if (cb->lt)
+		cublasLtDestroy(cb->lt);
+	cb->lt_plans = NULL;
+	cb->lt_pref = NULL;
+	cb->lt_op = NULL;
+	cb->lt = NULL;
+}
+
+/* cuBLASLt set-up: one operation (bf16 x bf16 -> f32, f32 compute, A
+ * transposed), the workspace as the preference; off when anything fails. */
+static void lt_init(struct cuda_backend *cb)
+{
+	const char *e = getenv("LOCUS_CUDA_LT");
+	if (e && !strcmp(e, "0"))
+		return;
+	cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+	uint64_t ws = GEMM_WORKSPACE;
+	cb->lt_plans = (struct lt_plan *)calloc(LT_SLOTS, sizeof(*cb->lt_plans));
+	if (!cb->lt_plans || cublasLtCreate(&cb->lt) != CUBLAS_STATUS_SUCCESS ||
+	    cublasLtMatmulDescCreate(&cb->lt_op, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
+	    cublasLtMatmulDescSetAttribute(cb->lt_op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)) != CUBLAS_STATUS_SUCCESS ||
+	    cublasLtMatmulDescSetAttribute(cb->lt_op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)) != CUBLAS_STATUS_SUCCESS ||
+	    cublasLtMatmulPreferenceCreate(&cb->lt_pref) != CUBLAS_STATUS_SUCCESS ||
+	    cublasLtMatmulPreferenceSetAttribute(cb->lt_pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)) !=
+		    CUBLAS_STATUS_SUCCESS) {
+		fprintf(stderr, "cuda backend: cuBLASLt set-up failed: GEMMs through cublasGemmEx\n");
+		lt_free(cb);
+	}
+}
+
 /* y[T][ldy] (f32) = x[T][k] (bf16) . m^T: the fused GEMV over the
- * quantized rows for a few tokens, cuBLAS otherwise. */
+ * quantized rows for a few tokens; otherwise cuBLASLt with the shape's
+ * cached plan, or cublasGemmEx when there is none. */
 static cublasStatus_t gemm(struct cuda_backend *cb, const struct cu_mat *m, const bf16 *x, int T, float *y, int ldy)
 {
 	if (m->q && T <= GEMV_MAX_T &&
 	    gemv_q(m->qtype, m->q, m->q_row_bytes, (int)m->rows, (int)m->k, x, T, y, ldy, cb->stream))
 		return CUBLAS_STATUS_SUCCESS; /* launch errors surface at the step's end */
 	const float one = 1.0f, zero = 0.0f;
+	struct lt_plan *p = lt_plan_get(cb, (int)m->rows, T, (int)m->k, ldy);
+	if (p && p->ok) {
+		cublasStatus_t st = cublasLtMatmul(cb->lt, cb->lt_op, &one, m->d, p->a, x, p->b, &zero, y, p->c, y, p->c,
+						   &p->algo, cb->workspace, GEMM_WORKSPACE, cb->stream);
+		if (st == CUBLAS_STATUS_SUCCESS)
+			return st;
+		p->ok = false; /* this shape goes through cublasGemmEx from now on */
+	}
 	return cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m->rows, T, (int)m->k, &one, m->d, CUDA_R_16BF,
 			    (int)m->k, x, CUDA_R_16BF, (int)m->k, &zero, y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
 			    CUBLAS_GEMM_DEFAULT);
@@ -1119,6 +1225,7 @@ static void cuda_close(kern_backend_t *be)
 	cudaFree(cb->d_meta);
 	hbuf_free(&cb->hm);
 	free(cb->seq_start);
+	lt_free(cb);
 	if (cb->blas)
 		cublasDestroy(cb->blas); /* before its workspace */
 	cudaFree(cb->workspace);
@@ -1188,6 +1295,7 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		snprintf(errbuf, errlen, "cuda backend: cuBLAS set-up failed");
 		goto err;
 	}
+	lt_init(cb);
 
 	/* Weights. */
 	{

@@ -16,8 +16,8 @@
 #      the copy bandwidth and GEMM peak measured now; kbench --quick;
 #   3. cuda-check on synthetic models of every weight type and awkward
 #      shapes (made there with mkmodel): every logit of prefill and decode
-#      against the CPU backend, with CUDA graphs, the quantized GEMV and
-#      split attention, and without them;
+#      against the CPU backend, with CUDA graphs, the quantized GEMV, split
+#      attention and cuBLASLt plans, and without them;
 #   4. greedy generation, CPU vs CUDA backend, token ids compared;
 #   5. a Llama-3-8B-shaped bf16 model: batch-1 decode (after a warm-up) as
 #      a fraction of the measured copy bandwidth, prefill of 128 tokens;
@@ -79,7 +79,7 @@ if command -v nvcc >/dev/null; then
 	note "module: nvcc $(nvcc --version | grep -o 'release [0-9.]*'), sm_$ARCH"
 	if timeout 240 nvcc -O3 -std=c++17 -lineinfo -arch="sm_$ARCH" -shared \
 		-Xcompiler -fPIC,-Wall,-Wextra,-fno-strict-aliasing -I. kernels/cuda/cuda_backend.cu \
-		-o "$W/real/liblocus_cuda.so" -L"$CUDA_LIB" -Xlinker -rpath,"$CUDA_LIB" -lcublas >"$L/nvcc.log" 2>&1; then
+		-o "$W/real/liblocus_cuda.so" -L"$CUDA_LIB" -Xlinker -rpath,"$CUDA_LIB" -lcublas -lcublasLt >"$L/nvcc.log" 2>&1; then
 		row "module" "built here for sm_$ARCH with $(nvcc --version | grep -o 'release [0-9.]*')"
 	else
 		cp "$B/bin/liblocus_cuda.so" "$W/real/" 2>/dev/null
@@ -129,11 +129,11 @@ if grep -q 'graphs off' "$L/models.txt"; then
 fi
 if [ $rc -eq 0 ]; then row "backend vs CPU" "$(grep -c '^ok' "$L/models.txt") models, every logit within tolerance (decode as CUDA graphs)"
 else bad "backend vs CPU" "rc $rc (models.txt)"; fi
-LOCUS_CUDA_GRAPHS=0 LOCUS_CUDA_GEMV=0 LOCUS_CUDA_ATTN_SPLIT=0 timeout 120 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/l3-bf16.gguf" \
+LOCUS_CUDA_GRAPHS=0 LOCUS_CUDA_GEMV=0 LOCUS_CUDA_ATTN_SPLIT=0 LOCUS_CUDA_LT=0 timeout 120 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/l3-bf16.gguf" \
 	>"$L/models-plain.txt" 2>&1
 rc=$?
-if [ $rc -eq 0 ]; then row "backend vs CPU, graphs, GEMV and split attention off" "3 models, every logit within tolerance"
-else bad "backend vs CPU, graphs, GEMV and split attention off" "rc $rc (models-plain.txt)"; fi
+if [ $rc -eq 0 ]; then row "backend vs CPU, graphs, GEMV, split attention and cuBLASLt off" "3 models, every logit within tolerance"
+else bad "backend vs CPU, graphs, GEMV, split attention and cuBLASLt off" "rc $rc (models-plain.txt)"; fi
 
 # 4. greedy generation, token ids
 note "greedy"
