@@ -600,6 +600,7 @@ struct cuda_backend {
 	cublasLtMatmulPreference_t lt_pref;
 	struct lt_plan *lt_plans; /* (LT_SLOTS), open addressing */
 	int lt_n;
+	bool lt_full;
 
 	bf16 *emb;
 	float *out_norm;
@@ -776,11 +777,20 @@ static struct lt_plan *lt_plan_get(struct cuda_backend *cb, int rows, int T, int
 		    cublasLtMatmulAlgoGetHeuristic(cb->lt, cb->lt_op, p->a, p->b, p->c, p->c, cb->lt_pref, 1, &res, &n) ==
 			    CUBLAS_STATUS_SUCCESS &&
 		    n > 0) {
+			/* n > 0: res is valid, and within the preference's workspace */
 			p->algo = res.algo;
 			p->ok = true;
+		} else {
+			fprintf(stderr, "cuda backend: cuBLASLt has no algorithm for %dx%dx%d (ld %d): cublasGemmEx\n", rows,
+				T, k, ldy);
 		}
 		cb->lt_n++;
 		return p;
+	}
+	if (!cb->lt_full) {
+		cb->lt_full = true;
+		fprintf(stderr, "cuda backend: cuBLASLt plan table full (%d shapes): new shapes through cublasGemmEx\n",
+			cb->lt_n);
 	}
 	return NULL;
 }
@@ -844,9 +854,16 @@ static cublasStatus_t gemm(struct cuda_backend *cb, const struct cu_mat *m, cons
 	if (p && p->ok) {
 		cublasStatus_t st = cublasLtMatmul(cb->lt, cb->lt_op, &one, m->d, p->a, x, p->b, &zero, y, p->c, y, p->c,
 						   &p->algo, cb->workspace, GEMM_WORKSPACE, cb->stream);
-		if (st == CUBLAS_STATUS_SUCCESS)
+		/* Only "this algorithm cannot do it" falls back (nothing was
+		 * launched); any other status is the step's failure, as before. */
+		if (st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE)
 			return st;
-		p->ok = false; /* this shape goes through cublasGemmEx from now on */
+		cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+		if (cudaStreamIsCapturing(cb->stream, &cs) == cudaSuccess && cs == cudaStreamCaptureStatusNone) {
+			p->ok = false; /* this shape goes through cublasGemmEx from now on */
+			fprintf(stderr, "cuda backend: cuBLASLt refused %dx%dx%d (status %d): cublasGemmEx\n", (int)m->rows, T,
+				(int)m->k, (int)st);
+		}
 	}
 	return cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m->rows, T, (int)m->k, &one, m->d, CUDA_R_16BF,
 			    (int)m->k, x, CUDA_R_16BF, (int)m->k, &zero, y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
@@ -1289,6 +1306,7 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		snprintf(errbuf, errlen, "cuda backend: cublasCreate failed");
 		goto err;
 	}
+	/* One workspace for cuBLAS and cuBLASLt: safe because every product runs on cb->stream. */
 	CU(cudaMalloc(&cb->workspace, GEMM_WORKSPACE), "GEMM workspace");
 	if (cublasSetStream(cb->blas, cb->stream) || cublasSetWorkspace(cb->blas, cb->workspace, GEMM_WORKSPACE) ||
 	    cublasSetMathMode(cb->blas, CUBLAS_DEFAULT_MATH)) {

@@ -124,6 +124,8 @@ timeout 300 "$BIN/cuda-check" "$W"/s-*.gguf "$W"/k-*.gguf "$W/qwen2-q8.gguf" "$W
 	>"$L/models.txt" 2>&1
 rc=$?
 grep -E '^(ok|FAIL|skip| )' "$L/models.txt" | head -40
+NLT=$(grep -c 'cuBLASLt' "$L/models.txt")
+[ "$NLT" -gt 0 ] && row "cuBLASLt fallbacks" "$NLT lines in models.txt, e.g. $(grep -m1 'cuBLASLt' "$L/models.txt")"
 if grep -q 'graphs off' "$L/models.txt"; then
 	bad "CUDA graphs" "$(grep -m1 'graphs off' "$L/models.txt")"
 fi
