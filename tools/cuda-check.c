@@ -7,7 +7,7 @@
  * (cuda_module.h), printed as "ceilings: NAME copy X GB/s gemm Y TFLOP/s".
  * --kernels: RMSNorm, SwiGLU and argmax on the device against the CPU
  * kernels (kernels/ops.h), and the fused dequantizing GEMV (Q8_0, Q4_0,
- * Q4_1, T = 1..8) against dequantize-then-dot in double, on seeded random
+ * Q4_1, Q4_K, Q6_K, T = 1..8) against dequantize-then-dot in double, on seeded random
  * inputs of awkward sizes, outputs poisoned with NaN before each run.
  * Each MODEL: both backends run the same steps: three sequences of 37, 61
  * and 5 prompt tokens (random ids) prefilled together in chunks of at most
@@ -178,12 +178,15 @@ static float bf16_round(float f)
 /* The decode path's fused GEMV against dequantize-then-dot in double. */
 static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu)
 {
-	static const uint32_t types[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1};
-	static const int shapes[][3] = {{1, 32, 1}, {7, 96, 3}, {33, 4096, 8}, {5, 14336, 2}, {130, 576, 5}};
+	static const uint32_t types[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K};
+	static const int shapes[][3] = {{1, 32, 1},     {7, 96, 3},    {33, 4096, 8}, {5, 14336, 2},
+					{130, 576, 5},  {3, 256, 1},   {17, 768, 4}};
 	char err[256], what[96];
 	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++)
 		for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
 			int rows = shapes[si][0], k = shapes[si][1], T = shapes[si][2];
+			if (k % kern_type_block_elems(types[ti]))
+				continue; /* K-quants: rows of whole 256-weight super-blocks */
 			size_t rb = kern_row_bytes(types[ti], k);
 			uint8_t *qw = malloc((size_t)rows * rb);
 			float *w = malloc((size_t)k * 4), *x = malloc((size_t)T * k * 4), *y = malloc((size_t)T * rows * 4);

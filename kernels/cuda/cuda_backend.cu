@@ -11,9 +11,9 @@
  * GGUF type the CPU backend reads: dequantized row by row on the host, then
  * rounded to bf16); Q/K/V rows are concatenated into one matrix, and gate
  * and up into another, so each takes one GEMM. Norms, biases stay f32.
- * Q8_0, Q4_0 and Q4_1 matrices are also kept as they are in the file: steps
- * of up to GEMV_MAX_T tokens (decode) multiply them with a fused
- * dequantizing GEMV that reads 4.5-8.5 bits per weight instead of 16
+ * Q8_0, Q4_0, Q4_1, Q4_K and Q6_K matrices are also kept as they are in
+ * the file: steps of up to GEMV_MAX_T tokens (decode) multiply them with a
+ * fused dequantizing GEMV that reads 4.5-8.5 bits per weight instead of 16
  * (LOCUS_CUDA_GEMV=0: bf16 and cuBLAS only).
  *
  * A step (all on one stream, one host synchronization at the end):
@@ -50,8 +50,7 @@
  * positions into up to 16 ranges per token and merged, as flash-decoding
  * does (LOCUS_CUDA_ATTN_SPLIT=0: one block per token and head).
  *
- * Not done yet: a fused GEMV for Q4_K and Q6_K, a tiled (flash-attention)
- * prefill attention.
+ * Not done yet: a tiled (flash-attention) prefill attention.
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -428,11 +427,50 @@ __device__ __forceinline__ float f16_at(const uint8_t *p) /* 2-byte aligned */
 	return __half2float(*(const __half *)p);
 }
 
-/* Weights sub*8 .. sub*8+7 of block b of a row (the CPU's nibble order:
- * element i < 16 is the low nibble of qs[i], i >= 16 the high one of qs[i-16]). */
+/* Weights sub*8 .. sub*8+7 of the row's 32-weight unit b, in the CPU's
+ * layouts (kernels/quant_ref.c). Q4_0/Q4_1: element i < 16 is the low
+ * nibble of qs[i], i >= 16 the high one of qs[i-16]. K-quants: unit b is
+ * sub-block j = b % 8 of super-block b / 8 (256 weights). */
 template <uint32_t TYPE> __device__ __forceinline__ void dequant8(const uint8_t *wr, int b, int sub, float *v)
 {
-	if (TYPE == KERN_TYPE_Q8_0) {
+	if (TYPE == KERN_TYPE_Q4_K) {
+		/* 144 bytes: d, dmin, scales[12] (6-bit scale and min per sub-block), qs[128];
+		 * element i: qs[32 (i / 64) + i % 32], low nibble when i % 64 < 32 */
+		const uint8_t *blk = wr + (size_t)(b >> 3) * 144;
+		const int j = b & 7;
+		const float d = f16_at(blk), dmin = f16_at(blk + 2);
+		const uint8_t *sc = blk + 4;
+		int s6, m6;
+		if (j < 4) {
+			s6 = sc[j] & 63;
+			m6 = sc[j + 4] & 63;
+		} else {
+			s6 = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
+			m6 = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+		}
+		const float ds = d * (float)s6, dm = dmin * (float)m6;
+		const uint8_t *qs = blk + 16 + 32 * (j >> 1) + sub * 8;
+		const int sh = (j & 1) * 4;
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			v[i] = ds * (float)((qs[i] >> sh) & 15) - dm;
+	} else if (TYPE == KERN_TYPE_Q6_K) {
+		/* 210 bytes: ql[128], qh[64], scales[16] (int8, one per 16 weights), d;
+		 * element i: half n = i / 128, quarter g = i % 128 / 32, l = i % 32:
+		 * low 4 bits from ql[64n + l + 32 (g & 1)] (high nibble for g >= 2),
+		 * bits 4-5 from qh[32n + l] >> 2g; value d * scale * (q - 32) */
+		const uint8_t *blk = wr + (size_t)(b >> 3) * 210;
+		const int j = b & 7, n = j >> 2, g = j & 3, l0 = sub * 8;
+		const float d = f16_at(blk + 208);
+		const float ds = d * (float)((const int8_t *)(blk + 192))[2 * j + (sub >> 1)];
+		const uint8_t *ql = blk + 64 * n + 32 * (g & 1) + l0, *qh = blk + 128 + 32 * n + l0;
+		const int lsh = g < 2 ? 0 : 4;
+#pragma unroll
+		for (int i = 0; i < 8; i++) {
+			int q = ((ql[i] >> lsh) & 15) | (((qh[i] >> (2 * g)) & 3) << 4);
+			v[i] = ds * (float)(q - 32);
+		}
+	} else if (TYPE == KERN_TYPE_Q8_0) {
 		const uint8_t *blk = wr + (size_t)b * 34;
 		const float d = f16_at(blk);
 		const int8_t *q = (const int8_t *)(blk + 2 + sub * 8);
@@ -545,6 +583,12 @@ static bool gemv_q(uint32_t qtype, const uint8_t *w, size_t row_bytes, int rows,
 	case KERN_TYPE_Q4_1:
 		gemv_launch<KERN_TYPE_Q4_1>(w, row_bytes, rows, k, x, T, y, ldy, st);
 		return true;
+	case KERN_TYPE_Q4_K:
+		gemv_launch<KERN_TYPE_Q4_K>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
+	case KERN_TYPE_Q6_K:
+		gemv_launch<KERN_TYPE_Q6_K>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
 	default:
 		return false;
 	}
@@ -552,7 +596,32 @@ static bool gemv_q(uint32_t qtype, const uint8_t *w, size_t row_bytes, int rows,
 
 static bool gemv_type(uint32_t t)
 {
-	return t == KERN_TYPE_Q8_0 || t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q4_1;
+	return t == KERN_TYPE_Q8_0 || t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q4_1 || t == KERN_TYPE_Q4_K ||
+	       t == KERN_TYPE_Q6_K;
+}
+
+/* Bytes of a row of k weights of a GEMV type (k a multiple of its block). */
+static size_t gemv_row_bytes(uint32_t t, size_t k)
+{
+	switch (t) {
+	case KERN_TYPE_Q8_0:
+		return k / 32 * 34;
+	case KERN_TYPE_Q4_0:
+		return k / 32 * 18;
+	case KERN_TYPE_Q4_1:
+		return k / 32 * 20;
+	case KERN_TYPE_Q4_K:
+		return k / 256 * 144;
+	case KERN_TYPE_Q6_K:
+		return k / 256 * 210;
+	default:
+		return 0;
+	}
+}
+
+static size_t gemv_block(uint32_t t)
+{
+	return t == KERN_TYPE_Q4_K || t == KERN_TYPE_Q6_K ? 256 : 32;
 }
 
 /* ---- host side ---- */
@@ -702,7 +771,8 @@ static float *upload_vec(const struct kern_tensor *t, int64_t n, float *f32, int
  */
 static int upload_q(struct cu_mat *m, const struct kern_tensor *const *parts, int n, size_t *bytes)
 {
-	bool q = gemv_type(parts[0]->type) && m->k % 32 == 0;
+	bool q = gemv_type(parts[0]->type) && m->k % (int64_t)gemv_block(parts[0]->type) == 0 &&
+		 parts[0]->row_bytes == gemv_row_bytes(parts[0]->type, (size_t)m->k);
 	for (int i = 0; i < n; i++)
 		q = q && parts[i]->type == parts[0]->type && parts[i]->row_bytes == parts[0]->row_bytes;
 	if (!q)
@@ -1532,11 +1602,10 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 	uint16_t *hy = NULL;
 	int rc = -EIO;
 	if (rows < 1 || n < 1 || rows > 65535 ||
-	    (a->kernel == LCU_GEMV &&
-	     (a->T < 1 || a->T > GEMV_MAX_T || n % 32 || !gemv_type(a->qtype) || !a->qw ||
-	      a->q_row_bytes != n / 32 * (a->qtype == KERN_TYPE_Q8_0 ? 34 : a->qtype == KERN_TYPE_Q4_0 ? 18 : 20)))) {
-		snprintf(errbuf, errlen, "cuda-check: rows 1..65535, n >= 1; GEMV: T 1..%d, n a multiple of 32, Q8_0/Q4_0/Q4_1",
-			 GEMV_MAX_T);
+	    (a->kernel == LCU_GEMV && (a->T < 1 || a->T > GEMV_MAX_T || !gemv_type(a->qtype) || n % gemv_block(a->qtype) ||
+				       !a->qw || a->q_row_bytes != gemv_row_bytes(a->qtype, n)))) {
+		snprintf(errbuf, errlen, "cuda-check: rows 1..65535, n >= 1; GEMV: T 1..%d, Q8_0/Q4_0/Q4_1 (n a multiple of "
+			 "32) or Q4_K/Q6_K (of 256), rows of the type's size", GEMV_MAX_T);
 		return -EINVAL;
 	}
 	{
@@ -1803,15 +1872,15 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		}
 
 		/* ---- fused dequantizing GEMV (decode on quantized weights) ---- */
-		printf("\nGEMV on quantized rows (decode path for Q8_0, Q4_0, Q4_1 up to T = %d; bytes: the quantized weights;\n"
+		printf("\nGEMV on quantized rows (decode path for Q8_0, Q4_0, Q4_1, Q4_K, Q6_K up to T = %d; bytes: the quantized weights;\n"
 		       "compare with the GEMM rows above at the same T, which read bf16)\n"
 		       "%-28s %4s %9s %9s %8s\n", GEMV_MAX_T, "type, shape", "T", "us", "GB/s w", "of copy");
 		{
-			const uint32_t qt[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1};
-			const int bpb[] = {34, 18, 20}; /* bytes per 32 weights */
-			for (int qi = 0; qi < 3; qi++)
+			const uint32_t qt[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K};
+			const char *qn[] = {"Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"};
+			for (int qi = 0; qi < 5; qi++)
 				for (size_t si = 0; si < sizeof(sh) / sizeof(sh[0]); si++) {
-					size_t rb = (size_t)sh[si].k / 32 * bpb[qi], wbytes = rb * sh[si].rows;
+					size_t rb = gemv_row_bytes(qt[qi], (size_t)sh[si].k), wbytes = rb * sh[si].rows;
 					int copies = (int)(((size_t)2 << 30) / wbytes);
 					copies = copies < 1 ? 1 : copies > 64 ? 64 : copies;
 					const bf16 *x = (const bf16 *)act;
@@ -1823,8 +1892,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 						});
 						double gb = (double)wbytes / (ms * 1e-3) / 1e9;
 						char nm[48];
-						snprintf(nm, sizeof(nm), "%s %s", qi == 0 ? "Q8_0" : qi == 1 ? "Q4_0" : "Q4_1",
-							 sh[si].name);
+						snprintf(nm, sizeof(nm), "%s %s", qn[qi], sh[si].name);
 						printf("%-28s %4d %9.1f %9.0f %7.0f%%\n", nm, T, ms * 1e3, gb, 100 * gb / c.copy_gbps);
 					}
 				}
@@ -1945,7 +2013,6 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		CU(cudaGetLastError(), "kernel launch");
 		CU(cudaDeviceSynchronize(), "kernels");
 	}
-	printf("\nnot measured: Q4_K and Q6_K have no fused GEMV yet (decode runs them through cuBLAS on bf16 copies)\n");
 	rc = 0;
 err:
 	if (h)
