@@ -629,7 +629,7 @@ static size_t gemv_block(uint32_t t)
 struct cu_mat {
 	bf16 *d;     /* rows x k, row-major */
 	int64_t k, rows;
-	uint8_t *q;  /* the same rows in their GGUF quantized format (Q8_0, Q4_0, Q4_1), or NULL */
+	uint8_t *q;  /* the same rows in their GGUF quantized format (a GEMV type: gemv_type), or NULL */
 	uint32_t qtype;
 	size_t q_row_bytes;
 };
