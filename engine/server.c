@@ -29,6 +29,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -89,6 +90,13 @@ struct server {
 	struct api_buf *bufs;    /* (n_net) output scratch per net thread */
 	_Atomic int state;
 	_Atomic int net_stopped;
+	/* Dispatchers wake net threads (notify_flush) while server_stop may be
+	 * tearing the net server down: a waker counts itself in net_users and
+	 * then checks net_wakeable; server_stop clears net_wakeable, then waits
+	 * for net_users to drain before net_server_stop frees the loops. Both
+	 * sequentially consistent, so one of the two always sees the other. */
+	_Atomic int net_wakeable;
+	_Atomic int net_users;
 	int64_t ctx;
 	int64_t created;
 	uint64_t id_salt;
@@ -155,15 +163,18 @@ static void notify_flush(int ix, void *user)
 {
 	struct server *s = user;
 	uint64_t *w = s->net_to_wake[ix].m;
+	atomic_fetch_add(&s->net_users, 1);
+	const bool alive = atomic_load(&s->net_wakeable);
 	for (int k = 0; k < NET_WAKE_WORDS; k++) {
 		uint64_t m = w[k];
 		w[k] = 0;
-		while (m) {
+		while (m && alive) {
 			int b = __builtin_ctzll(m);
 			m &= m - 1;
 			net_wake(s->net, k * 64 + b);
 		}
 	}
+	atomic_fetch_sub(&s->net_users, 1);
 }
 
 /* ---- responses ---- */
@@ -888,6 +899,7 @@ int server_start(struct server **out, const struct engine_config *cfg, const str
 	if (cfg->port)
 		instance_publish(s, cfg->port);
 	s->net = net_server_start(&nc, &cb, err, errlen);
+	atomic_store(&s->net_wakeable, s->net != NULL);
 	if (!s->net)
 		goto err;
 	if (!cfg->port)
@@ -947,6 +959,10 @@ void server_stop(struct server *s)
 		struct timespec ts = {0, 10 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}
+	/* No dispatcher may be inside net_wake when the loops are freed. */
+	atomic_store(&s->net_wakeable, 0);
+	while (atomic_load(&s->net_users))
+		sched_yield();
 	if (s->net)
 		net_server_stop(s->net, 1000);
 	atomic_store_explicit(&s->net_stopped, 1, memory_order_release);
