@@ -4,8 +4,28 @@
  * inside a backend) and dispatch through the ops table.
  */
 #include <errno.h>
+#include <math.h>
+#include <stdio.h>
 
 #include "kernels/backend_impl.h"
+
+int kern_rope_inv_freq(const struct kern_weights *w, double *out, const char *who, char *errbuf, size_t errlen)
+{
+	const struct kern_hparams *hp = &w->hp;
+	const float *ff = w->rope_freqs.data;
+	for (int i = 0; i < hp->head_dim / 2; i++) {
+		double f = pow((double)hp->rope_freq_base, -2.0 * i / hp->n_rot) * hp->rope_freq_scale;
+		if (ff) {
+			if (!(ff[i] > 0)) {
+				snprintf(errbuf, errlen, "%s: rope_freqs[%d] = %g is not positive", who, i, ff[i]);
+				return -EINVAL;
+			}
+			f /= ff[i];
+		}
+		out[i] = f;
+	}
+	return 0;
+}
 
 const char *kern_backend_name(const kern_backend_t *be)
 {

@@ -20,6 +20,12 @@ struct kern_backend_ops {
 	void (*close)(kern_backend_t *be);
 };
 
+/* RoPE frequencies (radians per position) of the head_dim/2 rotated pairs:
+ * base^(-2i/n_rot) * freq_scale, divided by the model's rope_freqs factors
+ * when it has them (Llama-3 scaling). 0, or -EINVAL with the reason in
+ * errbuf (prefixed by who) when a factor is not positive. */
+int kern_rope_inv_freq(const struct kern_weights *w, double *out, const char *who, char *errbuf, size_t errlen);
+
 struct kern_backend {
 	const struct kern_backend_ops *ops;
 	const struct kern_weights *w;

@@ -487,18 +487,8 @@ kern_backend_t *kern_backend_cpu_open(const struct kern_weights *w, const struct
 		p += (size_t)T * cb->act_max_row;
 	}
 
-	const float *ff = w->rope_freqs.data;
-	for (int i = 0; i < hd / 2; i++) {
-		double f = pow((double)hp->rope_freq_base, -2.0 * i / hp->n_rot) * hp->rope_freq_scale;
-		if (ff) {
-			if (!(ff[i] > 0)) {
-				snprintf(errbuf, errlen, "cpu backend: rope_freqs[%d] = %g is not positive", i, ff[i]);
-				goto err;
-			}
-			f /= ff[i];
-		}
-		cb->inv_freq[i] = f;
-	}
+	if (kern_rope_inv_freq(w, cb->inv_freq, "cpu backend", errbuf, errlen))
+		goto err;
 
 	struct touch_ctx tc = {{(uint8_t *)cb->k_cache, (uint8_t *)cb->v_cache, cb->scratch},
 			       {cb->kv_bytes, cb->kv_bytes, cb->scratch_bytes}};

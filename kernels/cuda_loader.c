@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels/backend_impl.h"
 #include "kernels/cuda/cuda_module.h"
 
 static pthread_mutex_t mod_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -66,6 +67,7 @@ void *kern_cuda_module(char *errbuf, size_t errlen)
 		.dequantize_row = kern_dequantize_row,
 		.numa_map = alloc_numa_map,
 		.numa_unmap = alloc_numa_unmap,
+		.rope_inv_freq = kern_rope_inv_freq,
 	};
 	init(&host);
 	mod = m;

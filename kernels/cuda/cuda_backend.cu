@@ -1438,21 +1438,11 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		}
 	}
 
-	/* RoPE frequencies, as the CPU backend computes them. */
+	/* RoPE frequencies: the CPU backend's own function. */
 	{
 		double inv[ATTN_MAX_HD / 2];
-		const float *ff = (const float *)w->rope_freqs.data;
-		for (int i = 0; i < hd / 2; i++) {
-			double f = pow((double)hp->rope_freq_base, -2.0 * i / hp->n_rot) * hp->rope_freq_scale;
-			if (ff) {
-				if (!(ff[i] > 0)) {
-					snprintf(errbuf, errlen, "cuda backend: rope_freqs[%d] = %g is not positive", i, ff[i]);
-					goto err;
-				}
-				f /= ff[i];
-			}
-			inv[i] = f;
-		}
+		if (host.rope_inv_freq(w, inv, "cuda backend", errbuf, errlen))
+			goto err;
 		CU(cudaMalloc(&cb->inv_freq, (size_t)hd / 2 * sizeof(double)), "rope table");
 		CU(cudaMemcpy(cb->inv_freq, inv, (size_t)hd / 2 * sizeof(double), cudaMemcpyHostToDevice), "rope table");
 	}

@@ -19,7 +19,7 @@
 /* The version of this boundary: bumped whenever an entry point or a struct
  * below changes. The loader refuses a module built for another version
  * (a program and a module from different commits). */
-#define LCU_ABI 4
+#define LCU_ABI 5
 typedef int (*locus_cuda_abi_fn)(void);
 
 /* locus_cuda_init: called once, before anything else. */
@@ -27,6 +27,8 @@ struct lcu_host {
 	void (*dequantize_row)(uint32_t type, const void *src, float *dst, int64_t n); /* kern_dequantize_row */
 	void *(*numa_map)(size_t bytes, int node, enum alloc_policy policy, int *bound_out); /* alloc_numa_map */
 	void (*numa_unmap)(void *p, size_t bytes);                                     /* alloc_numa_unmap */
+	int (*rope_inv_freq)(const struct kern_weights *w, double *out, const char *who, char *errbuf,
+			     size_t errlen);                                               /* kern_rope_inv_freq */
 };
 typedef void (*locus_cuda_init_fn)(const struct lcu_host *host);
 
