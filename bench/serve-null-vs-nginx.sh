@@ -8,6 +8,10 @@
 # client is uring-bench (CLIENT=uring-bench, default: one thread, io_uring)
 # or wrk (CLIENT=wrk, -t1); the same client drives both servers. Interleaved
 # rounds; medians; server CPU per request from /proc (user + system).
+# A third server, net-hello (the same HTTP layer answering a canned 200-byte
+# body, no engine behind it), shows the ceiling of this setup: what the
+# client and loopback TCP allow when the server does nothing else. The
+# client's own CPU use is reported: a client core near 100% is the limit.
 #
 #   [CLIENT=uring-bench|wrk] bench/serve-null-vs-nginx.sh [ROUNDS] [SECONDS] [CONNS]   (defaults 5 10 16)
 set -euo pipefail
@@ -74,30 +78,41 @@ http {
 CONF
 taskset -c 0 "$NGINX" -c "$TMP/nginx.conf" &
 PIDS+=($!); NPID=$!
+HPORT=$((EPORT + 2))
+build/bin/net-hello --port "$HPORT" --threads 1 --cpu 0 > "$TMP/hello.log" 2>&1 &
+PIDS+=($!); HPID=$!
 sleep 0.5
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-run() { # name pid url -> "name req/s p99_ms server_cpu_us errors"
-  local t0 t1 out rps p99 errs
+run() { # name pid url -> "name req/s p99_ms server_cpu_us errors client_cpu_s"
+  local t0 t1 out rps p99 errs ccpu
   t0=$(cpu_ticks "$2")
+  TIMEFORMAT='%U %S'
+  { time {
   if [ "$CLIENT" = wrk ]; then
     out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$TMP/post.lua" "$3")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {x = $2; if (x ~ /us$/) v = x / 1000; else if (x ~ /ms$/) v = x + 0; else v = x * 1000; print v}')
     errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {n++} END {print n + 0}')
+    echo "$rps $p99 $errs" > "$TMP/one"
   else
     build/bin/uring-bench --url "$3" --prompt Hello --max-tokens 1 -c "$CONNS" --duration "$SECS" --cpus 1 -q \
       --json "$TMP/ub.json" > /dev/null
     read -r rps p99 errs < <(python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))
 print(j["throughput"]["req_per_s"], j["latency_ms"]["p99"], j["requests"]["errors"])' "$TMP/ub.json")
+    echo "$rps $p99 $errs" > "$TMP/one"
   fi
+  } ; } 2> "$TMP/ctime"
   t1=$(cpu_ticks "$2")
-  echo "$1 $rps $p99 $(( (t1 - t0) * 10000 )) $errs" # cpu in us (100 ticks/s)
+  read -r rps p99 errs < "$TMP/one"
+  ccpu=$(awk '{print $1 + $2}' "$TMP/ctime")
+  echo "$1 $rps $p99 $(( (t1 - t0) * 10000 )) $errs $ccpu" # cpu in us (100 ticks/s)
 }
 echo "engine body: ${#BODY} bytes"
 : > "$TMP/res"
 for ((r = 1; r <= ROUNDS; r++)); do
   run engine "$EPID" "http://127.0.0.1:$EPORT/v1/completions" >> "$TMP/res"
   run nginx "$NPID" "http://127.0.0.1:$NPORT/" >> "$TMP/res"
+  run net-hello "$HPID" "http://127.0.0.1:$HPORT/v1/completions" >> "$TMP/res"
 done
 python3 - "$TMP/res" "$SECS" "$CONNS" "$CLIENT" <<'PY'
 import statistics, sys
@@ -105,17 +120,19 @@ rows = [l.split() for l in open(sys.argv[1])]
 secs, conns, client = float(sys.argv[2]), sys.argv[3], sys.argv[4]
 ms = float
 how = f"wrk -t1 -c{conns} -d{int(secs)}s" if client == "wrk" else f"uring-bench -c {conns} --duration {int(secs)}"
-print(f"{how}, POST /v1/completions (engine, null backend) vs static JSON (nginx), {len(rows) // 2} rounds\n")
-print("| server | requests/s (median) | spread | p99 ms (median) | server CPU us/request | errors |")
-print("|---|---:|---:|---:|---:|---:|")
+print(f"{how}, POST /v1/completions (engine, null backend) vs static JSON (nginx), {len(rows) // 3} rounds\n")
+print("| server | requests/s (median) | spread | p99 ms (median) | server CPU us/request | client core busy | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 med = {}
-for who in ("engine", "nginx"):
+for who in ("engine", "nginx", "net-hello"):
     rs = [float(r[1]) for r in rows if r[0] == who]
     p99 = [ms(r[2]) for r in rows if r[0] == who]
     cpu = [float(r[3]) / (float(r[1]) * secs) for r in rows if r[0] == who]
+    busy = [float(r[5]) / secs for r in rows if r[0] == who]
     med[who] = statistics.median(rs)
     errs = sum(int(float(r[4])) for r in rows if r[0] == who)
     print(f"| {who} | {med[who]:,.0f} | {min(rs):,.0f}..{max(rs):,.0f} | {statistics.median(p99):.2f} | "
-          f"{statistics.median(cpu):.2f} | {errs} |")
+          f"{statistics.median(cpu):.2f} | {100 * statistics.median(busy):.0f}% | {errs} |")
 print(f"\nengine / nginx requests/s: {med['engine'] / med['nginx']:.2f}x")
+print(f"ceiling of this setup (net-hello, HTTP layer alone) / nginx: {med['net-hello'] / med['nginx']:.2f}x")
 PY
