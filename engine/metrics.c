@@ -68,6 +68,7 @@ struct metrics_shard {
 	alignas(64) struct hist hist[H_COUNT];
 	_Atomic uint64_t prompt_tokens, generation_tokens, preemptions;
 	_Atomic uint64_t steps, step_tokens;
+	_Atomic uint64_t logit_rows[METRICS_PICK_COUNT];
 	_Atomic uint64_t finished[FIN_COUNT];
 	_Atomic int64_t running, waiting, kv_used, kv_total;
 	alignas(64) _Atomic uint64_t node_requests, ring_rejected; /* net threads */
@@ -211,6 +212,12 @@ void metrics_add_step(struct metrics *m, int node, uint64_t n_tokens)
 {
 	ADD(steps, 1);
 	ADD(step_tokens, n_tokens);
+}
+
+void metrics_add_logit_rows(struct metrics *m, int node, enum metrics_pick how, uint64_t n)
+{
+	if ((unsigned)how < METRICS_PICK_COUNT && n)
+		ADD(logit_rows[how], n);
 }
 
 void metrics_request_submitted(struct metrics *m, int node)
@@ -444,6 +451,16 @@ int metrics_write(const struct metrics *m, struct api_buf *out)
 	write_total(out, m, "engine_steps_total", "Model steps run (one batch forward each).", OFF(steps));
 	write_total(out, m, "engine_step_tokens_total", "Tokens fed to the model over all steps (prefill and decode).",
 	            OFF(step_tokens));
+	static const char *const pick_name[METRICS_PICK_COUNT] = {"argmax", "top", "rows"};
+	put_header(out, "logit_rows_total", "counter",
+	           "Logits rows sampled, by what left the backend: argmax (the token id), top (the 64 best "
+	           "logits), rows (the whole vocabulary).");
+	for (int k = 0; k < METRICS_PICK_COUNT; k++) {
+		char extra[32];
+		snprintf(extra, sizeof(extra), ",path=\"%s\"", pick_name[k]);
+		put_series(out, m, "logit_rows_total", extra);
+		put_u64(out, sum_u64(m, OFF(logit_rows) + (size_t)k * sizeof(_Atomic uint64_t)));
+	}
 
 	put_header(out, "node_kv_cache_usage_perc", "gauge", "KV-cache usage of a NUMA node's pool (0..1).");
 	for (int i = 0; i < m->n_nodes; i++) {

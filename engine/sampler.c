@@ -183,7 +183,15 @@ static int32_t argmax(const float *x, int32_t n)
 	return kern_argmax(x, n);
 }
 
-/* Moves the k largest (by val) of idx[0..n) to idx[0..k), sorted descending:
+/* The order of candidates: larger value first, ties by lower id (as the
+ * CUDA backend's top-K selection, so both paths pick the same tokens). */
+static inline bool before(const float *val, int32_t a, int32_t b)
+{
+	float x = val[a], y = val[b];
+	return x > y || (x == y && a < b);
+}
+
+/* Moves the k first of idx[0..n) in that order to idx[0..k), sorted:
  * quickselect to partition, then a shell sort of the head. */
 static void select_top(int32_t *idx, int32_t n, int32_t k, const float *val)
 {
@@ -191,12 +199,12 @@ static void select_top(int32_t *idx, int32_t n, int32_t k, const float *val)
 		k = n;
 	int32_t lo = 0, hi = n - 1;
 	while (lo < hi) {
-		float pivot = val[idx[lo + (hi - lo) / 2]];
+		int32_t pivot = idx[lo + (hi - lo) / 2];
 		int32_t i = lo, j = hi;
 		while (i <= j) {
-			while (val[idx[i]] > pivot)
+			while (before(val, idx[i], pivot))
 				i++;
-			while (val[idx[j]] < pivot)
+			while (before(val, pivot, idx[j]))
 				j--;
 			if (i <= j) {
 				int32_t t = idx[i];
@@ -214,7 +222,7 @@ static void select_top(int32_t *idx, int32_t n, int32_t k, const float *val)
 	for (int32_t gap = k / 2 > 0 ? k / 2 : 1;; gap = gap / 2 > 0 ? gap / 2 : 1) {
 		for (int32_t i = gap; i < k; i++) {
 			int32_t t = idx[i], j = i;
-			while (j >= gap && val[idx[j - gap]] < val[t]) {
+			while (j >= gap && before(val, t, idx[j - gap])) {
 				idx[j] = idx[j - gap];
 				j -= gap;
 			}
@@ -232,6 +240,63 @@ static double logsumexp(const float *x, int32_t n, float mx)
 	for (int32_t i = 0; i < n; i++)
 		sum += exp((double)x[i] - mx);
 	return sum > 0 ? mx + log(sum) : -INFINITY; /* n = 0: the log of an empty sum */
+}
+
+/*
+ * Truncation and the draw, over candidates idx[0..n) of val (token ids into
+ * the logits, or positions into a struct kern_top's list; sorted: idx is
+ * already in descending order of val). Returns the chosen entry of idx.
+ */
+static int32_t truncate_draw(struct sampler *s, struct sampler_scratch *w, const float *val, int32_t n, bool sorted)
+{
+	float lmax = sorted ? val[w->idx[0]] : val[argmax(val, n)];
+	if (s->p.top_p < 1.0f) {
+		double z = 0;
+		for (int32_t i = 0; i < n; i++)
+			z += exp((double)val[w->idx[i]] - lmax);
+		/* Grow a sorted head until it holds top_p of the mass. */
+		for (int32_t k = sorted ? n : 64;; k = k * 4 < n ? k * 4 : n) {
+			if (!sorted || k < n)
+				select_top(w->idx, n, k, val);
+			double cum = 0;
+			int32_t cut = -1;
+			for (int32_t i = 0; i < k; i++) {
+				cum += exp((double)val[w->idx[i]] - lmax) / z;
+				if (cum >= s->p.top_p) {
+					cut = i + 1;
+					break;
+				}
+			}
+			if (cut > 0) {
+				n = cut;
+				break;
+			}
+			if (k == n)
+				break; /* rounding: keep everything */
+		}
+	}
+	if (s->p.min_p > 0.0f) {
+		float thr = lmax + logf(s->p.min_p);
+		int32_t m = 0;
+		for (int32_t i = 0; i < n; i++)
+			if (val[w->idx[i]] >= thr)
+				w->idx[m++] = w->idx[i];
+		n = m > 0 ? m : 1; /* the maximum always passes; guard against NaN */
+	}
+	double tot = 0;
+	float inv_t = 1.0f / s->p.temperature;
+	for (int32_t i = 0; i < n; i++) {
+		float e = (float)exp((double)(val[w->idx[i]] - lmax) * inv_t);
+		w->prob[i] = e;
+		tot += e;
+	}
+	double u = rng_uniform(s->rng) * tot, acc = 0;
+	for (int32_t i = 0; i < n; i++) {
+		acc += w->prob[i];
+		if (u < acc)
+			return w->idx[i];
+	}
+	return w->idx[n - 1];
 }
 
 int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logits, float *chosen_lp,
@@ -258,70 +323,47 @@ int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logi
 	int32_t tok;
 	if (s->p.temperature <= 0.0f) {
 		tok = argmax(logits, V);
-		goto done;
-	}
-	int32_t n = V;
-	bool sorted = false;
-	for (int32_t i = 0; i < V; i++)
-		w->idx[i] = i;
-	if (s->p.top_k > 0 && s->p.top_k < V) {
-		select_top(w->idx, V, s->p.top_k, logits);
-		n = s->p.top_k;
-		sorted = true;
-	}
-	float lmax = sorted ? logits[w->idx[0]] : logits[argmax(logits, V)];
-	if (s->p.top_p < 1.0f) {
-		double z = 0;
-		for (int32_t i = 0; i < n; i++)
-			z += exp((double)logits[w->idx[i]] - lmax);
-		/* Grow a sorted head until it holds top_p of the mass. */
-		for (int32_t k = sorted ? n : 64;; k = k * 4 < n ? k * 4 : n) {
-			if (!sorted || k < n)
-				select_top(w->idx, n, k, logits);
-			double cum = 0;
-			int32_t cut = -1;
-			for (int32_t i = 0; i < k; i++) {
-				cum += exp((double)logits[w->idx[i]] - lmax) / z;
-				if (cum >= s->p.top_p) {
-					cut = i + 1;
-					break;
-				}
-			}
-			if (cut > 0) {
-				n = cut;
-				break;
-			}
-			if (k == n)
-				break; /* rounding: keep everything */
+	} else {
+		int32_t n = V;
+		bool sorted = false;
+		for (int32_t i = 0; i < V; i++)
+			w->idx[i] = i;
+		if (s->p.top_k > 0 && s->p.top_k < V) {
+			select_top(w->idx, V, s->p.top_k, logits);
+			n = s->p.top_k;
+			sorted = true;
 		}
-		sorted = true;
+		tok = truncate_draw(s, w, logits, n, sorted);
 	}
-	if (s->p.min_p > 0.0f) {
-		float thr = lmax + logf(s->p.min_p);
-		int32_t m = 0;
-		for (int32_t i = 0; i < n; i++)
-			if (logits[w->idx[i]] >= thr)
-				w->idx[m++] = w->idx[i];
-		n = m > 0 ? m : 1; /* the maximum always passes; guard against NaN */
-	}
-	double tot = 0;
-	float inv_t = 1.0f / s->p.temperature;
-	for (int32_t i = 0; i < n; i++) {
-		float e = (float)exp((double)(logits[w->idx[i]] - lmax) * inv_t);
-		w->prob[i] = e;
-		tot += e;
-	}
-	double u = rng_uniform(s->rng) * tot, acc = 0;
-	tok = w->idx[n - 1];
-	for (int32_t i = 0; i < n; i++) {
-		acc += w->prob[i];
-		if (u < acc) {
-			tok = w->idx[i];
-			break;
-		}
-	}
-done:
 	if (want_lp)
 		*chosen_lp = (float)(w->raw[tok] - lse);
 	return tok;
+}
+
+bool sampler_top_ok(const struct sampler *s)
+{
+	if (s->counts)
+		return false;
+	return s->p.temperature <= 0.0f ||
+	       (s->p.top_k >= 1 && s->p.top_k <= KERN_TOP_K && s->p.top_k < s->n_vocab);
+}
+
+int32_t sampler_sample_top(struct sampler *s, struct sampler_scratch *w, const struct kern_top *c, float *chosen_lp,
+			   struct sampler_logprob *top, int n_top)
+{
+	if (n_top > 20)
+		n_top = 20;
+	if (n_top > c->n)
+		n_top = c->n;
+	for (int i = 0; i < n_top; i++)
+		top[i] = (struct sampler_logprob){c->id[i], c->logit[i] - c->lse};
+	int32_t pos = 0;
+	if (s->p.temperature > 0.0f) {
+		for (int32_t i = 0; i < s->p.top_k; i++)
+			w->idx[i] = i;
+		pos = truncate_draw(s, w, c->logit, s->p.top_k, true);
+	}
+	if (chosen_lp)
+		*chosen_lp = c->logit[pos] - c->lse;
+	return c->id[pos];
 }

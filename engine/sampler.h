@@ -80,4 +80,15 @@ void sampler_accept(struct sampler *s, int32_t token);
 int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logits, float *chosen_lp,
 		       struct sampler_logprob *top, int n_top);
 
+struct kern_top;
+/* True when the next token (and its log-probabilities) can be picked from
+ * the row's struct kern_top alone with the same result as from the whole
+ * row: no penalties, and greedy or top_k within the candidates. */
+bool sampler_top_ok(const struct sampler *s);
+/* sampler_sample from the candidates (sampler_top_ok(s) must hold): the same
+ * token for the same generator state, the same truncation arithmetic; the
+ * log-probabilities differ from the whole row's only by the rounding of lse. */
+int32_t sampler_sample_top(struct sampler *s, struct sampler_scratch *w, const struct kern_top *c, float *chosen_lp,
+			   struct sampler_logprob *top, int n_top);
+
 #endif

@@ -127,6 +127,9 @@ struct dispatcher {
 	struct batch batch;
 	float *logits;          /* (max_seqs, n_vocab) */
 	int32_t *argmax;        /* (max_seqs) */
+	struct kern_top *top;   /* (max_seqs) candidates per row, for backends that pick them */
+	bool top_path;          /* pick from candidates when every row allows it */
+	bool top_native;        /* ... without the rows ever leaving the backend */
 	struct sampler_scratch sw;
 	char *piece;            /* tok_stream_bound bytes */
 	char *emit;             /* piece + STOP_MAX_LEN */
@@ -450,19 +453,31 @@ static int step(struct dispatcher *d)
 		return 0;
 	/* When every row only needs its argmax (greedy, no penalties, no
 	 * logprobs), a backend that can pick on its side need not hand out
-	 * the logits at all. */
-	bool argmax_only = kern_backend_argmax_only(d->be);
-	for (int i = 0; i < d->n_running && argmax_only; i++) {
+	 * the logits at all; when every row can be sampled from its top
+	 * candidates (no penalties, top_k within them), one that picks those
+	 * hands out only them. */
+	bool argmax_only = kern_backend_argmax_only(d->be), from_top = d->top_path;
+	for (int i = 0; i < d->n_running && (argmax_only || from_top); i++) {
 		const struct seq *s = d->running[i];
-		if (s->logit_row >= 0 && (!sampler_is_argmax(&s->smp) || s->req->api.logprobs >= 0))
+		if (s->logit_row < 0)
+			continue;
+		if (!sampler_is_argmax(&s->smp) || s->req->api.logprobs >= 0)
 			argmax_only = false;
+		if (!sampler_top_ok(&s->smp))
+			from_top = false;
 	}
+	from_top = from_top && !argmax_only;
 	TRACE_PUSHF("forward: %d tokens, %d sequences", d->batch.kb.n_tokens, d->batch.kb.n_seqs);
-	int rc = kern_backend_step_argmax(d->be, &d->batch.kb, argmax_only ? NULL : d->logits, d->argmax);
+	int rc = from_top ? kern_backend_step_top(d->be, &d->batch.kb, d->top_native ? NULL : d->logits, d->argmax,
+						  d->top)
+			  : kern_backend_step_argmax(d->be, &d->batch.kb, argmax_only ? NULL : d->logits, d->argmax);
 	TRACE_POP();
 	TRACE_PUSH("sample, detokenize, emit");
 	atomic_fetch_add_explicit(&d->steps, 1, memory_order_relaxed);
 	metrics_add_step(d->metrics, d->ix, (uint64_t)d->batch.kb.n_tokens);
+	metrics_add_logit_rows(d->metrics, d->ix,
+			       argmax_only ? METRICS_PICK_ARGMAX : from_top ? METRICS_PICK_TOP : METRICS_PICK_ROWS,
+			       (uint64_t)n_logits);
 	double t = now_s();
 	for (int i = 0; i < d->n_running;) {
 		struct seq *s = d->running[i];
@@ -484,9 +499,14 @@ static int step(struct dispatcher *d)
 		struct sampler_logprob top[API_MAX_LOGPROBS];
 		int n_top = s->req->api.logprobs;
 		float *row = d->logits + (size_t)s->logit_row * d->n_vocab;
-		int32_t tok = sampler_is_argmax(&s->smp) && n_top < 0
-				      ? d->argmax[s->logit_row]
-				      : sampler_sample(&s->smp, &d->sw, row, n_top >= 0 ? &lp : NULL, top, n_top);
+		int32_t tok;
+		if (sampler_is_argmax(&s->smp) && n_top < 0)
+			tok = d->argmax[s->logit_row];
+		else if (from_top)
+			tok = sampler_sample_top(&s->smp, &d->sw, &d->top[s->logit_row], n_top >= 0 ? &lp : NULL, top,
+						 n_top);
+		else
+			tok = sampler_sample(&s->smp, &d->sw, row, n_top >= 0 ? &lp : NULL, top, n_top);
 		sampler_accept(&s->smp, tok);
 		s->tokens[s->n_tokens++] = tok;
 		if (!s->first_token_done) {
@@ -556,6 +576,7 @@ static void dispatcher_free(struct dispatcher *d)
 	sampler_scratch_free(&d->sw);
 	alloc_free(d->logits);
 	alloc_free(d->argmax);
+	alloc_free(d->top);
 	alloc_free(d->piece);
 	alloc_free(d->emit);
 	alloc_free(d->waiting);
@@ -583,6 +604,12 @@ int dispatcher_start(struct dispatcher **out, const struct dispatcher_init *in, 
 	d->notify = in->notify;
 	d->notify_flush = in->notify_flush;
 	d->notify_user = in->notify_user;
+	/* LOCUS_SAMPLE_FROM_TOP=1 takes the candidates path on any backend
+	 * (rows computed, candidates picked on the host): the tests check with
+	 * it that the path the CUDA backend takes samples as the rows do. */
+	const char *ft = getenv("LOCUS_SAMPLE_FROM_TOP");
+	d->top_native = kern_backend_top_native(in->be);
+	d->top_path = d->top_native || (ft && !strcmp(ft, "1"));
 	/* Everything admitted to the node (n_queued) can end up waiting at once
 	 * after preemptions: size the queue for all of it. */
 	d->cap_waiting = in->cfg.max_waiting + in->cfg.max_seqs + 1;
@@ -596,11 +623,12 @@ int dispatcher_start(struct dispatcher **out, const struct dispatcher_init *in, 
 		rc = sampler_scratch_init(&d->sw, in->n_vocab);
 	d->logits = alloc_array((size_t)in->cfg.max_seqs * (size_t)in->n_vocab, sizeof(float));
 	d->argmax = alloc_array((size_t)in->cfg.max_seqs, sizeof(int32_t));
+	d->top = alloc_array((size_t)in->cfg.max_seqs, sizeof(struct kern_top));
 	d->piece = alloc_mem(d->piece_cap);
 	d->emit = alloc_mem(d->piece_cap + STOP_MAX_LEN);
 	d->waiting = alloc_array((size_t)d->cap_waiting, sizeof(*d->waiting));
 	d->running = alloc_array((size_t)in->cfg.max_seqs, sizeof(*d->running));
-	if (rc || !d->logits || !d->argmax || !d->piece || !d->emit || !d->waiting || !d->running) {
+	if (rc || !d->logits || !d->argmax || !d->top || !d->piece || !d->emit || !d->waiting || !d->running) {
 		snprintf(err, errlen, "dispatcher: cannot allocate its ring, KV pool or buffers");
 		goto err;
 	}

@@ -94,6 +94,29 @@ bool kern_backend_argmax_only(const kern_backend_t *be)
 	return be->ops->step_argmax != NULL;
 }
 
+int kern_backend_step_top(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax,
+			  struct kern_top *top)
+{
+	if (be->ops->step_top) {
+		int rc = batch_check(be, b);
+		return rc ? rc : be->ops->step_top(be, b, logits, argmax, top);
+	}
+	if (!logits)
+		return -EINVAL;
+	int rc = kern_backend_step_argmax(be, b, logits, argmax);
+	if (rc)
+		return rc;
+	const int32_t V = be->w->hp.n_vocab;
+	for (int32_t i = 0; i < b->n_logits; i++)
+		kern_top_row(logits + (size_t)i * V, V, &top[i]);
+	return 0;
+}
+
+bool kern_backend_top_native(const kern_backend_t *be)
+{
+	return be->ops->step_top != NULL;
+}
+
 int kern_backend_kv_copy(kern_backend_t *be, int32_t src_block, int32_t dst_block)
 {
 	if (src_block < 0 || dst_block < 0 || src_block >= be->n_kv_blocks || dst_block >= be->n_kv_blocks)

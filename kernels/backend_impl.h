@@ -15,6 +15,10 @@ struct kern_backend_ops {
 	/* optional: step that also (or only, when logits is NULL) picks each
 	 * row's argmax; without it the wrapper runs step and scans the rows */
 	int (*step_argmax)(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax);
+	/* optional: step_argmax plus each row's struct kern_top; logits may
+	 * be NULL. Without it the wrapper computes the rows and picks on the host */
+	int (*step_top)(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax,
+			struct kern_top *top);
 	int (*kv_copy)(kern_backend_t *be, int32_t src_block, int32_t dst_block); /* optional */
 	size_t (*mem_bytes)(const kern_backend_t *be);                              /* optional */
 	void (*close)(kern_backend_t *be);

@@ -54,6 +54,38 @@ void kern_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
  * NaN). Vectorized: greedy sampling runs it over the whole vocabulary. */
 int32_t kern_argmax(const float *x, int32_t n);
 
+/*
+ * The candidates of one logits row, for sampling without the row itself (a
+ * GPU backend hands these out instead of n_vocab logits): the KERN_TOP_K
+ * largest logits in descending order, ties by lower id (all of them, so
+ * sorted, when the row is shorter), and the log of the sum of exp over the
+ * whole row, for log-probabilities. Order is that of kern_top_key: NaNs
+ * below everything, -0 equal to +0. lse is NaN when a logit is.
+ */
+#define KERN_TOP_K 64
+struct kern_top {
+	int32_t n; /* min(KERN_TOP_K, n_vocab) */
+	float lse;
+	int32_t id[KERN_TOP_K];
+	float logit[KERN_TOP_K];
+};
+
+/* An unsigned key ordered as the floats are (NaN lowest, -0 = +0). */
+static inline uint32_t kern_top_key(float v)
+{
+	union {
+		float f;
+		uint32_t u;
+	} c = {.f = v == 0.0f ? 0.0f : v};
+	if (v != v)
+		return 0;
+	return (c.u & 0x80000000u) ? ~c.u : c.u | 0x80000000u;
+}
+
+/* The reference selection (the CUDA kernel is checked against it, and
+ * backends without their own use it). */
+void kern_top_row(const float *x, int32_t n, struct kern_top *out);
+
 /* A 1-D or 2-D weight: ne[0] elements per row (the reduction dimension of a
  * matrix product), ne[1] rows. data points into the mapped model file. */
 struct kern_tensor {
@@ -173,6 +205,14 @@ int kern_backend_step(kern_backend_t *be, const struct kern_batch *b, float *log
  * backend sampling on the device). */
 int kern_backend_step_argmax(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax);
 bool kern_backend_argmax_only(const kern_backend_t *be);
+/* The same, plus top[i] = the candidates of row i (struct kern_top).
+ * logits may be NULL when kern_backend_top_native() says the backend picks
+ * them on its side (the CUDA backend: 520 bytes per row cross PCIe instead
+ * of 4 * n_vocab); otherwise the rows are computed into logits and the
+ * candidates picked on the host. */
+int kern_backend_step_top(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax,
+			  struct kern_top *top);
+bool kern_backend_top_native(const kern_backend_t *be);
 /* Copies the cached K/V of block src to block dst (prefix sharing, forks). */
 int kern_backend_kv_copy(kern_backend_t *be, int32_t src_block, int32_t dst_block);
 /* Bytes the backend holds beyond the weights (KV cache, scratch). */

@@ -126,6 +126,42 @@ int32_t kern_argmax(const float *x, int32_t n)
 	return 0;
 }
 
+/* Insertion into a sorted head: O(n) for random rows (most elements lose
+ * to the current K-th at once), O(n K) at worst (ascending rows). */
+void kern_top_row(const float *x, int32_t n, struct kern_top *out)
+{
+	int32_t k = n < KERN_TOP_K ? (n > 0 ? n : 0) : KERN_TOP_K, have = 0;
+	uint32_t key[KERN_TOP_K];
+	double m = -INFINITY;
+	bool nan = false;
+	for (int32_t i = 0; i < n; i++) {
+		float v = x[i];
+		if (v != v)
+			nan = true;
+		else if (v > m)
+			m = v;
+		uint32_t kv = kern_top_key(v);
+		if (have == k && kv <= key[k - 1])
+			continue; /* not above the K-th (a tie loses: its id is higher) */
+		int32_t j = have < k ? have++ : k - 1;
+		while (j > 0 && key[j - 1] < kv) {
+			key[j] = key[j - 1];
+			out->id[j] = out->id[j - 1];
+			out->logit[j] = out->logit[j - 1];
+			j--;
+		}
+		key[j] = kv;
+		out->id[j] = i;
+		out->logit[j] = v;
+	}
+	out->n = k;
+	double sum = 0;
+	if (!nan && m > -INFINITY)
+		for (int32_t i = 0; i < n; i++)
+			sum += exp((double)x[i] - m);
+	out->lse = nan ? NAN : m > -INFINITY ? (float)(m + log(sum)) : -INFINITY;
+}
+
 /* ---- element-wise ---- */
 void kern_rmsnorm(const float *x, const float *w, float *y, int n, float eps)
 {

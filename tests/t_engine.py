@@ -55,7 +55,7 @@ def free_port():
 
 
 class Engine:
-    def __init__(self, name, conf):
+    def __init__(self, name, conf, env=None):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="locus-t-engine-")
         self.conf = os.path.join(self.dir, name + ".conf")
@@ -65,7 +65,8 @@ class Engine:
         self.log = open(os.path.join(self.dir, name + ".log"), "w+")
         ENGINES.append(self)
         self.proc = subprocess.Popen([os.path.join(BIN, "engine"), "--config", self.conf],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, **(env or {})))
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -564,6 +565,48 @@ def test_preemption(answers):
         check(e.stop() == 0, "tinykv engine exits 0 on SIGTERM")
 
 
+def test_sample_from_top(e):
+    """The CUDA backend hands out each row's 64 best logits and their
+    log-sum-exp instead of the row, and the host samples from those
+    (sampler_sample_top). LOCUS_SAMPLE_FROM_TOP=1 takes that path on the CPU
+    backend, whose rows are computed anyway: seeded samples must be the same
+    tokens as from whole rows, log-probabilities equal within 1e-4."""
+    t = Engine("fromtop", CPU_CONF % 16384, env={"LOCUS_SAMPLE_FROM_TOP": "1"})
+    try:
+        cases = [
+            dict(temperature=0.9, top_k=40, top_p=0.95, seed=7, logprobs=3),      # candidates path
+            dict(temperature=1.3, top_k=64, min_p=0.02, seed=11, logprobs=1),     # all 64 candidates
+            dict(temperature=0.7, top_k=5, seed=3),                               # no logprobs
+            dict(temperature=0, logprobs=5),                                      # greedy with logprobs
+            dict(temperature=0.8, top_k=0, top_p=0.9, seed=5),                    # top_k off: whole rows
+            dict(temperature=0.8, top_k=20, seed=9, frequency_penalty=0.5),      # penalties: whole rows
+        ]
+        for c in cases:
+            body = dict({"prompt": "Once upon a time", "max_tokens": 24, "ignore_eos": True}, **c)
+            st1, _, a = post(e.port, COMP, body)
+            st2, _, b = post(t.port, COMP, body)
+            ok = st1 == 200 and st2 == 200
+            if ok:
+                ca, cb = a["choices"][0], b["choices"][0]
+                ok = ca["text"] == cb["text"]
+                la, lb = ca.get("logprobs"), cb.get("logprobs")
+                if ok and "logprobs" in c:
+                    ok = la["tokens"] == lb["tokens"] and all(
+                        abs(x - y) <= 1e-4 for x, y in zip(la["token_logprobs"], lb["token_logprobs"])) and \
+                        [sorted(d) for d in la["top_logprobs"]] == [sorted(d) for d in lb["top_logprobs"]]
+            check(ok, "sampling from the top-64 candidates = from whole rows: %s" % c,
+                  (st1, st2, a and a["choices"][0]["text"][:80], b and b["choices"][0]["text"][:80]))
+        # 4 cases by candidates, 2 by whole rows (top_k off; penalties), 24 rows each
+        top = metric(t.port, "locus:logit_rows_total", 'path="top"')
+        rows = metric(t.port, "locus:logit_rows_total", 'path="rows"')
+        check(top == 4 * 24 and rows == 2 * 24, "from-top engine: %s rows sampled from candidates, %s from whole rows "
+              "(expected 96, 48)" % (top, rows), (top, rows))
+        top = metric(e.port, "locus:logit_rows_total", 'path="top"')
+        check(top == 0, "without the switch the CPU backend samples whole rows (%s from candidates)" % top, top)
+    finally:
+        check(t.stop() == 0, "from-top engine exits 0 on SIGTERM")
+
+
 def test_null_engine():
     e = Engine("null", NULL_CONF % ("sekrit", 20000))
     try:
@@ -643,7 +686,7 @@ def main():
     for t in (test_basic, test_streaming):
         run_test(t, e)
     answers = run_test(test_concurrency, e)
-    for t in (test_openai, test_curl, test_errors, test_disconnect, test_sigterm):
+    for t in (test_openai, test_curl, test_errors, test_sample_from_top, test_disconnect, test_sigterm):
         run_test(t, e)
     if answers:
         run_test(test_preemption, answers)

@@ -186,9 +186,80 @@ static void test_argmax(void)
 	CHECK(kern_argmax(nans, 3) == 0, "argmax of NaNs is 0");
 }
 
+/* Sort order of the brute force below: key descending, then id ascending. */
+static const float *g_top_x;
+static int top_cmp(const void *a, const void *b)
+{
+	int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+	uint32_t ki = kern_top_key(g_top_x[i]), kj = kern_top_key(g_top_x[j]);
+	if (ki != kj)
+		return ki > kj ? -1 : 1;
+	return i < j ? -1 : 1;
+}
+
+/*
+ * kern_top_row against a full sort of the row (qsort by kern_top_key, then
+ * id), and its lse against log(sum(exp)) in long double: random rows, rows
+ * of few distinct values (ties across the 64th place), NaNs, signed zeros
+ * and -inf, ascending rows, rows shorter than 64.
+ */
+static void test_top(void)
+{
+	int sizes[] = {1, 5, 63, 64, 65, 1000, 49152};
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		int n = sizes[k];
+		float *x = malloc(sizeof(float) * n);
+		int32_t *ord = malloc(sizeof(int32_t) * n);
+		for (int kind = 0; kind < 5; kind++) {
+			for (int i = 0; i < n; i++) {
+				switch (kind) {
+				case 0: x[i] = frand() * 12; break;
+				case 1: x[i] = (float)(int)(frand() * 4); break; /* 7 values, -0 among them */
+				case 2: x[i] = i % 4 == 1 ? NAN : frand() * 3; break;
+				case 3: x[i] = i % 3 == 0 ? -0.0f : i % 3 == 1 ? 0.0f : -INFINITY; break;
+				default: x[i] = (float)i * 0.01f - 5; break;
+				}
+			}
+			struct kern_top t;
+			memset(&t, 0xff, sizeof(t));
+			kern_top_row(x, n, &t);
+			for (int i = 0; i < n; i++)
+				ord[i] = i;
+			g_top_x = x;
+			qsort(ord, (size_t)n, sizeof(int32_t), top_cmp);
+			int want_n = n < KERN_TOP_K ? n : KERN_TOP_K, bad = 0;
+			CHECK(t.n == want_n, "top n=%d kind=%d: %d candidates, expected %d", n, kind, t.n, want_n);
+			for (int i = 0; i < want_n && t.n == want_n; i++)
+				bad += t.id[i] != ord[i] || memcmp(&t.logit[i], &x[ord[i]], sizeof(float)) != 0;
+			CHECK(bad == 0, "top n=%d kind=%d: %d of %d candidates differ from the sort", n, kind, bad, want_n);
+			bool nan = false;
+			long double m = -INFINITY, sum = 0;
+			for (int i = 0; i < n; i++) {
+				nan |= x[i] != x[i];
+				if (x[i] > m)
+					m = x[i];
+			}
+			for (int i = 0; i < n && !nan && m > -INFINITY; i++)
+				sum += expl((long double)x[i] - m);
+			if (nan)
+				CHECK(isnan(t.lse), "top n=%d kind=%d: lse %g, expected NaN", n, kind, t.lse);
+			else if (!(m > -INFINITY))
+				CHECK(t.lse == -INFINITY, "top n=%d kind=%d: lse %g, expected -inf", n, kind, t.lse);
+			else {
+				double want = (double)(m + logl(sum));
+				CHECK(fabs(t.lse - want) <= 1e-6 * (1 + fabs(want)), "top n=%d kind=%d: lse %.9g, expected %.9g", n,
+				      kind, t.lse, want);
+			}
+		}
+		free(x);
+		free(ord);
+	}
+}
+
 int main(void)
 {
 	test_argmax();
+	test_top();
 	test_rmsnorm();
 	test_silu_add();
 	test_rope();

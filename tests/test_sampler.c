@@ -13,6 +13,7 @@
 #include "engine/kv.h"
 #include "engine/sampler.h"
 #include "engine/stop.h"
+#include "kernels/kernels.h"
 #include "tests/check.h"
 
 
@@ -169,6 +170,84 @@ static void test_logprobs_and_large_vocab(void)
 	CHECK(sampler_params_check(&p, &field) == -EINVAL && !strcmp(field, "temperature"), "NaN temperature refused");
 }
 
+/*
+ * sampler_sample_top against sampler_sample: two samplers with one seed,
+ * one fed whole rows, the other the rows' struct kern_top; over 300 steps
+ * of random rows (ties included) they must pick the same tokens, with
+ * log-probabilities within 1e-5 (lse in f32 vs double) and the same top
+ * entries. sampler_top_ok must refuse what the candidates cannot decide.
+ */
+static void test_sample_from_top(void)
+{
+	const int V = 50000;
+	const struct {
+		float temp, top_p, min_p;
+		int top_k, n_top;
+	} cases[] = {
+		{0.0f, 1.0f, 0.0f, 0, 5},     {0.9f, 0.95f, 0.05f, 40, 3}, {1.5f, 1.0f, 0.0f, 64, 20},
+		{0.5f, 0.5f, 0.0f, 1, 0},     {2.0f, 0.99f, 0.01f, 10, -1}, {1.0f, 0.8f, 0.2f, 64, 1},
+	};
+	float *lg = malloc(sizeof(float) * V), *raw = malloc(sizeof(float) * V);
+	uint64_t r = 99;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct sampler_params p = plain();
+		p.temperature = cases[c].temp;
+		p.top_p = cases[c].top_p;
+		p.min_p = cases[c].min_p;
+		p.top_k = cases[c].top_k;
+		p.seed = 1000 + c;
+		struct sampler a, b;
+		sampler_init(&a, &p, V);
+		sampler_init(&b, &p, V);
+		CHECK(sampler_top_ok(&b), "case %zu: candidates should do", c);
+		int n_top = cases[c].n_top, diff = 0, lp_bad = 0;
+		for (int it = 0; it < 300; it++) {
+			for (int i = 0; i < V; i++) {
+				r = r * 6364136223846793005ull + 1442695040888963407ull;
+				/* peaked rows with ties: 2000 levels, a few tokens far above */
+				raw[i] = (float)((r >> 40) % 2000) / 200.0f + ((r >> 20) % 997 == 0 ? 6.0f : 0.0f);
+			}
+			struct kern_top t;
+			kern_top_row(raw, V, &t);
+			memcpy(lg, raw, sizeof(float) * V);
+			float la = 0, lb = 0;
+			struct sampler_logprob ta[20], tb[20];
+			int32_t xa = sampler_sample(&a, &g_w, lg, n_top >= 0 ? &la : NULL, ta, n_top);
+			int32_t xb = sampler_sample_top(&b, &g_w, &t, n_top >= 0 ? &lb : NULL, tb, n_top);
+			diff += xa != xb;
+			lp_bad += fabsf(la - lb) > 1e-5f;
+			for (int i = 0; i < n_top; i++)
+				lp_bad += ta[i].token != tb[i].token || fabsf(ta[i].logprob - tb[i].logprob) > 1e-5f;
+		}
+		CHECK(diff == 0, "case %zu: %d of 300 tokens differ between whole rows and candidates", c, diff);
+		CHECK(lp_bad == 0, "case %zu: %d log-probabilities differ by more than 1e-5", c, lp_bad);
+		sampler_free(&a);
+		sampler_free(&b);
+	}
+	free(lg);
+	free(raw);
+	struct sampler s;
+	struct sampler_params p = plain();
+	p.top_k = 0; /* top_p alone can need more than 64 candidates */
+	sampler_init(&s, &p, V);
+	CHECK(!sampler_top_ok(&s), "top_k off needs whole rows");
+	sampler_free(&s);
+	p.top_k = KERN_TOP_K + 1;
+	sampler_init(&s, &p, V);
+	CHECK(!sampler_top_ok(&s), "top_k above the candidates needs whole rows");
+	sampler_free(&s);
+	p.top_k = 10;
+	p.presence_penalty = 0.5f;
+	sampler_init(&s, &p, V);
+	CHECK(!sampler_top_ok(&s), "penalties need whole rows");
+	sampler_free(&s);
+	p = plain();
+	p.top_k = 8;
+	sampler_init(&s, &p, 8);
+	CHECK(!sampler_top_ok(&s), "top_k = n_vocab needs whole rows (the rows' draw is unsorted)");
+	sampler_free(&s);
+}
+
 int cmp(const void *x, const void *y)
 {
 	float a = *(const float *)x, b = *(const float *)y;
@@ -234,6 +313,7 @@ int main(void)
 	test_distribution();
 	test_greedy_penalty_seed();
 	test_logprobs_and_large_vocab();
+	test_sample_from_top();
 	test_stop();
 	test_kv();
 	sampler_scratch_free(&g_w);

@@ -5,17 +5,18 @@
  *
  * --ceilings: the device's measured copy bandwidth and bf16 GEMM peak
  * (cuda_module.h), printed as "ceilings: NAME copy X GB/s gemm Y TFLOP/s".
- * --kernels: RMSNorm, SwiGLU and argmax on the device against the CPU
- * kernels (kernels/ops.h), and the fused dequantizing GEMV (Q8_0, Q4_0,
+ * --kernels: RMSNorm, SwiGLU, argmax and the top-64 candidates on the device
+ * against the CPU kernels (kernels/ops.h), and the fused dequantizing GEMV (Q8_0, Q4_0,
  * Q4_1, Q4_K, Q6_K, T = 1..8) against dequantize-then-dot in double, on seeded random
  * inputs of awkward sizes, outputs poisoned with NaN before each run.
  * Each MODEL: both backends run the same steps: three sequences of 37, 61
  * and 5 prompt tokens (random ids) prefilled together in chunks of at most
  * 48 tokens, their KV blocks scattered over the pool, every position's
  * logits compared; then 6 decode steps of the three, each fed the CPU's
- * greedy token (every other one through the ids-only path); then the
+ * greedy token (in turn through step_argmax with logits, without (ids
+ * only), step_top with logits and without (candidates only)); then the
  * engine's shapes (only each sequence's last token wants logits) through
- * step and through step_argmax without logits; then kv_copy of one
+ * step, step_argmax without logits and step_top with and without; then kv_copy of one
  * sequence's blocks and a step over the copies. Batches whose every token
  * wants logits run as CUDA graphs unless LOCUS_CUDA_GRAPHS=0. Per row:
  *   - no NaN or infinity;
@@ -25,7 +26,10 @@
  *   - the greedy token is the same, or the CPU's logit at the CUDA token
  *     is within tol * max |cpu| of the CPU's best (a near tie), and near
  *     ties are at most 2% of the rows (at least 1);
- *   - the device argmax equals the host argmax of the device's logits.
+ *   - the device argmax equals the host argmax of the device's logits;
+ *   - the device's candidates (struct kern_top) are kern_top_row of its
+ *     logits, exactly; without logits, each candidate's logit is within
+ *     tol * max |cpu| of the CPU's at that id, and so is lse.
  * Exit status: 0 all passed, 1 a check failed, 77 no usable GPU (skip).
  */
 #include <errno.h>
@@ -73,6 +77,7 @@ static float frnd(void)
 
 /* ---- single kernels ---- */
 static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu);
+static void top_checks(locus_cuda_kernel_check_fn run, int gpu);
 
 static int kernel_checks(void *mod, int gpu)
 {
@@ -162,7 +167,74 @@ static int kernel_checks(void *mod, int gpu)
 		free(x), free(w), free(y), free(ref), free(ids);
 	}
 	gemv_checks(run, gpu);
+	top_checks(run, gpu);
 	return 0;
+}
+
+/*
+ * Top-K candidates (the sampling path that keeps logits on the device)
+ * against kern_top_row: the same ids in the same order, the same logits
+ * bit for bit (they are copies), lse within 1e-4 + 1e-5 |lse| (f32 sum on
+ * the device, double on the host). Rows: random, few distinct values
+ * (ties across the threshold: the lowest ids must win), NaNs (lse NaN,
+ * never a candidate while enough numbers remain), zeros of both signs and
+ * -inf, ascending (the worst case of the host's insertion).
+ */
+static void top_checks(locus_cuda_kernel_check_fn run, int gpu)
+{
+	static const int sizes[][2] = {{1, 1}, {2, 31}, {3, 64}, {5, 65}, {6, 577}, {6, 4099}, {6, 49152}, {6, 128256}};
+	char err[256], what[64];
+	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+		int rows = sizes[si][0], n = sizes[si][1];
+		float *x = malloc((size_t)rows * n * 4);
+		struct kern_top *got = malloc((size_t)rows * sizeof(*got)), ref;
+		if (!x || !got) {
+			printf("FAIL out of memory\n");
+			fails++;
+			free(x), free(got);
+			return;
+		}
+		for (int r = 0; r < rows; r++) {
+			float *xr = x + (size_t)r * n;
+			for (int i = 0; i < n; i++) {
+				switch (r) {
+				case 1: xr[i] = (float)(rnd() % 7); break;                  /* ties */
+				case 3: xr[i] = i % 5 == 0 ? NAN : frnd() * 8; break;       /* NaNs */
+				case 4: xr[i] = i % 3 == 0 ? -0.0f : i % 3 == 1 ? 0.0f : -INFINITY; break;
+				case 5: xr[i] = (float)i * 1e-3f - 20; break;               /* ascending */
+				default: xr[i] = frnd() * 16; break;
+				}
+			}
+		}
+		memset(got, 0xff, (size_t)rows * sizeof(*got));
+		struct lcu_check_args a = {.kernel = LCU_TOP, .gpu = gpu, .rows = rows, .n = n, .x = x, .top = got};
+		int rc = run(&a, err, sizeof(err));
+		int bad = rc ? rows : 0;
+		double worst = 0;
+		for (int r = 0; r < rows && !rc; r++) {
+			kern_top_row(x + (size_t)r * n, n, &ref);
+			const struct kern_top *g = &got[r];
+			bool ok = g->n == ref.n;
+			for (int i = 0; ok && i < ref.n; i++)
+				ok = g->id[i] == ref.id[i] && !memcmp(&g->logit[i], &ref.logit[i], 4);
+			if (isnan(ref.lse) || isinf(ref.lse)) {
+				ok = ok && (isnan(ref.lse) ? isnan(g->lse) : g->lse == ref.lse);
+			} else {
+				double e = fabs((double)g->lse - ref.lse) / (1e-4 + 1e-5 * fabs(ref.lse));
+				ok = ok && e <= 1;
+				worst = e > worst ? e : worst;
+			}
+			if (!ok && !bad)
+				printf("     row %d: n %d/%d, first ids %d/%d, lse %.6g/%.6g\n", r, g->n, ref.n, g->id[0],
+				       ref.id[0], g->lse, ref.lse);
+			bad += !ok;
+		}
+		snprintf(what, sizeof(what), "top-%d %dx%d", KERN_TOP_K, rows, n);
+		report(!bad, "%.0f rows differ from kern_top_row; lse error %.2f of its bound", what, bad, worst);
+		if (rc)
+			printf("     %s\n", err);
+		free(x), free(got);
+	}
 }
 
 static float bf16_round(float f)
@@ -250,6 +322,8 @@ enum mode {
 	M_BOTH, /* step_argmax with logits: logits and device argmax compared */
 	M_STEP, /* step (cuda_step): logits only */
 	M_IDS,  /* step_argmax with logits NULL (the engine's greedy path): ids only */
+	M_TOP,  /* step_top with logits: the device's candidates against kern_top_row of its logits */
+	M_TOPONLY, /* step_top with logits NULL (the engine's sampling path): candidates against the CPU's logits */
 };
 
 struct tally {
@@ -257,17 +331,46 @@ struct tally {
 	int rows, bad, ties;
 };
 
+static struct kern_top g_top[MAXB];
+
+/* The device's candidates of row r (M_TOP, M_TOPONLY), 1 if they pass:
+ * with the device's logits g, exactly kern_top_row(g) (lse within 1e-4 +
+ * 1e-5 |lse|); without them, each candidate's logit within tol * scale
+ * of the CPU's c at its id, in order, and lse as well. */
+static int check_top(const struct kern_top *t, const float *c, const float *g, int32_t V, double tol_abs, int r)
+{
+	struct kern_top ref;
+	kern_top_row(g ? g : c, V, &ref);
+	int ok = t->n == ref.n;
+	for (int i = 0; ok && i < t->n; i++) {
+		if (g)
+			ok = t->id[i] == ref.id[i] && !memcmp(&t->logit[i], &ref.logit[i], 4);
+		else
+			ok = t->id[i] >= 0 && t->id[i] < V && fabs((double)t->logit[i] - c[t->id[i]]) <= tol_abs &&
+			     (i == 0 || t->logit[i] <= t->logit[i - 1]);
+	}
+	double lse_tol = g ? 1e-4 + 1e-5 * fabs(ref.lse) : tol_abs;
+	ok = ok && fabs((double)t->lse - ref.lse) <= lse_tol;
+	if (!ok)
+		printf("     row %d: candidates differ (n %d/%d, first %d/%d, lse %.6g/%.6g)%s\n", r, t->n, ref.n, t->id[0],
+		       ref.id[0], t->lse, ref.lse, g ? "" : " from the CPU's");
+	return ok;
+}
+
 /* Runs one batch on both backends and compares every logit row. */
 static void compare_step(kern_backend_t *cpu, kern_backend_t *gpu, const struct kern_batch *b, int32_t V, float tol,
 			 enum mode mode, float *lc, float *lg, int32_t *ids, struct tally *ty)
 {
+	const int have_lg = mode != M_IDS && mode != M_TOPONLY;
 	for (size_t i = 0; i < (size_t)b->n_logits * V; i++)
 		lc[i] = lg[i] = NAN; /* poison */
 	for (int32_t r = 0; r < b->n_logits; r++)
 		ids[r] = -1;
+	memset(g_top, 0xff, sizeof(g_top));
 	int rc1 = kern_backend_step(cpu, b, lc);
 	int rc2 = mode == M_STEP ? kern_backend_step(gpu, b, lg)
-				 : kern_backend_step_argmax(gpu, b, mode == M_IDS ? NULL : lg, ids);
+		  : mode >= M_TOP ? kern_backend_step_top(gpu, b, have_lg ? lg : NULL, ids, g_top)
+				  : kern_backend_step_argmax(gpu, b, have_lg ? lg : NULL, ids);
 	ty->rows += b->n_logits;
 	if (rc1 || rc2) {
 		printf("FAIL step: cpu %d, cuda %d\n", rc1, rc2);
@@ -281,15 +384,17 @@ static void compare_step(kern_backend_t *cpu, kern_backend_t *gpu, const struct 
 		int finite = 1;
 		for (int32_t i = 0; i < V; i++) {
 			scale = fmax(scale, fabs(c[i]));
-			if (!isfinite(c[i]) || (mode != M_IDS && !isfinite(g[i])))
+			if (!isfinite(c[i]) || (have_lg && !isfinite(g[i])))
 				finite = 0;
-			if (mode != M_IDS)
+			if (have_lg)
 				err = fmax(err, fabs((double)g[i] - c[i]));
 		}
 		double rel = finite ? err / (scale > 0 ? scale : 1) : INFINITY;
 		int32_t ac = kern_argmax(c, V);
-		int32_t ag = mode == M_IDS ? ids[r] : kern_argmax(g, V);
-		int ok = finite && rel <= tol && ag >= 0 && ag < V && (mode != M_BOTH || ids[r] == ag);
+		int32_t ag = mode == M_IDS ? ids[r] : mode == M_TOPONLY ? g_top[r].id[0] : kern_argmax(g, V);
+		int ok = finite && rel <= tol && ag >= 0 && ag < V && (mode == M_STEP || mode == M_IDS || ids[r] == ag);
+		if (ok && mode >= M_TOP)
+			ok = check_top(&g_top[r], c, have_lg ? g : NULL, V, tol * scale, r);
 		/* A different greedy token passes only as a near tie on the CPU's
 		 * side; ties are counted and bounded by the caller. */
 		if (ok && ac != ag) {
@@ -392,7 +497,8 @@ static void model_check(const char *path, int gpu)
 			li[s] = s;
 		}
 		struct kern_batch b = {NSEQ, tok, pos, sidx, NSEQ, ks, NSEQ, li};
-		compare_step(cpu, cu, &b, V, tol, d % 2 ? M_IDS : M_BOTH, lc, lg, ids, &ty);
+		static const enum mode dm[4] = {M_BOTH, M_IDS, M_TOP, M_TOPONLY};
+		compare_step(cpu, cu, &b, V, tol, dm[d % 4], lc, lg, ids, &ty);
 		steps++;
 		for (int s = 0; s < NSEQ; s++)
 			if (sq.done[s] < sq.len[s] + NDEC)
@@ -402,7 +508,7 @@ static void model_check(const char *path, int gpu)
 	 * (same tokens at the same positions: the KV they write is unchanged),
 	 * logits of each sequence's last token only, through step (logits) and
 	 * step_argmax without logits (ids). */
-	for (int mode = M_STEP; mode <= M_IDS; mode++) {
+	for (int mode = M_STEP; mode <= M_TOPONLY; mode++) {
 		int n = 0, nl = 0;
 		for (int s = 0; s < NSEQ; s++) {
 			int k = sq.len[s] < 8 ? sq.len[s] : 8;

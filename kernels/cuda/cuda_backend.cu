@@ -21,7 +21,8 @@
  *   -> attention -> GEMM o -> add + rmsnorm -> GEMM gate|up -> swiglu ->
  *   GEMM down ] -> add + rmsnorm of the rows that want logits -> GEMM
  *   logits -> argmax on the device (only ids cross PCIe when the caller
- *   does not want the logits themselves).
+ *   does not want the logits themselves), and for step_top each row's 64
+ *   best logits and log-sum-exp (k_top), from which the host samples.
  * Matrix products: cuBLASLt, bf16 inputs, f32 accumulation and output, with
  * an explicit workspace; each shape's layouts and heuristic algorithm are
  * found once and cached (LOCUS_CUDA_LT=0, or a shape without one:
@@ -408,6 +409,155 @@ __global__ void k_argmax(const float *x, int n, int32_t *out)
 	}
 }
 
+/* kern_top_key (kernels.h) on the device: NaN lowest, -0 equal to +0. */
+__device__ __forceinline__ uint32_t top_key(float v)
+{
+	if (v != v)
+		return 0;
+	uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
+	return (u & 0x80000000u) ? ~u : u | 0x80000000u;
+}
+
+#define TOP_THREADS 1024
+
+/*
+ * Each block one logits row: its KERN_TOP_K largest entries by top_key,
+ * ties by lower id, sorted, and its log-sum-exp, as kern_top_row computes
+ * them (the host then samples from these; see sampler_sample_top). The
+ * K-th largest key is found byte by byte (4 passes, a 256-bin histogram
+ * of the keys that match the bytes found so far); a compaction in id
+ * order takes the keys above it and the lowest ids among those equal to
+ * it; the <= 64 winners are placed by rank. Seven reads of the row in all,
+ * from L2 when the logits were just written.
+ */
+__global__ void __launch_bounds__(TOP_THREADS) k_top(const float *x, int n, struct kern_top *out)
+{
+	__shared__ float red[TOP_THREADS / WARP];
+	__shared__ uint32_t hist[256];
+	__shared__ uint32_t s_prefix, s_kk;
+	__shared__ int wgt[TOP_THREADS / WARP], weq[TOP_THREADS / WARP];
+	__shared__ int s_ngt, s_neq;
+	__shared__ uint32_t ck[KERN_TOP_K];
+	__shared__ int32_t ci[KERN_TOP_K];
+	__shared__ float cv[KERN_TOP_K];
+	const float *r = x + (size_t)blockIdx.x * n;
+	struct kern_top *o = out + blockIdx.x;
+	const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP, nw = blockDim.x / WARP;
+	const int K = n < KERN_TOP_K ? n : KERN_TOP_K;
+
+	/* log-sum-exp: the NaN-free maximum, then the sum */
+	float m = -INFINITY, nan = 0;
+	for (int i = tid; i < n; i += blockDim.x) {
+		float v = r[i];
+		if (v != v)
+			nan = 1;
+		else
+			m = fmaxf(m, v);
+	}
+	for (int o2 = WARP / 2; o2 > 0; o2 >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o2));
+	if (lane == 0)
+		red[w] = m;
+	__syncthreads();
+	m = -INFINITY;
+	for (int j = 0; j < nw; j++)
+		m = fmaxf(m, red[j]);
+	__syncthreads();
+	nan = block_sum(nan, red);
+	float sum = 0;
+	if (nan == 0 && m > -INFINITY)
+		for (int i = tid; i < n; i += blockDim.x)
+			sum += expf(r[i] - m);
+	sum = block_sum(sum, red);
+	if (K <= 0) {
+		if (tid == 0) {
+			o->n = 0;
+			o->lse = -INFINITY;
+		}
+		return;
+	}
+
+	/* the K-th largest key, a byte per pass; kk: how many keys equal to it to take */
+	uint32_t prefix = 0, mask = 0, kk = (uint32_t)K;
+	for (int shift = 24; shift >= 0; shift -= 8) {
+		for (int i = tid; i < 256; i += blockDim.x)
+			hist[i] = 0;
+		__syncthreads();
+		for (int i = tid; i < n; i += blockDim.x) {
+			uint32_t k = top_key(r[i]);
+			if ((k & mask) == prefix)
+				atomicAdd(&hist[(k >> shift) & 255u], 1u);
+		}
+		__syncthreads();
+		if (tid == 0) {
+			uint32_t cum = 0;
+			int b = 255;
+			for (; b > 0 && cum + hist[b] < kk; b--)
+				cum += hist[b];
+			s_prefix = prefix | (uint32_t)b << shift;
+			s_kk = kk - cum;
+		}
+		__syncthreads();
+		prefix = s_prefix;
+		kk = s_kk;
+		mask |= 255u << shift;
+	}
+
+	/* compaction in id order: all keys above the threshold (K - kk of
+	 * them), then the first kk equal to it */
+	if (tid == 0) {
+		s_ngt = 0;
+		s_neq = 0;
+	}
+	__syncthreads();
+	const unsigned below = (1u << lane) - 1u;
+	for (int base = 0; base < n; base += blockDim.x) {
+		int i = base + tid;
+		float v = i < n ? r[i] : 0.0f;
+		uint32_t k = i < n ? top_key(v) : 0;
+		bool gt = i < n && k > prefix, eq = i < n && k == prefix;
+		unsigned bg = __ballot_sync(0xffffffffu, gt), be = __ballot_sync(0xffffffffu, eq);
+		if (lane == 0) {
+			wgt[w] = __popc(bg);
+			weq[w] = __popc(be);
+		}
+		__syncthreads();
+		int og = s_ngt + __popc(bg & below), oe = s_neq + __popc(be & below);
+		for (int j = 0; j < w; j++) {
+			og += wgt[j];
+			oe += weq[j];
+		}
+		int at = gt ? og : eq && oe < (int)kk ? K - (int)kk + oe : -1;
+		if (at >= 0) {
+			ck[at] = k;
+			ci[at] = i;
+			cv[at] = v;
+		}
+		__syncthreads();
+		if (tid == 0)
+			for (int j = 0; j < nw; j++) {
+				s_ngt += wgt[j];
+				s_neq += weq[j];
+			}
+		__syncthreads();
+	}
+
+	/* placed by rank: larger key first, then lower id */
+	if (tid < K) {
+		uint32_t k = ck[tid];
+		int32_t id = ci[tid];
+		int rank = 0;
+		for (int j = 0; j < K; j++)
+			rank += ck[j] > k || (ck[j] == k && ci[j] < id);
+		o->id[rank] = id;
+		o->logit[rank] = cv[tid];
+	}
+	if (tid == 0) {
+		o->n = K;
+		o->lse = nan != 0 ? NAN : m > -INFINITY ? m + logf(sum) : -INFINITY;
+	}
+}
+
 /*
  * Fused dequantizing matrix-vector product for small batches (decode):
  * y[t][row] = sum_k x[t][k] * dequant(w[row])[k] for t < T <= NT, read
@@ -691,6 +841,8 @@ struct cuda_backend {
 
 	struct hbuf hm; /* pinned host staging, the same layout as d_meta */
 	int32_t *h_meta; /* == hm.p */
+	struct kern_top *d_top; /* (max_batch_tokens) each logits row's candidates */
+	struct hbuf htop;       /* pinned, the same */
 	int numa_node;
 	size_t *seq_start; /* (max_batch_tokens) host: each sequence's first entry in the tables */
 
@@ -1178,7 +1330,8 @@ static cudaGraphExec_t graph_get(struct cuda_backend *cb, int T)
 	return x;
 }
 
-static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *logits, int32_t *argmax)
+static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *logits, int32_t *argmax,
+		    struct kern_top *top)
 {
 	const int Tm = cb->base.max_batch_tokens, V = cb->w->hp.n_vocab, nl = b->n_logits;
 	cudaStream_t st = cb->stream;
@@ -1215,6 +1368,14 @@ static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *
 		rc = queue_forward(cb, T, pad ? pad : nl, argmax != NULL);
 		nvtxRangePop();
 	}
+	if (e == cudaSuccess && !rc && top && nl > 0) {
+		/* after the graph or the eager queue: the first nl logits rows are the batch's */
+		nvtxRangePushA("cuda: queue top candidates");
+		k_top<<<nl, TOP_THREADS, 0, st>>>(cb->logits, V, cb->d_top);
+		e = cudaMemcpyAsync(cb->htop.p, cb->d_top, (size_t)nl * sizeof(struct kern_top), cudaMemcpyDeviceToHost,
+				    st);
+		nvtxRangePop();
+	}
 	if (e == cudaSuccess && !rc && logits && nl > 0)
 		e = cudaMemcpyAsync(logits, cb->logits, (size_t)nl * V * 4, cudaMemcpyDeviceToHost, st);
 	/* Always wait: whatever was queued reads the pinned staging the next step rewrites. */
@@ -1231,17 +1392,25 @@ static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *
 	}
 	if (argmax && nl > 0)
 		memcpy(argmax, cb->h_meta + 4 * Tm, (size_t)nl * 4);
+	if (top && nl > 0)
+		memcpy(top, cb->htop.p, (size_t)nl * sizeof(struct kern_top));
 	return 0;
 }
 
 static int cuda_step(kern_backend_t *be, const struct kern_batch *b, float *logits)
 {
-	return cuda_run((struct cuda_backend *)be, b, logits, NULL);
+	return cuda_run((struct cuda_backend *)be, b, logits, NULL, NULL);
 }
 
 static int cuda_step_argmax(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax)
 {
-	return cuda_run((struct cuda_backend *)be, b, logits, argmax);
+	return cuda_run((struct cuda_backend *)be, b, logits, argmax, NULL);
+}
+
+static int cuda_step_top(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax,
+			 struct kern_top *top)
+{
+	return cuda_run((struct cuda_backend *)be, b, logits, argmax, top);
 }
 
 static int cuda_kv_copy(kern_backend_t *be, int32_t src, int32_t dst)
@@ -1311,6 +1480,8 @@ static void cuda_close(kern_backend_t *be)
 	cudaFree(cb->x);
 	cudaFree(cb->d_meta);
 	hbuf_free(&cb->hm);
+	cudaFree(cb->d_top);
+	hbuf_free(&cb->htop);
 	free(cb->seq_start);
 	lt_free(cb);
 	if (cb->blas)
@@ -1325,6 +1496,7 @@ static const struct kern_backend_ops cuda_ops = {
 	.name = "cuda",
 	.step = cuda_step,
 	.step_argmax = cuda_step_argmax,
+	.step_top = cuda_step_top,
 	.kv_copy = cuda_kv_copy,
 	.mem_bytes = cuda_mem_bytes,
 	.close = cuda_close,
@@ -1501,10 +1673,12 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		/* Batch description: 5 arrays of T, then the block tables (a pool's
 		 * worth to start with; grown if a batch's tables are longer). */
 		cb->seq_start = (size_t *)malloc(Tz * sizeof(size_t));
-		if (!cb->seq_start || meta_reserve(cb, 5 * Tz + (size_t)cfg->n_kv_blocks)) {
+		if (!cb->seq_start || meta_reserve(cb, 5 * Tz + (size_t)cfg->n_kv_blocks) ||
+		    hbuf_alloc(&cb->htop, Tz * sizeof(struct kern_top), cb->numa_node)) {
 			snprintf(errbuf, errlen, "cuda backend: cannot allocate the batch buffers (pinned host memory)");
 			goto err;
 		}
+		CU(cudaMalloc(&cb->d_top, Tz * sizeof(struct kern_top)), "cudaMalloc (top candidates)");
 	}
 
 	/* Quantized rows for the decode GEMV, last: optional, they only get
@@ -1584,7 +1758,9 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 {
 	const size_t rows = (size_t)a->rows, n = (size_t)a->n;
 	size_t in_n = a->kernel == LCU_SWIGLU ? rows * 2 * n : a->kernel == LCU_GEMV ? (size_t)a->T * n : rows * n;
-	size_t out_n = a->kernel == LCU_GEMV ? (size_t)a->T * rows : rows * n;
+	size_t out_n = a->kernel == LCU_GEMV ? (size_t)a->T * rows
+		       : a->kernel == LCU_TOP  ? rows * (sizeof(struct kern_top) / 4)
+					       : rows * n;
 	uint8_t *dq = NULL;
 	uint16_t *xb16 = NULL;
 	float *dx = NULL, *dw = NULL;
@@ -1626,6 +1802,9 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 	case LCU_ARGMAX:
 		k_argmax<<<(unsigned)rows, 1024>>>(dx, (int)n, (int32_t *)dy);
 		break;
+	case LCU_TOP:
+		k_top<<<(unsigned)rows, TOP_THREADS>>>(dx, (int)n, (struct kern_top *)dy);
+		break;
 	case LCU_GEMV:
 		/* x as bf16 (in place of the f32 copy), the rows as they are */
 		xb16 = (uint16_t *)malloc(in_n * 2);
@@ -1645,6 +1824,8 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 	CU(cudaDeviceSynchronize(), "kernel");
 	if (a->kernel == LCU_ARGMAX) {
 		CU(cudaMemcpy(a->ids, dy, rows * 4, cudaMemcpyDeviceToHost), "copy out");
+	} else if (a->kernel == LCU_TOP) {
+		CU(cudaMemcpy(a->top, dy, rows * sizeof(struct kern_top), cudaMemcpyDeviceToHost), "copy out");
 	} else if (a->kernel == LCU_GEMV) {
 		CU(cudaMemcpy(a->y, dy, out_n * 4, cudaMemcpyDeviceToHost), "copy out");
 	} else {
@@ -1909,6 +2090,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		const size_t blk_stride = (size_t)NKV * BS * HD;
 		__half *kc = (__half *)carve((size_t)nblk * blk_stride * 2), *vc = (__half *)carve((size_t)nblk * blk_stride * 2);
 		float *part = (float *)carve((size_t)ATTN_SPLIT_MAX_T * NH * ATTN_SPLITS * (HD + 2) * 4);
+		struct kern_top *tops = (struct kern_top *)carve((size_t)64 * sizeof(struct kern_top));
 		if ((size_t)(p - pool) > pool_bytes) {
 			snprintf(errbuf, errlen, "kbench: the 3 GiB pool is too small");
 			goto err;
@@ -1972,6 +2154,30 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 			double by = (double)T * V * 4;
 			printf("argmax over %d, T=%-4d          %9.2f %9.0f %7.0f%%\n", V, T, ms * 1e3, by / (ms * 1e-3) / 1e9,
 			       100 * by / (ms * 1e-3) / 1e9 / c.copy_gbps);
+		}
+		{
+			/* top-64 candidates on random rows (a constant row would put
+			 * every key in one histogram bin); bytes: the rows read once,
+			 * of the seven reads the kernel makes */
+			float *hl = (float *)malloc((size_t)64 * V * 4);
+			if (!hl) {
+				snprintf(errbuf, errlen, "kbench: out of memory");
+				goto err;
+			}
+			uint32_t sd = 12345;
+			for (size_t i = 0; i < (size_t)64 * V; i++) {
+				sd = sd * 1664525u + 1013904223u;
+				hl[i] = (float)(sd >> 8) / 16777216.0f * 20.0f - 10.0f;
+			}
+			cudaError_t e = cudaMemcpy(logits, hl, (size_t)64 * V * 4, cudaMemcpyHostToDevice);
+			free(hl);
+			CU(e, "kbench logits");
+			for (int T : {1, 16, 64}) {
+				float ms = kb_time(&t, runs, [&](int) { k_top<<<T, TOP_THREADS>>>(logits, V, tops); });
+				double by = (double)T * V * 4;
+				printf("top-%d over %d, T=%-4d          %9.2f %9.0f %7.0f%%\n", KERN_TOP_K, V, T, ms * 1e3,
+				       by / (ms * 1e-3) / 1e9, 100 * by / (ms * 1e-3) / 1e9 / c.copy_gbps);
+			}
 		}
 		/* attention: decode (S sequences, one token each, context ctx) and prefill (one sequence) */
 		for (int S : {1, 16}) {

@@ -19,7 +19,7 @@
 /* The version of this boundary: bumped whenever an entry point or a struct
  * below changes. The loader refuses a module built for another version
  * (a program and a module from different commits). */
-#define LCU_ABI 5
+#define LCU_ABI 6
 typedef int (*locus_cuda_abi_fn)(void);
 
 /* locus_cuda_init: called once, before anything else. */
@@ -49,6 +49,7 @@ enum lcu_kernel {
 	LCU_ARGMAX,    /* in: x (rows, n); out: ids (rows) as int32 */
 	LCU_GEMV,      /* in: qw (rows, q_row_bytes) of qtype, x (T, n) rounded to bf16 on the way;
 			* out: y (T, rows) = x . dequant(qw)^T, the decode path's fused GEMV */
+	LCU_TOP,       /* in: x (rows, n); out: top (rows), each row's struct kern_top */
 };
 struct lcu_check_args {
 	enum lcu_kernel kernel;
@@ -58,6 +59,7 @@ struct lcu_check_args {
 	const float *x, *w;
 	float *y;
 	int32_t *ids;
+	struct kern_top *top;
 	/* LCU_GEMV */
 	uint32_t qtype;
 	int T;
