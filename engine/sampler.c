@@ -183,11 +183,14 @@ static int32_t argmax(const float *x, int32_t n)
 	return kern_argmax(x, n);
 }
 
-/* The order of candidates: larger value first, ties by lower id (as the
- * CUDA backend's top-K selection, so both paths pick the same tokens). */
+/* The order of candidates: larger value first, ties by lower id, NaN last
+ * (kern_top_key's order, that of the CUDA backend's top-K selection, so
+ * both paths pick the same tokens). */
 static inline bool before(const float *val, int32_t a, int32_t b)
 {
 	float x = val[a], y = val[b];
+	if (x != x || y != y)
+		return y != y && (x == x || a < b);
 	return x > y || (x == y && a < b);
 }
 

@@ -498,6 +498,8 @@ static int step(struct dispatcher *d)
 		float lp = 0;
 		struct sampler_logprob top[API_MAX_LOGPROBS];
 		int n_top = s->req->api.logprobs;
+		if (n_top > d->n_vocab)
+			n_top = d->n_vocab; /* a toy vocabulary smaller than the logprobs asked for */
 		float *row = d->logits + (size_t)s->logit_row * d->n_vocab;
 		int32_t tok;
 		if (sampler_is_argmax(&s->smp) && n_top < 0)

@@ -409,8 +409,12 @@ def test_errors(e):
         ("HTTP/2.0", b"GET /health HTTP/2.0\r\n\r\n", 505),
     ]
     for label, data, want in hostile:
-        got = status_of(raw(p, data))
-        check(got == want, "malformed HTTP: %s -> %d" % (label, want), got)
+        t0 = time.time()
+        resp = raw(p, data)
+        got = status_of(resp)
+        # on failure: what came back, and after how long (a timeout is 5 s)
+        check(got == want, "malformed HTTP: %s -> %d" % (label, want),
+              (got, resp[:160], "%.2f s" % (time.time() - t0)))
     st, _, js = post(p, COMP, {"prompt": "Still serving?", "max_tokens": 2, "temperature": 0})
     check(st == 200, "a good request after the hostile ones", st)
 

@@ -182,7 +182,8 @@ static int kernel_checks(void *mod, int gpu)
  */
 static void top_checks(locus_cuda_kernel_check_fn run, int gpu)
 {
-	static const int sizes[][2] = {{1, 1}, {2, 31}, {3, 64}, {5, 65}, {6, 577}, {6, 4099}, {6, 49152}, {6, 128256}};
+	static const int sizes[][2] = {{1, 1},     {2, 31},     {6, 40},      {3, 64},
+				       {5, 65},    {6, 577},    {6, 4099},    {6, 49152}, {6, 128256}};
 	char err[256], what[64];
 	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
 		int rows = sizes[si][0], n = sizes[si][1];
@@ -335,8 +336,11 @@ static struct kern_top g_top[MAXB];
 
 /* The device's candidates of row r (M_TOP, M_TOPONLY), 1 if they pass:
  * with the device's logits g, exactly kern_top_row(g) (lse within 1e-4 +
- * 1e-5 |lse|); without them, each candidate's logit within tol * scale
- * of the CPU's c at its id, in order, and lse as well. */
+ * 1e-5 |lse|); without them, against the CPU's c with the logits
+ * tolerance tol_abs: distinct ids, each logit within tol_abs of the CPU's
+ * at its id, in order, none far below the CPU's 64th best, no CPU
+ * candidate left out that is far above the device's last, lse within
+ * tol_abs. */
 static int check_top(const struct kern_top *t, const float *c, const float *g, int32_t V, double tol_abs, int r)
 {
 	struct kern_top ref;
@@ -347,7 +351,15 @@ static int check_top(const struct kern_top *t, const float *c, const float *g, i
 			ok = t->id[i] == ref.id[i] && !memcmp(&t->logit[i], &ref.logit[i], 4);
 		else
 			ok = t->id[i] >= 0 && t->id[i] < V && fabs((double)t->logit[i] - c[t->id[i]]) <= tol_abs &&
-			     (i == 0 || t->logit[i] <= t->logit[i - 1]);
+			     (i == 0 || t->logit[i] <= t->logit[i - 1]) && c[t->id[i]] >= ref.logit[ref.n - 1] - 2 * tol_abs;
+		for (int j = 0; ok && !g && j < i; j++)
+			ok = t->id[j] != t->id[i];
+	}
+	for (int i = 0; ok && !g && i < ref.n; i++) {
+		int found = 0;
+		for (int j = 0; j < t->n && !found; j++)
+			found = t->id[j] == ref.id[i];
+		ok = found || ref.logit[i] <= t->logit[t->n - 1] + 2 * tol_abs;
 	}
 	double lse_tol = g ? 1e-4 + 1e-5 * fabs(ref.lse) : tol_abs;
 	ok = ok && fabs((double)t->lse - ref.lse) <= lse_tol;
@@ -506,8 +518,8 @@ static void model_check(const char *path, int gpu)
 	}
 	/* The engine's shapes: the last 8 prompt tokens of each sequence again
 	 * (same tokens at the same positions: the KV they write is unchanged),
-	 * logits of each sequence's last token only, through step (logits) and
-	 * step_argmax without logits (ids). */
+	 * logits of each sequence's last token only, through step (logits),
+	 * step_argmax without logits (ids) and step_top with and without. */
 	for (int mode = M_STEP; mode <= M_TOPONLY; mode++) {
 		int n = 0, nl = 0;
 		for (int s = 0; s < NSEQ; s++) {

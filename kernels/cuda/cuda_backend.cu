@@ -483,10 +483,16 @@ __global__ void __launch_bounds__(TOP_THREADS) k_top(const float *x, int n, stru
 		for (int i = tid; i < 256; i += blockDim.x)
 			hist[i] = 0;
 		__syncthreads();
-		for (int i = tid; i < n; i += blockDim.x) {
-			uint32_t k = top_key(r[i]);
-			if ((k & mask) == prefix)
-				atomicAdd(&hist[(k >> shift) & 255u], 1u);
+		/* Real logits share few top bytes: lanes with the same bin add
+		 * once for the warp (__match_any_sync), not 32 times on one address. */
+		for (int base = 0; base < n; base += blockDim.x) {
+			int i = base + tid;
+			uint32_t k = i < n ? top_key(r[i]) : 0;
+			bool in = i < n && (k & mask) == prefix;
+			uint32_t bin = in ? (k >> shift) & 255u : 256u + (uint32_t)lane; /* outsiders: alone */
+			unsigned peers = __match_any_sync(0xffffffffu, bin);
+			if (in && lane == __ffs(peers) - 1)
+				atomicAdd(&hist[bin], (uint32_t)__popc(peers));
 		}
 		__syncthreads();
 		if (tid == 0) {
@@ -1435,7 +1441,7 @@ static int cuda_kv_copy(kern_backend_t *be, int32_t src, int32_t dst)
 static size_t cuda_mem_bytes(const kern_backend_t *be)
 {
 	const struct cuda_backend *cb = (const struct cuda_backend *)be;
-	return 2 * cb->kv_bytes + cb->scratch_bytes;
+	return 2 * cb->kv_bytes + cb->scratch_bytes + (size_t)cb->base.max_batch_tokens * sizeof(struct kern_top);
 }
 
 static void free_mat(struct cu_mat *m)
