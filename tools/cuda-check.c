@@ -9,9 +9,10 @@
  * against the CPU kernels (kernels/ops.h), and the fused dequantizing GEMV (Q8_0, Q4_0,
  * Q4_1, Q4_K, Q6_K, T = 1..8) against dequantize-then-dot in double, on seeded random
  * inputs of awkward sizes, outputs poisoned with NaN before each run.
- * Each MODEL: both backends run the same steps: three sequences of 37, 61
+ * Each MODEL: both backends run the same steps: three sequences of 37, 101
  * and 5 prompt tokens (random ids) prefilled together in chunks of at most
- * 48 tokens, their KV blocks scattered over the pool, every position's
+ * 72 tokens (both chunks over 64: tiled attention, the second's tiles of
+ * the long sequence with history), their KV blocks scattered over the pool, every position's
  * logits compared; then 6 decode steps of the three, each fed the CPU's
  * greedy token (in turn through step_argmax with logits, without (ids
  * only), step_top with logits and without (candidates only)); then the
@@ -47,7 +48,7 @@
 
 #define BS 16        /* KV block size */
 #define POOL 64      /* KV blocks */
-#define MAXB 48      /* max_batch_tokens */
+#define MAXB 72      /* max_batch_tokens */
 #define NSEQ 3
 #define NDEC 6
 
@@ -445,7 +446,7 @@ static void model_check(const char *path, int gpu)
 	float tol = is_float_type(w->layers[0].wq.type) && is_float_type(w->output.type) ? 3e-2f : 6e-2f;
 	float *lc = malloc((size_t)MAXB * V * 4), *lg = malloc((size_t)MAXB * V * 4);
 	int32_t tok[MAXB], pos[MAXB], sidx[MAXB], li[MAXB], ids[MAXB];
-	struct seqs sq = {.len = {37, 61, 5}};
+	struct seqs sq = {.len = {37, 101, 5}};
 	if (!cpu || !cu || !lc || !lg) {
 		printf("FAIL %s: %s\n", path, cpu && cu ? "out of memory" : err);
 		fails++;

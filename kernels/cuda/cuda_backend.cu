@@ -51,7 +51,12 @@
  * positions into up to 16 ranges per token and merged, as flash-decoding
  * does (LOCUS_CUDA_ATTN_SPLIT=0: one block per token and head).
  *
- * Not done yet: a tiled (flash-attention) prefill attention.
+ * Steps of more than 64 tokens (prefill) take attention a tile at a time
+ * instead (k_attn_tile): up to 16 consecutive tokens of one sequence
+ * share each 32-position chunk of K and V loaded into shared memory,
+ * online softmax per query, causal mask inside the chunk
+ * (LOCUS_CUDA_ATTN_TILED=0: the per-token kernel). CUDA cores, not tensor
+ * cores: a first tiled version.
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -348,9 +353,130 @@ __global__ void k_attn_merge(const float *part, int n_head, int nsplit, int hd, 
 
 /* Attention for T tokens: split along the positions when T is small and
  * part (ATTN_SPLIT_MAX_T x n_head x ATTN_SPLITS x (hd + 2) floats) is given. */
-static void attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head, int n_kv,
-		      int hd, int bs, size_t blk_stride, bf16 *out, int out_ld, int T, float *part, cudaStream_t st)
+#define ATTN_TILE_Q 16       /* queries per tile: consecutive tokens of one sequence */
+#define ATTN_TILE_K 32       /* positions per chunk of K and V in shared memory */
+#define ATTN_TILE_THREADS 128 /* 8 per query: each owns hd / 8 output dimensions */
+#define ATTN_TILE_MAX_HD 128
+
+/*
+ * Prefill attention, tiled (flash-attention style, causal): block (tile,
+ * head) takes the tile's queries (tokens tiles[x] .. tiles[x + 1] - 1, at
+ * consecutive positions of one sequence) through the sequence's positions
+ * 0 .. the last query's in chunks of ATTN_TILE_K: K and V of a chunk are
+ * read once from the paged cache for all the tile's queries (the
+ * per-token kernel reads them once per query), scores masked causally,
+ * softmax online per query. Positions up to the tile's last were all
+ * written (history, or this step's k_qkv_post), so a masked score weighs
+ * a finite value by 0; a NaN read reaches the output. hd a multiple of 8,
+ * at most ATTN_TILE_MAX_HD.
+ */
+__global__ void __launch_bounds__(ATTN_TILE_THREADS)
+	k_attn_tile(const float *qkv, int ld, step_meta m, const int32_t *tiles, const __half *kc, const __half *vc,
+		    int n_head, int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out, int out_ld)
 {
+	__shared__ float qs[ATTN_TILE_Q][ATTN_TILE_MAX_HD];
+	__shared__ float ks[ATTN_TILE_K][ATTN_TILE_MAX_HD + 1]; /* +1: the score loop's lanes hit distinct banks */
+	__shared__ float vs[ATTN_TILE_K][ATTN_TILE_MAX_HD];
+	__shared__ float ss[ATTN_TILE_Q][ATTN_TILE_K];
+	const int tid = threadIdx.x, h = blockIdx.y, kvh = h / (n_head / n_kv);
+	const int t0 = tiles[blockIdx.x], nq = tiles[blockIdx.x + 1] - t0;
+	const int32_t p0 = m.pos[t0], plast = p0 + nq - 1;
+	const int32_t *bt = m.bt + m.bt_off[t0];
+	const int nd = hd / 8, qi = tid / 8, l8 = tid % 8;
+	for (int i = tid; i < ATTN_TILE_Q * hd; i += ATTN_TILE_THREADS) {
+		int q = i / hd, d = i % hd;
+		qs[q][d] = q < nq ? qkv[(size_t)(t0 + q) * ld + (size_t)h * hd + d] * scale : 0.0f;
+	}
+	float acc[ATTN_TILE_MAX_HD / 8];
+#pragma unroll
+	for (int j = 0; j < ATTN_TILE_MAX_HD / 8; j++)
+		acc[j] = 0;
+	float mx = -INFINITY, l = 0;
+	for (int32_t c0 = 0; c0 <= plast; c0 += ATTN_TILE_K) {
+		__syncthreads(); /* qs written (first chunk); the last chunk's readers done */
+		for (int i = tid; i < ATTN_TILE_K * hd; i += ATTN_TILE_THREADS) {
+			int kk = i / hd, d = i % hd;
+			int32_t p = c0 + kk;
+			float kv = 0.0f, vv = 0.0f;
+			if (p <= plast) {
+				size_t off = (size_t)bt[p / bs] * blk_stride + (size_t)kvh * bs * hd + (size_t)(p % bs) * hd + d;
+				kv = __half2float(kc[off]);
+				vv = __half2float(vc[off]);
+			}
+			ks[kk][d] = kv;
+			vs[kk][d] = vv;
+		}
+		__syncthreads();
+		for (int i = tid; i < ATTN_TILE_Q * ATTN_TILE_K; i += ATTN_TILE_THREADS) {
+			int q = i / ATTN_TILE_K, kk = i % ATTN_TILE_K;
+			float sc = -INFINITY;
+			if (q < nq && c0 + kk <= p0 + q) {
+				sc = 0.0f;
+				for (int d = 0; d < hd; d++)
+					sc += qs[q][d] * ks[kk][d];
+			}
+			ss[q][kk] = sc;
+		}
+		__syncthreads();
+		if (qi < nq) {
+			/* position 0 is in every query's range: the first chunk's
+			 * maximum is finite unless its scores are NaN */
+			float cm = -INFINITY;
+			for (int kk = 0; kk < ATTN_TILE_K; kk++)
+				cm = fmaxf(cm, ss[qi][kk]);
+			float nm = fmaxf(mx, cm), corr = __expf(mx - nm);
+			l *= corr;
+#pragma unroll
+			for (int j = 0; j < ATTN_TILE_MAX_HD / 8; j++)
+				acc[j] *= corr;
+			for (int kk = 0; kk < ATTN_TILE_K; kk++) {
+				float e = __expf(ss[qi][kk] - nm); /* masked: 0 */
+				l += e;
+#pragma unroll
+				for (int j = 0; j < ATTN_TILE_MAX_HD / 8; j++)
+					if (j < nd)
+						acc[j] += e * vs[kk][l8 + 8 * j];
+			}
+			mx = nm;
+		}
+	}
+	if (qi < nq) {
+		bf16 *o = out + (size_t)(t0 + qi) * out_ld + (size_t)h * hd;
+#pragma unroll
+		for (int j = 0; j < ATTN_TILE_MAX_HD / 8; j++)
+			if (j < nd)
+				o[l8 + 8 * j] = __float2bfloat16(acc[j] / l);
+	}
+}
+
+static bool attn_tile_ok(int hd)
+{
+	return hd % 8 == 0 && hd <= ATTN_TILE_MAX_HD;
+}
+
+/* Tiles of a batch: runs of consecutive positions of one sequence, at
+ * most ATTN_TILE_Q tokens each; tl[0..n] (n + 1 entries) are their first
+ * tokens, then the batch's end. Returns n. */
+static int attn_tiles(const struct kern_batch *b, int32_t *tl)
+{
+	int n = 0;
+	for (int32_t t = 0; t < b->n_tokens; t++)
+		if (t == 0 || b->seq_idx[t] != b->seq_idx[t - 1] || b->pos[t] != b->pos[t - 1] + 1 ||
+		    t - tl[n - 1] == ATTN_TILE_Q)
+			tl[n++] = t;
+	tl[n] = b->n_tokens;
+	return n;
+}
+
+static void attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head, int n_kv,
+		      int hd, int bs, size_t blk_stride, bf16 *out, int out_ld, int T, float *part, const int32_t *tiles,
+		      int n_tiles, cudaStream_t st)
+{
+	if (tiles && n_tiles > 0) {
+		k_attn_tile<<<dim3(n_tiles, n_head), ATTN_TILE_THREADS, 0, st>>>(
+			qkv, ld, m, tiles, kc, vc, n_head, n_kv, hd, bs, blk_stride, 1.0f / sqrtf((float)hd), out, out_ld);
+		return;
+	}
 	const int ns = part && T <= ATTN_SPLIT_MAX_T ? ATTN_SPLITS : 1;
 	k_attention<<<dim3(T, n_head, ns), ATTN_WARPS * WARP, 0, st>>>(qkv, ld, m, kc, vc, n_head, n_kv, hd, bs,
 									blk_stride, 1.0f / sqrtf((float)hd), out,
@@ -861,6 +987,10 @@ struct cuda_backend {
 	bool graphs_off;
 	int32_t spare_block; /* = n_kv_blocks: padding tokens write here, nobody reads it */
 	bool attn_split;     /* LOCUS_CUDA_ATTN_SPLIT != 0 */
+	bool attn_tiled;     /* LOCUS_CUDA_ATTN_TILED != 0 and the head size fits k_attn_tile */
+	int32_t *d_tiles;    /* (max_batch_tokens + 1) this step's attention tiles, when it has more than 64 tokens */
+	struct hbuf htiles;  /* pinned, the same */
+	int n_tiles;         /* 0: this step has none */
 	size_t q_bytes;      /* quantized copies for the decode GEMV */
 	int n_q;
 };
@@ -1240,6 +1370,14 @@ static int stage_batch(struct cuda_backend *cb, const struct kern_batch *b, int 
 	if (cudaMemcpyAsync(cb->d_meta, h, 4 * (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, cb->stream) ||
 	    cudaMemcpyAsync(cb->d_meta + 5 * T, bt, off * sizeof(int32_t), cudaMemcpyHostToDevice, cb->stream))
 		return -EIO;
+	/* Steps too long to split their attention (never a graph's) take it by tiles. */
+	cb->n_tiles = 0;
+	if (cb->attn_tiled && !pad && b->n_tokens > ATTN_SPLIT_MAX_T) {
+		cb->n_tiles = attn_tiles(b, cb->htiles.p);
+		if (cudaMemcpyAsync(cb->d_tiles, cb->htiles.p, ((size_t)cb->n_tiles + 1) * sizeof(int32_t),
+				    cudaMemcpyHostToDevice, cb->stream))
+			return -EIO;
+	}
 	return 0;
 }
 
@@ -1269,7 +1407,8 @@ static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argma
 		k_qkv_post<<<T, 256, 0, st>>>(cb->qkv, ldqkv, L->bq, L->bk, L->bv, cb->inv_freq, m, kc, vc, hp->n_head,
 					     hp->n_head_kv, hd, bs, cb->blk_stride, hp->rope_type == KERN_ROPE_NEOX);
 		attention(cb->qkv, ldqkv, m, kc, vc, hp->n_head, hp->n_head_kv, hd, bs, cb->blk_stride, cb->att, qd, T,
-			  cb->attn_split ? cb->attn_part : NULL, st);
+			  cb->attn_split ? cb->attn_part : NULL, T > ATTN_SPLIT_MAX_T ? cb->d_tiles : NULL,
+			  T > ATTN_SPLIT_MAX_T ? cb->n_tiles : 0, st);
 		if (gemm(cb, &L->wo, cb->att, T, cb->tmp, E))
 			return -EIO;
 		k_add_rmsnorm<<<T, nt, 0, st>>>(cb->x, cb->tmp, NULL, L->ffn_norm, cb->xb, E, hp->norm_eps);
@@ -1488,6 +1627,8 @@ static void cuda_close(kern_backend_t *be)
 	hbuf_free(&cb->hm);
 	cudaFree(cb->d_top);
 	hbuf_free(&cb->htop);
+	cudaFree(cb->d_tiles);
+	hbuf_free(&cb->htiles);
 	free(cb->seq_start);
 	lt_free(cb);
 	if (cb->blas)
@@ -1630,9 +1771,11 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 	cb->layer_stride = cb->blk_stride * ((size_t)cfg->n_kv_blocks + 1); /* + the spare block */
 	cb->spare_block = cfg->n_kv_blocks;
 	{
-		const char *g = getenv("LOCUS_CUDA_GRAPHS"), *a = getenv("LOCUS_CUDA_ATTN_SPLIT");
+		const char *g = getenv("LOCUS_CUDA_GRAPHS"), *a = getenv("LOCUS_CUDA_ATTN_SPLIT"),
+			   *ti = getenv("LOCUS_CUDA_ATTN_TILED");
 		cb->graphs_off = g && !strcmp(g, "0");
 		cb->attn_split = !(a && !strcmp(a, "0"));
+		cb->attn_tiled = !(ti && !strcmp(ti, "0")) && attn_tile_ok(hd);
 	}
 	cb->kv_bytes = cb->layer_stride * (size_t)hp->n_layer * sizeof(__half);
 	if (cudaMalloc(&cb->kc, cb->kv_bytes) != cudaSuccess || cudaMalloc(&cb->vc, cb->kv_bytes) != cudaSuccess) {
@@ -1680,11 +1823,13 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		 * worth to start with; grown if a batch's tables are longer). */
 		cb->seq_start = (size_t *)malloc(Tz * sizeof(size_t));
 		if (!cb->seq_start || meta_reserve(cb, 5 * Tz + (size_t)cfg->n_kv_blocks) ||
-		    hbuf_alloc(&cb->htop, Tz * sizeof(struct kern_top), cb->numa_node)) {
+		    hbuf_alloc(&cb->htop, Tz * sizeof(struct kern_top), cb->numa_node) ||
+		    hbuf_alloc(&cb->htiles, (Tz + 1) * sizeof(int32_t), cb->numa_node)) {
 			snprintf(errbuf, errlen, "cuda backend: cannot allocate the batch buffers (pinned host memory)");
 			goto err;
 		}
 		CU(cudaMalloc(&cb->d_top, Tz * sizeof(struct kern_top)), "cudaMalloc (top candidates)");
+		CU(cudaMalloc(&cb->d_tiles, (Tz + 1) * sizeof(int32_t)), "cudaMalloc (attention tiles)");
 	}
 
 	/* Quantized rows for the decode GEMV, last: optional, they only get
@@ -2097,6 +2242,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		__half *kc = (__half *)carve((size_t)nblk * blk_stride * 2), *vc = (__half *)carve((size_t)nblk * blk_stride * 2);
 		float *part = (float *)carve((size_t)ATTN_SPLIT_MAX_T * NH * ATTN_SPLITS * (HD + 2) * 4);
 		struct kern_top *tops = (struct kern_top *)carve((size_t)64 * sizeof(struct kern_top));
+		int32_t *tiles = (int32_t *)carve(((size_t)Tmax + 1) * 4);
 		if ((size_t)(p - pool) > pool_bytes) {
 			snprintf(errbuf, errlen, "kbench: the 3 GiB pool is too small");
 			goto err;
@@ -2194,7 +2340,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 				for (int split = 1; split >= 0; split--) {
 					float ms = kb_time(&t, runs, [&](int) {
 						attention(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride, xb, E, S,
-							  split ? part : NULL, 0);
+							  split ? part : NULL, NULL, 0, 0);
 					});
 					printf("attention decode S=%-2d ctx=%-5d %s %9.2f %9.0f %7.0f%%\n", S, ctx,
 					       split ? "split" : "whole", ms * 1e3, by / (ms * 1e-3) / 1e9,
@@ -2205,12 +2351,25 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		for (int T : {128, 512, 2048}) {
 			if (set_meta(T, 1, T))
 				goto err;
-			float ms = kb_time(&t, quick ? 3 : 9, [&](int) {
-				attention(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride, xb, E, T, NULL, 0);
-			});
-			double fl = 4.0 * NH * HD * (double)T * (T + 1) / 2; /* QK^T and PV, causal */
-			printf("attention prefill T=%-5d          %9.1f %8.1f TFLOP/s, %.1f%% of the GEMM peak\n", T, ms * 1e3,
-			       fl / (ms * 1e-3) / 1e12, 100 * fl / (ms * 1e-3) / 1e12 / c.gemm_tflops);
+			/* one sequence at positions 0..T-1: tiles of ATTN_TILE_Q */
+			int nt = (T + ATTN_TILE_Q - 1) / ATTN_TILE_Q;
+			{
+				int32_t ht[Tmax / ATTN_TILE_Q + 2];
+				for (int i = 0; i < nt; i++)
+					ht[i] = i * ATTN_TILE_Q;
+				ht[nt] = T;
+				CU(cudaMemcpy(tiles, ht, ((size_t)nt + 1) * 4, cudaMemcpyHostToDevice), "kbench tiles");
+			}
+			for (int tiled = 1; tiled >= 0; tiled--) {
+				float ms = kb_time(&t, quick ? 3 : 9, [&](int) {
+					attention(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride, xb, E, T, NULL,
+						  tiled ? tiles : NULL, tiled ? nt : 0, 0);
+				});
+				double fl = 4.0 * NH * HD * (double)T * (T + 1) / 2; /* QK^T and PV, causal */
+				printf("attention prefill T=%-5d %-9s%9.1f %8.1f TFLOP/s, %.1f%% of the GEMM peak\n", T,
+				       tiled ? "tiled" : "per-token", ms * 1e3, fl / (ms * 1e-3) / 1e12,
+				       100 * fl / (ms * 1e-3) / 1e12 / c.gemm_tflops);
+			}
 		}
 		CU(cudaGetLastError(), "kernel launch");
 		CU(cudaDeviceSynchronize(), "kernels");

@@ -131,11 +131,11 @@ if grep -q 'graphs off' "$L/models.txt"; then
 fi
 if [ $rc -eq 0 ]; then row "backend vs CPU" "$(grep -c '^ok' "$L/models.txt") models, every logit within tolerance (decode as CUDA graphs)"
 else bad "backend vs CPU" "rc $rc (models.txt)"; fi
-LOCUS_CUDA_GRAPHS=0 LOCUS_CUDA_GEMV=0 LOCUS_CUDA_ATTN_SPLIT=0 LOCUS_CUDA_LT=0 timeout 120 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/l3-bf16.gguf" \
+LOCUS_CUDA_GRAPHS=0 LOCUS_CUDA_GEMV=0 LOCUS_CUDA_ATTN_SPLIT=0 LOCUS_CUDA_ATTN_TILED=0 LOCUS_CUDA_LT=0 timeout 120 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/l3-bf16.gguf" \
 	>"$L/models-plain.txt" 2>&1
 rc=$?
-if [ $rc -eq 0 ]; then row "backend vs CPU, graphs, GEMV, split attention and cuBLASLt off" "3 models, every logit within tolerance"
-else bad "backend vs CPU, graphs, GEMV, split attention and cuBLASLt off" "rc $rc (models-plain.txt)"; fi
+if [ $rc -eq 0 ]; then row "backend vs CPU, graphs, GEMV, split and tiled attention, cuBLASLt off" "3 models, every logit within tolerance"
+else bad "backend vs CPU, graphs, GEMV, split and tiled attention, cuBLASLt off" "rc $rc (models-plain.txt)"; fi
 
 # 4. greedy generation, token ids
 note "greedy"
