@@ -104,6 +104,7 @@ struct seq {
 	bool first_token_done;
 	int64_t admit_order;
 	int32_t logit_row;    /* row in this step's logits, -1 none */
+	uint8_t pick;         /* enum metrics_pick: how this step's row is sampled */
 	int step_n;           /* tokens fed this step */
 };
 
@@ -128,6 +129,7 @@ struct dispatcher {
 	float *logits;          /* (max_seqs, n_vocab) */
 	int32_t *argmax;        /* (max_seqs) */
 	struct kern_top *top;   /* (max_seqs) candidates per row, for backends that pick them */
+	int32_t *fetch;         /* (max_seqs) rows the candidates cannot serve, fetched whole */
 	bool top_path;          /* pick from candidates when every row allows it */
 	bool top_native;        /* ... without the rows ever leaving the backend */
 	struct sampler_scratch sw;
@@ -451,33 +453,45 @@ static int step(struct dispatcher *d)
 	TRACE_POP();
 	if (d->batch.kb.n_tokens == 0)
 		return 0;
-	/* When every row only needs its argmax (greedy, no penalties, no
-	 * logprobs), a backend that can pick on its side need not hand out
-	 * the logits at all; when every row can be sampled from its top
-	 * candidates (no penalties, top_k within them), one that picks those
-	 * hands out only them. */
-	bool argmax_only = kern_backend_argmax_only(d->be), from_top = d->top_path;
-	for (int i = 0; i < d->n_running && (argmax_only || from_top); i++) {
-		const struct seq *s = d->running[i];
+	/* What leaves the backend for each row: its argmax alone (greedy, no
+	 * penalties, no logprobs), when the backend picks it and every row
+	 * needs no more; else, on a backend that picks candidates, those (no
+	 * penalties, top_k within them), and the rows they cannot serve
+	 * fetched whole after the step; else every row whole. */
+	bool argmax_only = kern_backend_argmax_only(d->be);
+	int n_pick[METRICS_PICK_COUNT] = {0};
+	for (int i = 0; i < d->n_running; i++) {
+		struct seq *s = d->running[i];
 		if (s->logit_row < 0)
 			continue;
-		if (!sampler_is_argmax(&s->smp) || s->req->api.logprobs >= 0)
-			argmax_only = false;
-		if (!sampler_top_ok(&s->smp))
-			from_top = false;
+		bool am = sampler_is_argmax(&s->smp) && s->req->api.logprobs < 0;
+		argmax_only = argmax_only && am;
+		s->pick = am ? METRICS_PICK_ARGMAX
+			: d->top_path && sampler_top_ok(&s->smp) ? METRICS_PICK_TOP
+								 : METRICS_PICK_ROWS;
+		n_pick[s->pick]++;
 	}
-	from_top = from_top && !argmax_only;
+	bool from_top = !argmax_only && n_pick[METRICS_PICK_TOP] > 0;
+	int n_fetch = 0;
+	for (int i = 0; i < d->n_running && from_top && d->top_native; i++)
+		if (d->running[i]->logit_row >= 0 && d->running[i]->pick == METRICS_PICK_ROWS)
+			d->fetch[n_fetch++] = d->running[i]->logit_row;
 	TRACE_PUSHF("forward: %d tokens, %d sequences", d->batch.kb.n_tokens, d->batch.kb.n_seqs);
 	int rc = from_top ? kern_backend_step_top(d->be, &d->batch.kb, d->top_native ? NULL : d->logits, d->argmax,
 						  d->top)
 			  : kern_backend_step_argmax(d->be, &d->batch.kb, argmax_only ? NULL : d->logits, d->argmax);
+	if (!rc && n_fetch)
+		rc = kern_backend_fetch_rows(d->be, d->fetch, n_fetch, d->logits);
 	TRACE_POP();
 	TRACE_PUSH("sample, detokenize, emit");
 	atomic_fetch_add_explicit(&d->steps, 1, memory_order_relaxed);
 	metrics_add_step(d->metrics, d->ix, (uint64_t)d->batch.kb.n_tokens);
-	metrics_add_logit_rows(d->metrics, d->ix,
-			       argmax_only ? METRICS_PICK_ARGMAX : from_top ? METRICS_PICK_TOP : METRICS_PICK_ROWS,
-			       (uint64_t)n_logits);
+	if (from_top || argmax_only) {
+		for (int k = 0; k < METRICS_PICK_COUNT; k++)
+			metrics_add_logit_rows(d->metrics, d->ix, (enum metrics_pick)k, (uint64_t)n_pick[k]);
+	} else {
+		metrics_add_logit_rows(d->metrics, d->ix, METRICS_PICK_ROWS, (uint64_t)n_logits);
+	}
 	double t = now_s();
 	for (int i = 0; i < d->n_running;) {
 		struct seq *s = d->running[i];
@@ -504,7 +518,7 @@ static int step(struct dispatcher *d)
 		int32_t tok;
 		if (sampler_is_argmax(&s->smp) && n_top < 0)
 			tok = d->argmax[s->logit_row];
-		else if (from_top)
+		else if (from_top && s->pick == METRICS_PICK_TOP)
 			tok = sampler_sample_top(&s->smp, &d->sw, &d->top[s->logit_row], n_top >= 0 ? &lp : NULL, top,
 						 n_top);
 		else
@@ -579,6 +593,7 @@ static void dispatcher_free(struct dispatcher *d)
 	alloc_free(d->logits);
 	alloc_free(d->argmax);
 	alloc_free(d->top);
+	alloc_free(d->fetch);
 	alloc_free(d->piece);
 	alloc_free(d->emit);
 	alloc_free(d->waiting);
@@ -626,11 +641,12 @@ int dispatcher_start(struct dispatcher **out, const struct dispatcher_init *in, 
 	d->logits = alloc_array((size_t)in->cfg.max_seqs * (size_t)in->n_vocab, sizeof(float));
 	d->argmax = alloc_array((size_t)in->cfg.max_seqs, sizeof(int32_t));
 	d->top = alloc_array((size_t)in->cfg.max_seqs, sizeof(struct kern_top));
+	d->fetch = alloc_array((size_t)in->cfg.max_seqs, sizeof(int32_t));
 	d->piece = alloc_mem(d->piece_cap);
 	d->emit = alloc_mem(d->piece_cap + STOP_MAX_LEN);
 	d->waiting = alloc_array((size_t)d->cap_waiting, sizeof(*d->waiting));
 	d->running = alloc_array((size_t)in->cfg.max_seqs, sizeof(*d->running));
-	if (rc || !d->logits || !d->argmax || !d->top || !d->piece || !d->emit || !d->waiting || !d->running) {
+	if (rc || !d->logits || !d->argmax || !d->top || !d->fetch || !d->piece || !d->emit || !d->waiting || !d->running) {
 		snprintf(err, errlen, "dispatcher: cannot allocate its ring, KV pool or buffers");
 		goto err;
 	}

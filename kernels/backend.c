@@ -117,6 +117,18 @@ bool kern_backend_top_native(const kern_backend_t *be)
 	return be->ops->step_top != NULL;
 }
 
+int kern_backend_fetch_rows(kern_backend_t *be, const int32_t *rows, int32_t n, float *logits)
+{
+	if (!be->ops->step_top || n <= 0)
+		return 0;
+	if (!be->ops->fetch_rows || !logits)
+		return -EINVAL;
+	for (int32_t i = 0; i < n; i++)
+		if (rows[i] < 0 || rows[i] >= be->max_batch_tokens)
+			return -EINVAL;
+	return be->ops->fetch_rows(be, rows, n, logits);
+}
+
 int kern_backend_kv_copy(kern_backend_t *be, int32_t src_block, int32_t dst_block)
 {
 	if (src_block < 0 || dst_block < 0 || src_block >= be->n_kv_blocks || dst_block >= be->n_kv_blocks)

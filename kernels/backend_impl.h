@@ -19,6 +19,9 @@ struct kern_backend_ops {
 	 * be NULL. Without it the wrapper computes the rows and picks on the host */
 	int (*step_top)(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax,
 			struct kern_top *top);
+	/* optional (with step_top): copies rows rows[0..n) of the logits of the
+	 * last step_top called without logits to logits + rows[i] * n_vocab */
+	int (*fetch_rows)(kern_backend_t *be, const int32_t *rows, int32_t n, float *logits);
 	int (*kv_copy)(kern_backend_t *be, int32_t src_block, int32_t dst_block); /* optional */
 	size_t (*mem_bytes)(const kern_backend_t *be);                              /* optional */
 	void (*close)(kern_backend_t *be);

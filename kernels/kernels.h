@@ -213,6 +213,11 @@ bool kern_backend_argmax_only(const kern_backend_t *be);
 int kern_backend_step_top(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax,
 			  struct kern_top *top);
 bool kern_backend_top_native(const kern_backend_t *be);
+/* After kern_backend_step_top without logits (a native backend): copies
+ * the rows rows[0..n) of that step's logits to logits + rows[i] * n_vocab,
+ * for the rows the candidates cannot serve. Where step_top had to be
+ * given logits, they are all there already: returns 0 and copies nothing. */
+int kern_backend_fetch_rows(kern_backend_t *be, const int32_t *rows, int32_t n, float *logits);
 /* Copies the cached K/V of block src to block dst (prefix sharing, forks). */
 int kern_backend_kv_copy(kern_backend_t *be, int32_t src_block, int32_t dst_block);
 /* Bytes the backend holds beyond the weights (KV cache, scratch). */

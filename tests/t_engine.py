@@ -605,8 +605,30 @@ def test_sample_from_top(e):
         rows = metric(t.port, "locus:logit_rows_total", 'path="rows"')
         check(top == 4 * 24 and rows == 2 * 24, "from-top engine: %s rows sampled from candidates, %s from whole rows "
               "(expected 96, 48)" % (top, rows), (top, rows))
+        top0, rows0 = top, rows
         top = metric(e.port, "locus:logit_rows_total", 'path="top"')
         check(top == 0, "without the switch the CPU backend samples whole rows (%s from candidates)" % top, top)
+        # Mixed steps: rows the candidates serve and rows that need the whole
+        # row (penalties) in one batch; each answer as when run alone.
+        mixed = [dict(temperature=0.8, top_k=20, seed=21 + i, frequency_penalty=0.5) if i % 2 else
+                 dict(temperature=0.9, top_k=30, seed=21 + i, logprobs=2) for i in range(4)]
+        bodies = [dict({"prompt": "The river", "max_tokens": 32, "ignore_eos": True}, **c) for c in mixed]
+        alone = [post(e.port, COMP, b)[2] for b in bodies]
+        got = [None] * len(bodies)
+
+        def run(i):
+            got[i] = post(t.port, COMP, bodies[i])[2]
+
+        ts = [threading.Thread(target=run, args=(i,)) for i in range(len(bodies))]
+        [x.start() for x in ts]
+        [x.join(120) for x in ts]
+        same = all(a and g and a["choices"][0]["text"] == g["choices"][0]["text"] for a, g in zip(alone, got))
+        top2 = metric(t.port, "locus:logit_rows_total", 'path="top"')
+        rows2 = metric(t.port, "locus:logit_rows_total", 'path="rows"')
+        check(same and top2 == top0 + 64 and rows2 == rows0 + 64,
+              "concurrent mix of candidate and whole-row sampling = each alone (+%s rows from candidates, +%s whole; expected 64, 64)"
+              % (top2 - top0, rows2 - rows0), [(a and a["choices"][0]["text"][:40], g and g["choices"][0]["text"][:40])
+                                              for a, g in zip(alone, got)])
     finally:
         check(t.stop() == 0, "from-top engine exits 0 on SIGTERM")
 

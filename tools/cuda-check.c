@@ -17,7 +17,8 @@
  * greedy token (in turn through step_argmax with logits, without (ids
  * only), step_top with logits and without (candidates only)); then the
  * engine's shapes (only each sequence's last token wants logits) through
- * step, step_argmax without logits and step_top with and without; then kv_copy of one
+ * step, step_argmax without logits and step_top with and without (then
+ * the odd rows fetched whole: fetch_rows); then kv_copy of one
  * sequence's blocks and a step over the copies. Batches whose every token
  * wants logits run as CUDA graphs unless LOCUS_CUDA_GRAPHS=0. Per row:
  *   - no NaN or infinity;
@@ -29,8 +30,9 @@
  *     ties are at most 2% of the rows (at least 1);
  *   - the device argmax equals the host argmax of the device's logits;
  *   - the device's candidates (struct kern_top) are kern_top_row of its
- *     logits, exactly; without logits, each candidate's logit is within
- *     tol * max |cpu| of the CPU's at that id, and so is lse.
+ *     logits (or of the rows fetched after the step), exactly; without
+ *     logits, each candidate's logit is within tol * max |cpu| of the
+ *     CPU's at that id, and so is lse.
  * Exit status: 0 all passed, 1 a check failed, 77 no usable GPU (skip).
  */
 #include <errno.h>
@@ -384,6 +386,13 @@ static void compare_step(kern_backend_t *cpu, kern_backend_t *gpu, const struct 
 	int rc2 = mode == M_STEP ? kern_backend_step(gpu, b, lg)
 		  : mode >= M_TOP ? kern_backend_step_top(gpu, b, have_lg ? lg : NULL, ids, g_top)
 				  : kern_backend_step_argmax(gpu, b, have_lg ? lg : NULL, ids);
+	/* candidates only: the odd rows fetched whole afterwards, as the
+	 * dispatcher does for rows the candidates cannot serve */
+	int32_t odd[MAXB], n_odd = 0;
+	for (int32_t r = 1; r < b->n_logits && mode == M_TOPONLY; r += 2)
+		odd[n_odd++] = r;
+	if (!rc2 && n_odd)
+		rc2 = kern_backend_fetch_rows(gpu, odd, n_odd, lg);
 	ty->rows += b->n_logits;
 	if (rc1 || rc2) {
 		printf("FAIL step: cpu %d, cuda %d\n", rc1, rc2);
@@ -393,13 +402,14 @@ static void compare_step(kern_backend_t *cpu, kern_backend_t *gpu, const struct 
 	}
 	for (int32_t r = 0; r < b->n_logits; r++) {
 		const float *c = lc + (size_t)r * V, *g = lg + (size_t)r * V;
+		const int row_lg = have_lg || (mode == M_TOPONLY && r % 2);
 		double scale = 0, err = 0;
 		int finite = 1;
 		for (int32_t i = 0; i < V; i++) {
 			scale = fmax(scale, fabs(c[i]));
-			if (!isfinite(c[i]) || (have_lg && !isfinite(g[i])))
+			if (!isfinite(c[i]) || (row_lg && !isfinite(g[i])))
 				finite = 0;
-			if (have_lg)
+			if (row_lg)
 				err = fmax(err, fabs((double)g[i] - c[i]));
 		}
 		double rel = finite ? err / (scale > 0 ? scale : 1) : INFINITY;
@@ -407,7 +417,7 @@ static void compare_step(kern_backend_t *cpu, kern_backend_t *gpu, const struct 
 		int32_t ag = mode == M_IDS ? ids[r] : mode == M_TOPONLY ? g_top[r].id[0] : kern_argmax(g, V);
 		int ok = finite && rel <= tol && ag >= 0 && ag < V && (mode == M_STEP || mode == M_IDS || ids[r] == ag);
 		if (ok && mode >= M_TOP)
-			ok = check_top(&g_top[r], c, have_lg ? g : NULL, V, tol * scale, r);
+			ok = check_top(&g_top[r], c, row_lg ? g : NULL, V, tol * scale, r);
 		/* A different greedy token passes only as a near tie on the CPU's
 		 * side; ties are counted and bounded by the caller. */
 		if (ok && ac != ag) {

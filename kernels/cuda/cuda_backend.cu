@@ -351,8 +351,6 @@ __global__ void k_attn_merge(const float *part, int n_head, int nsplit, int hd, 
 	}
 }
 
-/* Attention for T tokens: split along the positions when T is small and
- * part (ATTN_SPLIT_MAX_T x n_head x ATTN_SPLITS x (hd + 2) floats) is given. */
 #define ATTN_TILE_Q 16       /* queries per tile: consecutive tokens of one sequence */
 #define ATTN_TILE_K 32       /* positions per chunk of K and V in shared memory */
 #define ATTN_TILE_THREADS 128 /* 8 per query: each owns hd / 8 output dimensions */
@@ -377,7 +375,7 @@ __global__ void __launch_bounds__(ATTN_TILE_THREADS)
 	__shared__ float qs[ATTN_TILE_Q][ATTN_TILE_MAX_HD];
 	__shared__ float ks[ATTN_TILE_K][ATTN_TILE_MAX_HD + 1]; /* +1: the score loop's lanes hit distinct banks */
 	__shared__ float vs[ATTN_TILE_K][ATTN_TILE_MAX_HD];
-	__shared__ float ss[ATTN_TILE_Q][ATTN_TILE_K];
+	__shared__ float ss[ATTN_TILE_Q][ATTN_TILE_K + 1]; /* +1: a warp's 4 queries read distinct banks */
 	const int tid = threadIdx.x, h = blockIdx.y, kvh = h / (n_head / n_kv);
 	const int t0 = tiles[blockIdx.x], nq = tiles[blockIdx.x + 1] - t0;
 	const int32_t p0 = m.pos[t0], plast = p0 + nq - 1;
@@ -430,7 +428,9 @@ __global__ void __launch_bounds__(ATTN_TILE_THREADS)
 			for (int j = 0; j < ATTN_TILE_MAX_HD / 8; j++)
 				acc[j] *= corr;
 			for (int kk = 0; kk < ATTN_TILE_K; kk++) {
-				float e = __expf(ss[qi][kk] - nm); /* masked: 0 */
+				float e = __expf(ss[qi][kk] - nm);
+				if (e == 0.0f)
+					continue; /* masked (or negligible): never 0 * an f16 infinity */
 				l += e;
 #pragma unroll
 				for (int j = 0; j < ATTN_TILE_MAX_HD / 8; j++)
@@ -468,6 +468,10 @@ static int attn_tiles(const struct kern_batch *b, int32_t *tl)
 	return n;
 }
 
+/* Attention for T tokens: by tiles when tiles are given (steps of more than
+ * ATTN_SPLIT_MAX_T tokens), else one block per token and head, split along
+ * the positions when T is small and part (ATTN_SPLIT_MAX_T x n_head x
+ * ATTN_SPLITS x (hd + 2) floats) is given. */
 static void attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head, int n_kv,
 		      int hd, int bs, size_t blk_stride, bf16 *out, int out_ld, int T, float *part, const int32_t *tiles,
 		      int n_tiles, cudaStream_t st)
@@ -1558,6 +1562,30 @@ static int cuda_step_top(kern_backend_t *be, const struct kern_batch *b, float *
 	return cuda_run((struct cuda_backend *)be, b, logits, argmax, top);
 }
 
+/* Rows of the last step's logits (still on the device until the next
+ * step) for the rows its candidates cannot serve. */
+static int cuda_fetch_rows(kern_backend_t *be, const int32_t *rows, int32_t n, float *logits)
+{
+	struct cuda_backend *cb = (struct cuda_backend *)be;
+	const size_t V = (size_t)cb->w->hp.n_vocab;
+	if (cudaSetDevice(cb->device) != cudaSuccess)
+		return -EIO;
+	nvtxRangePushA("cuda: fetch logits rows");
+	cudaError_t e = cudaSuccess;
+	for (int32_t i = 0; i < n && e == cudaSuccess; i++)
+		e = cudaMemcpyAsync(logits + (size_t)rows[i] * V, cb->logits + (size_t)rows[i] * V, V * 4,
+				    cudaMemcpyDeviceToHost, cb->stream);
+	cudaError_t e2 = cudaStreamSynchronize(cb->stream);
+	nvtxRangePop();
+	if (e != cudaSuccess || e2 != cudaSuccess) {
+		(void)cudaGetLastError();
+		fprintf(stderr, "cuda backend: fetching logits rows failed: %s\n",
+			cudaGetErrorString(e != cudaSuccess ? e : e2));
+		return -EIO;
+	}
+	return 0;
+}
+
 static int cuda_kv_copy(kern_backend_t *be, int32_t src, int32_t dst)
 {
 	struct cuda_backend *cb = (struct cuda_backend *)be;
@@ -1644,6 +1672,7 @@ static const struct kern_backend_ops cuda_ops = {
 	.step = cuda_step,
 	.step_argmax = cuda_step_argmax,
 	.step_top = cuda_step_top,
+	.fetch_rows = cuda_fetch_rows,
 	.kv_copy = cuda_kv_copy,
 	.mem_bytes = cuda_mem_bytes,
 	.close = cuda_close,

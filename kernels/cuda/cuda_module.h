@@ -19,7 +19,7 @@
 /* The version of this boundary: bumped whenever an entry point or a struct
  * below changes. The loader refuses a module built for another version
  * (a program and a module from different commits). */
-#define LCU_ABI 6
+#define LCU_ABI 7
 typedef int (*locus_cuda_abi_fn)(void);
 
 /* locus_cuda_init: called once, before anything else. */

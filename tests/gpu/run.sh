@@ -119,8 +119,10 @@ for t in F32 F16 BF16 Q8_0 Q4_0 Q4_1; do mk "s-$t" "${SMALL[@]}" --type "$t"; do
 for t in Q4_K Q6_K; do mk "k-$t" "${KQ[@]}" --type "$t"; done
 mk qwen2-q8 --arch qwen2 --layers 2 --dim 384 --heads 6 --kv-heads 2 --ffn 1024 --vocab 3001 --type Q8_0
 mk tied-f16 "${SMALL[@]}" --type F16 --output-type tied
+mk hd96-f16 --layers 2 --dim 384 --heads 4 --kv-heads 2 --ffn 1024 --vocab 3001 --type F16 # head size 96
+mk hd32-q8 --layers 2 --dim 256 --heads 8 --kv-heads 4 --ffn 768 --vocab 3001 --type Q8_0  # head size 32
 mk l3-bf16 --layers 2 --dim 512 --heads 4 --kv-heads 1 --ffn 1536 --rope-base 500000 --rope-scaling llama3 --type BF16 --tokenizer "$TOK"
-timeout 300 "$BIN/cuda-check" "$W"/s-*.gguf "$W"/k-*.gguf "$W/qwen2-q8.gguf" "$W/tied-f16.gguf" "$W/l3-bf16.gguf" \
+timeout 300 "$BIN/cuda-check" "$W"/s-*.gguf "$W"/k-*.gguf "$W"/hd*.gguf "$W/qwen2-q8.gguf" "$W/tied-f16.gguf" "$W/l3-bf16.gguf" \
 	>"$L/models.txt" 2>&1
 rc=$?
 grep -E '^(ok|FAIL|skip| )' "$L/models.txt" | head -40
