@@ -5,7 +5,8 @@
  *
  * --ceilings: the device's measured copy bandwidth and bf16 GEMM peak
  * (cuda_module.h), printed as "ceilings: NAME copy X GB/s gemm Y TFLOP/s".
- * --kernels: RMSNorm, SwiGLU, argmax and the top-64 candidates on the device
+ * --kernels: RMSNorm, SwiGLU, argmax, the top-64 candidates and paged
+ * attention (each path, against the definition in double) on the device
  * against the CPU kernels (kernels/ops.h), and the fused dequantizing GEMV (Q8_0, Q4_0,
  * Q4_1, Q4_K, Q6_K, T = 1..8) against dequantize-then-dot in double, on seeded random
  * inputs of awkward sizes, outputs poisoned with NaN before each run.
@@ -47,6 +48,7 @@
 #include "kernels/cuda/cuda_module.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 
 #define BS 16        /* KV block size */
 #define POOL 64      /* KV blocks */
@@ -81,6 +83,7 @@ static float frnd(void)
 /* ---- single kernels ---- */
 static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu);
 static void top_checks(locus_cuda_kernel_check_fn run, int gpu);
+static void attn_checks(locus_cuda_kernel_check_fn run, int gpu);
 
 static int kernel_checks(void *mod, int gpu)
 {
@@ -171,7 +174,129 @@ static int kernel_checks(void *mod, int gpu)
 	}
 	gemv_checks(run, gpu);
 	top_checks(run, gpu);
+	attn_checks(run, gpu);
 	return 0;
+}
+
+/*
+ * Paged causal attention on the device, each path (one block per token
+ * and head; split along the positions and merged; by tiles) against the
+ * definition in double, with K and V rounded to f16 as the cache holds
+ * them. Head shapes 64, 128 (GQA 4), 96 (GQA 3), 32 (one KV head); a
+ * prefill-like batch (45 tokens from position 0 and 30 after a history of
+ * 37) and a decode-like one (single tokens at positions 300 and 5, a
+ * 20-token chunk after 100), blocks of 16 scattered over the cache.
+ * Per (token, head): max |gpu - ref| <= 1e-2 max |ref| (bf16 output).
+ */
+static void attn_checks(locus_cuda_kernel_check_fn run, int gpu)
+{
+	static const struct {
+		int nh, nkv, hd;
+	} heads[] = {{4, 4, 64}, {8, 2, 128}, {6, 2, 96}, {4, 1, 32}};
+	static const struct {
+		int n, hist[3], len[3];
+	} batches[] = {{2, {0, 37, 0}, {45, 30, 0}}, {3, {300, 5, 100}, {1, 1, 20}}};
+	static const char *const path_name[] = {"whole", "split", "tiled"};
+	const int BSZ = 16;
+	char err[256], what[96];
+	for (size_t hi = 0; hi < sizeof(heads) / sizeof(heads[0]); hi++)
+		for (size_t bi = 0; bi < sizeof(batches) / sizeof(batches[0]); bi++) {
+			const int NH = heads[hi].nh, NKV = heads[hi].nkv, HD = heads[hi].hd, n = NH * HD;
+			int T = 0, n_bt = 0;
+			for (int s = 0; s < batches[bi].n; s++) {
+				T += batches[bi].len[s];
+				n_bt += (batches[bi].hist[s] + batches[bi].len[s] + BSZ - 1) / BSZ;
+			}
+			const int n_blocks = n_bt + 5;
+			const size_t blk_stride = (size_t)NKV * BSZ * HD, cache_n = (size_t)n_blocks * blk_stride;
+			float *k = malloc(cache_n * 4), *v = malloc(cache_n * 4), *q = malloc((size_t)T * n * 4);
+			float *y = malloc((size_t)T * n * 4);
+			double *ref = malloc((size_t)T * n * sizeof(double)), *w = malloc(((size_t)400) * sizeof(double));
+			int32_t *pos = malloc((size_t)T * 4), *bto = malloc((size_t)T * 4), *bt = malloc((size_t)n_blocks * 4);
+			if (!k || !v || !q || !y || !ref || !w || !pos || !bto || !bt) {
+				printf("FAIL out of memory\n");
+				fails++;
+				free(k), free(v), free(q), free(y), free(ref), free(w), free(pos), free(bto), free(bt);
+				return;
+			}
+			for (size_t i = 0; i < cache_n; i++) {
+				k[i] = kern_f16_to_f32(kern_f32_to_f16(frnd() * 2));
+				v[i] = kern_f16_to_f32(kern_f32_to_f16(frnd()));
+			}
+			for (size_t i = 0; i < (size_t)T * n; i++)
+				q[i] = frnd() * 2;
+			for (int i = 0; i < n_blocks; i++)
+				bt[i] = i;
+			for (int i = n_blocks - 1; i > 0; i--) { /* scattered blocks */
+				int j = (int)(rnd() % (uint32_t)(i + 1));
+				int32_t x = bt[i];
+				bt[i] = bt[j];
+				bt[j] = x;
+			}
+			int t = 0, off = 0;
+			for (int s = 0; s < batches[bi].n; s++) {
+				for (int i = 0; i < batches[bi].len[s]; i++, t++) {
+					pos[t] = batches[bi].hist[s] + i;
+					bto[t] = off;
+				}
+				off += (batches[bi].hist[s] + batches[bi].len[s] + BSZ - 1) / BSZ;
+			}
+			/* the definition, in double */
+			for (t = 0; t < T; t++)
+				for (int h = 0; h < NH; h++) {
+					const int kvh = h / (NH / NKV);
+					const float *qv = q + (size_t)t * n + (size_t)h * HD;
+					double mx = -INFINITY, z = 0;
+					for (int p = 0; p <= pos[t]; p++) {
+						const float *kr = k + (size_t)bt[bto[t] + p / BSZ] * blk_stride +
+								  (size_t)kvh * BSZ * HD + (size_t)(p % BSZ) * HD;
+						double sc = 0;
+						for (int d = 0; d < HD; d++)
+							sc += (double)qv[d] * kr[d];
+						w[p] = sc / sqrt((double)HD);
+						mx = w[p] > mx ? w[p] : mx;
+					}
+					for (int p = 0; p <= pos[t]; p++)
+						z += (w[p] = exp(w[p] - mx));
+					for (int d = 0; d < HD; d++) {
+						double o = 0;
+						for (int p = 0; p <= pos[t]; p++)
+							o += w[p] * v[(size_t)bt[bto[t] + p / BSZ] * blk_stride +
+								      (size_t)kvh * BSZ * HD + (size_t)(p % BSZ) * HD + d];
+						ref[(size_t)t * n + (size_t)h * HD + d] = o / z;
+					}
+				}
+			for (int path = LCU_ATTN_WHOLE; path <= LCU_ATTN_TILED; path++) {
+				if ((path == LCU_ATTN_SPLIT && T > 64) || (path == LCU_ATTN_TILED && (HD > 128 || HD % 8)))
+					continue;
+				for (size_t i = 0; i < (size_t)T * n; i++)
+					y[i] = NAN;
+				struct lcu_check_args a = {.kernel = LCU_ATTN, .gpu = gpu, .rows = T, .n = n, .x = q, .y = y,
+							   .n_head = NH, .n_kv = NKV, .hd = HD, .bs = BSZ,
+							   .n_blocks = n_blocks, .n_bt = n_blocks, .pos = pos, .bt_off = bto,
+							   .bt = bt, .k = k, .v = v, .attn = (enum lcu_attn)path};
+				int rc = run(&a, err, sizeof(err));
+				double worst = 0;
+				for (t = 0; t < T && !rc; t++)
+					for (int h = 0; h < NH; h++) {
+						double scale = 1e-3, e = 0;
+						for (int d = 0; d < HD; d++) {
+							size_t i = (size_t)t * n + (size_t)h * HD + d;
+							scale = fmax(scale, fabs(ref[i]));
+							double x = fabs(y[i] - ref[i]);
+							e = !(x <= e) ? x : e; /* NaN sticks */
+						}
+						e /= scale;
+						worst = !(e <= worst) ? e : worst;
+					}
+				snprintf(what, sizeof(what), "attention %s, %d tokens, heads %d/%d x %d", path_name[path], T, NH,
+					 NKV, HD);
+				report(!rc && worst <= 1e-2, "relative error %.2g (bound %.0e, bf16 output)", what, worst, 1e-2);
+				if (rc)
+					printf("     %s\n", err);
+			}
+			free(k), free(v), free(q), free(y), free(ref), free(w), free(pos), free(bto), free(bt);
+		}
 }
 
 /*

@@ -1934,6 +1934,105 @@ static float bf16_bits_to_f32(uint16_t b)
 	return f;
 }
 
+/* LCU_ATTN of locus_cuda_kernel_check, on the current device. */
+static int attn_check(const struct lcu_check_args *a, char *errbuf, size_t errlen)
+{
+	const int T = a->rows, NH = a->n_head, NKV = a->n_kv, HD = a->hd, BSZ = a->bs;
+	const int ld = (NH + 2 * NKV) * HD;
+	const size_t blk_stride = (size_t)NKV * BSZ * HD, cache_n = (size_t)a->n_blocks * blk_stride;
+	float *hq = NULL, *dqkv = NULL, *part = NULL;
+	__half *hk = NULL, *dk = NULL, *dv = NULL;
+	int32_t *hmeta = NULL, *dmeta = NULL;
+	uint16_t *hy = NULL;
+	bf16 *dy = NULL;
+	int rc = -EIO, n_tiles = 0;
+	if (NH < 1 || NKV < 1 || NH % NKV || HD % WARP || HD > ATTN_MAX_HD || a->n != NH * HD || BSZ < 1 ||
+	    a->n_blocks < 1 || a->n_bt < 1 || !a->pos || !a->bt_off || !a->bt || !a->k || !a->v ||
+	    (a->attn == LCU_ATTN_SPLIT && T > ATTN_SPLIT_MAX_T) || (a->attn == LCU_ATTN_TILED && !attn_tile_ok(HD))) {
+		snprintf(errbuf, errlen, "cuda-check attention: n = n_head * hd, hd a multiple of 32 up to %d (tiled: %d), "
+			 "n_head a multiple of n_kv, split steps of at most %d tokens", ATTN_MAX_HD, ATTN_TILE_MAX_HD,
+			 ATTN_SPLIT_MAX_T);
+		return -EINVAL;
+	}
+	for (int t = 0; t < T; t++) {
+		if (a->pos[t] < 0 || a->bt_off[t] < 0 || a->bt_off[t] + a->pos[t] / BSZ >= a->n_bt) {
+			snprintf(errbuf, errlen, "cuda-check attention: token %d's position is outside its block table", t);
+			return -EINVAL;
+		}
+	}
+	for (int i = 0; i < a->n_bt; i++)
+		if (a->bt[i] < 0 || a->bt[i] >= a->n_blocks) {
+			snprintf(errbuf, errlen, "cuda-check attention: block table entry %d is not a block", i);
+			return -EINVAL;
+		}
+	/* q into the q part of fused rows; the k and v parts are not read */
+	hq = (float *)calloc((size_t)T * ld, 4);
+	hk = (__half *)malloc(cache_n * sizeof(__half));
+	hmeta = (int32_t *)malloc(((size_t)4 * T + a->n_bt + T + 1) * 4);
+	hy = (uint16_t *)malloc((size_t)T * a->n * 2);
+	if (!hq || !hk || !hmeta || !hy) {
+		snprintf(errbuf, errlen, "cuda-check: out of memory");
+		goto err;
+	}
+	for (int t = 0; t < T; t++)
+		memcpy(hq + (size_t)t * ld, a->x + (size_t)t * a->n, (size_t)a->n * 4);
+	CU(cudaMalloc(&dqkv, (size_t)T * ld * 4), "cudaMalloc");
+	CU(cudaMemcpy(dqkv, hq, (size_t)T * ld * 4, cudaMemcpyHostToDevice), "copy in");
+	CU(cudaMalloc(&dk, cache_n * sizeof(__half)), "cudaMalloc");
+	CU(cudaMalloc(&dv, cache_n * sizeof(__half)), "cudaMalloc");
+	for (size_t i = 0; i < cache_n; i++)
+		hk[i] = __float2half_rn(a->k[i]);
+	CU(cudaMemcpy(dk, hk, cache_n * sizeof(__half), cudaMemcpyHostToDevice), "copy in");
+	for (size_t i = 0; i < cache_n; i++)
+		hk[i] = __float2half_rn(a->v[i]);
+	CU(cudaMemcpy(dv, hk, cache_n * sizeof(__half), cudaMemcpyHostToDevice), "copy in");
+	{
+		/* meta: pos, bt_off, tokens and logit_idx (unused: pos again), the
+		 * tables, then the tiles */
+		int32_t *pos = hmeta, *bto = hmeta + T, *bt = hmeta + 4 * T, *tl = bt + a->n_bt;
+		memcpy(pos, a->pos, (size_t)T * 4);
+		memcpy(bto, a->bt_off, (size_t)T * 4);
+		memcpy(hmeta + 2 * T, a->pos, (size_t)T * 4);
+		memcpy(hmeta + 3 * T, a->pos, (size_t)T * 4);
+		memcpy(bt, a->bt, (size_t)a->n_bt * 4);
+		for (int t = 0; t < T; t++)
+			if (t == 0 || bto[t] != bto[t - 1] || pos[t] != pos[t - 1] + 1 || t - tl[n_tiles - 1] == ATTN_TILE_Q)
+				tl[n_tiles++] = t;
+		tl[n_tiles] = T;
+		size_t mn = (size_t)4 * T + a->n_bt + n_tiles + 1;
+		CU(cudaMalloc(&dmeta, mn * 4), "cudaMalloc");
+		CU(cudaMemcpy(dmeta, hmeta, mn * 4, cudaMemcpyHostToDevice), "copy in");
+	}
+	CU(cudaMalloc(&dy, (size_t)T * a->n * 2), "cudaMalloc");
+	CU(cudaMemset(dy, 0xff, (size_t)T * a->n * 2), "poison");
+	if (a->attn == LCU_ATTN_SPLIT)
+		CU(cudaMalloc(&part, (size_t)ATTN_SPLIT_MAX_T * NH * ATTN_SPLITS * (HD + 2) * 4), "cudaMalloc");
+	{
+		step_meta m = {dmeta + 2 * T, dmeta, dmeta + T, dmeta + 3 * T, dmeta + 4 * T};
+		attention(dqkv, ld, m, dk, dv, NH, NKV, HD, BSZ, blk_stride, dy, a->n, T, part,
+			  a->attn == LCU_ATTN_TILED ? dmeta + 4 * T + a->n_bt : NULL,
+			  a->attn == LCU_ATTN_TILED ? n_tiles : 0, 0);
+	}
+	CU(cudaGetLastError(), "launch");
+	CU(cudaDeviceSynchronize(), "kernel");
+	CU(cudaMemcpy(hy, dy, (size_t)T * a->n * 2, cudaMemcpyDeviceToHost), "copy out");
+	for (size_t i = 0; i < (size_t)T * a->n; i++)
+		a->y[i] = bf16_bits_to_f32(hy[i]);
+	rc = 0;
+err:
+	free(hq);
+	free(hk);
+	free(hmeta);
+	free(hy);
+	cudaFree(dqkv);
+	cudaFree(dk);
+	cudaFree(dv);
+	cudaFree(dmeta);
+	cudaFree(dy);
+	cudaFree(part);
+	return rc;
+}
+
 extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *errbuf, size_t errlen)
 {
 	const size_t rows = (size_t)a->rows, n = (size_t)a->n;
@@ -1966,6 +2065,8 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 		}
 		CU(e, "cudaSetDevice");
 	}
+	if (a->kernel == LCU_ATTN)
+		return attn_check(a, errbuf, errlen);
 	CU(cudaMalloc(&dx, in_n * 4), "cudaMalloc");
 	CU(cudaMemcpy(dx, a->x, in_n * 4, cudaMemcpyHostToDevice), "copy in");
 	CU(cudaMalloc(&dy, out_n * 4), "cudaMalloc");
@@ -1985,6 +2086,8 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 	case LCU_TOP:
 		k_top<<<(unsigned)rows, TOP_THREADS>>>(dx, (int)n, (struct kern_top *)dy);
 		break;
+	case LCU_ATTN:
+		break; /* attn_check, above */
 	case LCU_GEMV:
 		/* x as bf16 (in place of the f32 copy), the rows as they are */
 		xb16 = (uint16_t *)malloc(in_n * 2);

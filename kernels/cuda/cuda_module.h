@@ -19,7 +19,7 @@
 /* The version of this boundary: bumped whenever an entry point or a struct
  * below changes. The loader refuses a module built for another version
  * (a program and a module from different commits). */
-#define LCU_ABI 7
+#define LCU_ABI 8
 typedef int (*locus_cuda_abi_fn)(void);
 
 /* locus_cuda_init: called once, before anything else. */
@@ -50,7 +50,11 @@ enum lcu_kernel {
 	LCU_GEMV,      /* in: qw (rows, q_row_bytes) of qtype, x (T, n) rounded to bf16 on the way;
 			* out: y (T, rows) = x . dequant(qw)^T, the decode path's fused GEMV */
 	LCU_TOP,       /* in: x (rows, n); out: top (rows), each row's struct kern_top */
+	LCU_ATTN,      /* in: x = q (rows = tokens, n = n_head * hd), the cache k, v and the
+			* tables below; out: y (rows, n) = paged causal attention, bf16-rounded,
+			* by the path attn names */
 };
+enum lcu_attn { LCU_ATTN_WHOLE, LCU_ATTN_SPLIT, LCU_ATTN_TILED };
 struct lcu_check_args {
 	enum lcu_kernel kernel;
 	int gpu;       /* device */
@@ -60,6 +64,14 @@ struct lcu_check_args {
 	float *y;
 	int32_t *ids;
 	struct kern_top *top;
+	/* LCU_ATTN: a cache of n_blocks blocks of bs positions, laid out as
+	 * the backend's (block, kv head, position in block, dimension), given
+	 * in f32 and rounded to f16 on the way; token t (at position pos[t])
+	 * sees positions 0..pos[t] through the block table at bt + bt_off[t] */
+	int n_head, n_kv, hd, bs, n_blocks, n_bt;
+	const int32_t *pos, *bt_off, *bt;
+	const float *k, *v;
+	enum lcu_attn attn;
 	/* LCU_GEMV */
 	uint32_t qtype;
 	int T;
