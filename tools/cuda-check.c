@@ -8,7 +8,7 @@
  * --kernels: RMSNorm, SwiGLU, argmax, the top-64 candidates and paged
  * attention (each path, against the definition in double) on the device
  * against the CPU kernels (kernels/ops.h), and the fused dequantizing GEMV (Q8_0, Q4_0,
- * Q4_1, Q4_K, Q6_K, T = 1..8) against dequantize-then-dot in double, on seeded random
+ * Q4_1, Q4_K, Q6_K, BF16, T = 1..8) against dequantize-then-dot in double, on seeded random
  * inputs of awkward sizes, outputs poisoned with NaN before each run.
  * Each MODEL: both backends run the same steps: three sequences of 37, 101
  * and 5 prompt tokens (random ids) prefilled together in chunks of at most
@@ -379,7 +379,8 @@ static float bf16_round(float f)
 /* The decode path's fused GEMV against dequantize-then-dot in double. */
 static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu)
 {
-	static const uint32_t types[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K};
+	static const uint32_t types[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K,
+					 KERN_TYPE_BF16};
 	static const int shapes[][3] = {{1, 32, 1},     {7, 96, 3},    {33, 4096, 8}, {5, 14336, 2},
 					{130, 576, 5},  {3, 256, 1},   {17, 768, 4}};
 	char err[256], what[96];

@@ -719,7 +719,17 @@ __device__ __forceinline__ float f16_at(const uint8_t *p) /* 2-byte aligned */
  * sub-block j = b % 8 of super-block b / 8 (256 weights). */
 template <uint32_t TYPE> __device__ __forceinline__ void dequant8(const uint8_t *wr, int b, int sub, float *v)
 {
-	if (TYPE == KERN_TYPE_Q4_K) {
+	if (TYPE == KERN_TYPE_BF16) {
+		/* the backend's own bf16 rows: 8 weights in one 16-byte load */
+		uint4 raw = *(const uint4 *)(wr + (size_t)b * 64 + sub * 16);
+		const __nv_bfloat162 *h2 = (const __nv_bfloat162 *)&raw;
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			float2 f = __bfloat1622float2(h2[j]);
+			v[2 * j] = f.x;
+			v[2 * j + 1] = f.y;
+		}
+	} else if (TYPE == KERN_TYPE_Q4_K) {
 		/* 144 bytes: d, dmin, scales[12] (6-bit scale and min per sub-block), qs[128];
 		 * element i: qs[32 (i / 64) + i % 32], low nibble when i % 64 < 32 */
 		const uint8_t *blk = wr + (size_t)(b >> 3) * 144;
@@ -875,15 +885,25 @@ static bool gemv_q(uint32_t qtype, const uint8_t *w, size_t row_bytes, int rows,
 	case KERN_TYPE_Q6_K:
 		gemv_launch<KERN_TYPE_Q6_K>(w, row_bytes, rows, k, x, T, y, ldy, st);
 		return true;
+	case KERN_TYPE_BF16:
+		gemv_launch<KERN_TYPE_BF16>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
 	default:
 		return false;
 	}
 }
 
+/* Types whose GGUF rows get a quantized copy for the GEMV. */
 static bool gemv_type(uint32_t t)
 {
 	return t == KERN_TYPE_Q8_0 || t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q4_1 || t == KERN_TYPE_Q4_K ||
 	       t == KERN_TYPE_Q6_K;
+}
+
+/* ... and the GEMV's types: those, and the bf16 copies every matrix has. */
+static bool gemv_any(uint32_t t)
+{
+	return gemv_type(t) || t == KERN_TYPE_BF16;
 }
 
 /* Bytes of a row of k weights of a GEMV type (k a multiple of its block). */
@@ -900,6 +920,8 @@ static size_t gemv_row_bytes(uint32_t t, size_t k)
 		return k / 256 * 144;
 	case KERN_TYPE_Q6_K:
 		return k / 256 * 210;
+	case KERN_TYPE_BF16:
+		return k * 2;
 	default:
 		return 0;
 	}
@@ -992,6 +1014,7 @@ struct cuda_backend {
 	int32_t spare_block; /* = n_kv_blocks: padding tokens write here, nobody reads it */
 	bool attn_split;     /* LOCUS_CUDA_ATTN_SPLIT != 0 */
 	bool attn_tiled;     /* LOCUS_CUDA_ATTN_TILED != 0 and the head size fits k_attn_tile */
+	bool gemv_bf16;      /* LOCUS_CUDA_GEMV_BF16=1: decode steps of unquantized models through the GEMV on bf16 */
 	int32_t *d_tiles;    /* (max_batch_tokens + 1) this step's attention tiles, when it has more than 64 tokens */
 	struct hbuf htiles;  /* pinned, the same */
 	int n_tiles;         /* 0: this step has none */
@@ -1211,6 +1234,10 @@ static cublasStatus_t gemm(struct cuda_backend *cb, const struct cu_mat *m, cons
 	if (m->q && T <= GEMV_MAX_T &&
 	    gemv_q(m->qtype, m->q, m->q_row_bytes, (int)m->rows, (int)m->k, x, T, y, ldy, cb->stream))
 		return CUBLAS_STATUS_SUCCESS; /* launch errors surface at the step's end */
+	if (!m->q && cb->gemv_bf16 && T <= GEMV_MAX_T && m->k % 32 == 0 &&
+	    gemv_q(KERN_TYPE_BF16, (const uint8_t *)m->d, (size_t)m->k * 2, (int)m->rows, (int)m->k, x, T, y, ldy,
+		   cb->stream))
+		return CUBLAS_STATUS_SUCCESS;
 	const float one = 1.0f, zero = 0.0f;
 	struct lt_plan *p = lt_plan_get(cb, (int)m->rows, T, (int)m->k, ldy);
 	if (p && p->ok) {
@@ -1801,7 +1828,8 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 	cb->spare_block = cfg->n_kv_blocks;
 	{
 		const char *g = getenv("LOCUS_CUDA_GRAPHS"), *a = getenv("LOCUS_CUDA_ATTN_SPLIT"),
-			   *ti = getenv("LOCUS_CUDA_ATTN_TILED");
+			   *ti = getenv("LOCUS_CUDA_ATTN_TILED"), *gb = getenv("LOCUS_CUDA_GEMV_BF16");
+		cb->gemv_bf16 = gb && !strcmp(gb, "1");
 		cb->graphs_off = g && !strcmp(g, "0");
 		cb->attn_split = !(a && !strcmp(a, "0"));
 		cb->attn_tiled = !(ti && !strcmp(ti, "0")) && attn_tile_ok(hd);
@@ -2047,10 +2075,10 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 	uint16_t *hy = NULL;
 	int rc = -EIO;
 	if (rows < 1 || n < 1 || rows > 65535 ||
-	    (a->kernel == LCU_GEMV && (a->T < 1 || a->T > GEMV_MAX_T || !gemv_type(a->qtype) || n % gemv_block(a->qtype) ||
+	    (a->kernel == LCU_GEMV && (a->T < 1 || a->T > GEMV_MAX_T || !gemv_any(a->qtype) || n % gemv_block(a->qtype) ||
 				       !a->qw || a->q_row_bytes != gemv_row_bytes(a->qtype, n)))) {
-		snprintf(errbuf, errlen, "cuda-check: rows 1..65535, n >= 1; GEMV: T 1..%d, Q8_0/Q4_0/Q4_1 (n a multiple of "
-			 "32) or Q4_K/Q6_K (of 256), rows of the type's size", GEMV_MAX_T);
+		snprintf(errbuf, errlen, "cuda-check: rows 1..65535, n >= 1; GEMV: T 1..%d, Q8_0/Q4_0/Q4_1/BF16 (n a multiple "
+			 "of 32) or Q4_K/Q6_K (of 256), rows of the type's size", GEMV_MAX_T);
 		return -EINVAL;
 	}
 	{
@@ -2326,13 +2354,14 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		}
 
 		/* ---- fused dequantizing GEMV (decode on quantized weights) ---- */
-		printf("\nGEMV on quantized rows (decode path for Q8_0, Q4_0, Q4_1, Q4_K, Q6_K up to T = %d; bytes: the quantized weights;\n"
-		       "compare with the GEMM rows above at the same T, which read bf16)\n"
+		printf("\nGEMV on quantized rows (decode path for Q8_0, Q4_0, Q4_1, Q4_K, Q6_K up to T = %d; BF16: the\n"
+		       "LOCUS_CUDA_GEMV_BF16=1 path; bytes: the weights as stored; compare with the GEMM rows above at the same T)\n"
 		       "%-28s %4s %9s %9s %8s\n", GEMV_MAX_T, "type, shape", "T", "us", "GB/s w", "of copy");
 		{
-			const uint32_t qt[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K};
-			const char *qn[] = {"Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"};
-			for (int qi = 0; qi < 5; qi++)
+			const uint32_t qt[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K,
+					       KERN_TYPE_BF16};
+			const char *qn[] = {"Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "BF16"};
+			for (int qi = 0; qi < 6; qi++)
 				for (size_t si = 0; si < sizeof(sh) / sizeof(sh[0]); si++) {
 					size_t rb = gemv_row_bytes(qt[qi], (size_t)sh[si].k), wbytes = rb * sh[si].rows;
 					int copies = (int)(((size_t)2 << 30) / wbytes);

@@ -138,6 +138,11 @@ LOCUS_CUDA_GRAPHS=0 LOCUS_CUDA_GEMV=0 LOCUS_CUDA_ATTN_SPLIT=0 LOCUS_CUDA_ATTN_TI
 rc=$?
 if [ $rc -eq 0 ]; then row "backend vs CPU, graphs, GEMV, split and tiled attention, cuBLASLt off" "3 models, every logit within tolerance"
 else bad "backend vs CPU, graphs, GEMV, split and tiled attention, cuBLASLt off" "rc $rc (models-plain.txt)"; fi
+LOCUS_CUDA_GEMV_BF16=1 timeout 90 "$BIN/cuda-check" "$W/s-F16.gguf" "$W/hd96-f16.gguf" "$W/l3-bf16.gguf" \
+	>"$L/models-gemv-bf16.txt" 2>&1
+rc=$?
+if [ $rc -eq 0 ]; then row "backend vs CPU, bf16 GEMV on decode" "3 float models, every logit within tolerance"
+else bad "backend vs CPU, bf16 GEMV on decode" "rc $rc (models-gemv-bf16.txt)"; fi
 
 # 4. greedy generation, token ids
 note "greedy"
@@ -198,6 +203,13 @@ else
 				--ids --backend cuda -v --warmup >/dev/null 2>"$L/8b-generate-nographs.txt"
 			DEC0=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$L/8b-generate-nographs.txt")
 			row "8B decode, batch 1, no graphs" "${DEC0:-?} tok/s"
+		fi
+		if [ "$(elapsed)" -lt 400 ]; then
+			# our GEMV on the bf16 rows instead of cuBLAS for decode (off by default until measured)
+			LOCUS_CUDA_GEMV_BF16=1 timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 128 --temp 0 --ignore-eos \
+				--ids --backend cuda -v --warmup >/dev/null 2>"$L/8b-generate-gemv-bf16.txt"
+			DEC1=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$L/8b-generate-gemv-bf16.txt")
+			row "8B decode, batch 1, graphs, bf16 GEMV (LOCUS_CUDA_GEMV_BF16=1)" "${DEC1:-?} tok/s"
 		fi
 		# 6. engine, pinned and unpinned
 		for pin in on off; do
