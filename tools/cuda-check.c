@@ -5,8 +5,9 @@
  *
  * --ceilings: the device's measured copy bandwidth and bf16 GEMM peak
  * (cuda_module.h), printed as "ceilings: NAME copy X GB/s gemm Y TFLOP/s".
- * --kernels: RMSNorm, SwiGLU, argmax, the top-64 candidates and paged
- * attention (each path, against the definition in double) on the device
+ * --kernels: RMSNorm, SwiGLU, argmax, the top-64 candidates, bias + RoPE +
+ * KV write, and paged attention (each path, against the definition in
+ * double) on the device
  * against the CPU kernels (kernels/ops.h), and the fused dequantizing GEMV (Q8_0, Q4_0,
  * Q4_1, Q4_K, Q6_K, BF16, T = 1..8) against dequantize-then-dot in double, on seeded random
  * inputs of awkward sizes, outputs poisoned with NaN before each run.
@@ -84,6 +85,7 @@ static float frnd(void)
 static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu);
 static void top_checks(locus_cuda_kernel_check_fn run, int gpu);
 static void attn_checks(locus_cuda_kernel_check_fn run, int gpu);
+static void qkv_post_checks(locus_cuda_kernel_check_fn run, int gpu);
 
 static int kernel_checks(void *mod, int gpu)
 {
@@ -175,7 +177,92 @@ static int kernel_checks(void *mod, int gpu)
 	gemv_checks(run, gpu);
 	top_checks(run, gpu);
 	attn_checks(run, gpu);
+	qkv_post_checks(run, gpu);
 	return 0;
+}
+
+/*
+ * Bias + RoPE + KV write (k_qkv_post) against the CPU's kern_rope with the
+ * table the CPU backend builds (cos and sin in double, rounded to f32):
+ * q within 1e-5 of its head's largest value, k and v (read back from the
+ * f16 cache) within 2e-3 relative + 1e-4 (an f16 ulp either way). Both
+ * pair layouts, with and without biases, GQA, positions 0..4095, two
+ * bases (10000 and 500000).
+ */
+static void qkv_post_checks(locus_cuda_kernel_check_fn run, int gpu)
+{
+	static const struct {
+		int nh, nkv, hd, neox, bias;
+		double base;
+	} cs[] = {{4, 4, 64, 0, 0, 10000}, {6, 2, 128, 1, 1, 500000}, {8, 1, 96, 0, 1, 10000}, {2, 2, 32, 1, 0, 1e6}};
+	static const int32_t pos[] = {0, 1, 17, 1000, 4095};
+	const int T = 5;
+	char err[256], what[96];
+	for (size_t ci = 0; ci < sizeof(cs) / sizeof(cs[0]); ci++) {
+		const int NH = cs[ci].nh, NKV = cs[ci].nkv, HD = cs[ci].hd, qd = NH * HD, kvd = NKV * HD;
+		const int ld = qd + 2 * kvd;
+		float *x = malloc((size_t)T * ld * 4), *y = malloc((size_t)T * ld * 4), *ref = malloc((size_t)T * ld * 4);
+		float *b = malloc((size_t)ld * 4), *tab = malloc((size_t)HD * 4);
+		double *inv = malloc((size_t)HD / 2 * sizeof(double));
+		if (!x || !y || !ref || !b || !tab || !inv) {
+			printf("FAIL out of memory\n");
+			fails++;
+			free(x), free(y), free(ref), free(b), free(tab), free(inv);
+			return;
+		}
+		for (size_t i = 0; i < (size_t)T * ld; i++)
+			x[i] = frnd() * 3;
+		for (int i = 0; i < ld; i++)
+			b[i] = frnd() * 0.5f;
+		for (int i = 0; i < HD / 2; i++)
+			inv[i] = pow(cs[ci].base, -2.0 * i / HD);
+		for (int t = 0; t < T; t++) {
+			float *r = ref + (size_t)t * ld;
+			memcpy(r, x + (size_t)t * ld, (size_t)ld * 4);
+			for (int i = 0; i < ld && cs[ci].bias; i++)
+				r[i] += b[i];
+			for (int i = 0; i < HD / 2; i++) {
+				double ang = (double)pos[t] * inv[i];
+				tab[i] = (float)cos(ang);
+				tab[HD / 2 + i] = (float)sin(ang);
+			}
+			kern_rope(r, NH, HD, tab, cs[ci].neox);
+			kern_rope(r + qd, NKV, HD, tab, cs[ci].neox);
+			for (int i = qd; i < ld; i++)
+				r[i] = kern_f16_to_f32(kern_f32_to_f16(r[i]));
+		}
+		for (size_t i = 0; i < (size_t)T * ld; i++)
+			y[i] = NAN;
+		struct lcu_check_args a = {.kernel = LCU_QKV_POST, .gpu = gpu, .rows = T, .n = ld, .x = x, .y = y,
+					   .n_head = NH, .n_kv = NKV, .hd = HD, .pos = pos, .inv_freq = inv,
+					   .neox = cs[ci].neox, .bq = cs[ci].bias ? b : NULL,
+					   .bk = cs[ci].bias ? b + qd : NULL, .bv = cs[ci].bias ? b + qd + kvd : NULL};
+		int rc = run(&a, err, sizeof(err));
+		double wq = 0, wkv = 0;
+		for (int t = 0; t < T && !rc; t++) {
+			const float *g = y + (size_t)t * ld, *r = ref + (size_t)t * ld;
+			for (int h = 0; h < NH; h++) {
+				double mx = 1e-6;
+				for (int d = 0; d < HD; d++)
+					mx = fmax(mx, fabs(r[h * HD + d]));
+				for (int d = 0; d < HD; d++) {
+					double e = fabs((double)g[h * HD + d] - r[h * HD + d]) / mx;
+					wq = !(e <= wq) ? e : wq;
+				}
+			}
+			for (int i = qd; i < ld; i++) {
+				double e = fabs((double)g[i] - r[i]) / (2e-3 * fabs(r[i]) + 1e-4);
+				wkv = !(e <= wkv) ? e : wkv;
+			}
+		}
+		snprintf(what, sizeof(what), "qkv_post heads %d/%d x %d, %s pairs%s", NH, NKV, HD, cs[ci].neox ? "neox" : "adjacent",
+			 cs[ci].bias ? ", biases" : "");
+		report(!rc && wq <= 1e-5 && wkv <= 1, "q error %.2g (bound 1e-5), k/v error %.2f of the f16 bound", what, wq,
+		       wkv);
+		if (rc)
+			printf("     %s\n", err);
+		free(x), free(y), free(ref), free(b), free(tab), free(inv);
+	}
 }
 
 /*

@@ -1962,6 +1962,93 @@ static float bf16_bits_to_f32(uint16_t b)
 	return f;
 }
 
+/* LCU_QKV_POST of locus_cuda_kernel_check, on the current device: one
+ * cache block per token, large enough for any position below 4096. */
+static int qkv_post_check(const struct lcu_check_args *a, char *errbuf, size_t errlen)
+{
+	const int T = a->rows, NH = a->n_head, NKV = a->n_kv, HD = a->hd, BSZ = 4096;
+	const int ld = (NH + 2 * NKV) * HD, qd = NH * HD, kvd = NKV * HD;
+	const size_t blk_stride = (size_t)NKV * BSZ * HD, cache_n = (size_t)T * blk_stride;
+	float *dqkv = NULL, *db = NULL;
+	double *dinv = NULL;
+	__half *dk = NULL, *dv = NULL, *hh = NULL;
+	int32_t *hmeta = NULL, *dmeta = NULL;
+	int rc = -EIO;
+	if (NH < 1 || NKV < 1 || NH % NKV || HD % 2 || a->n != ld || !a->pos || !a->inv_freq) {
+		snprintf(errbuf, errlen, "cuda-check qkv_post: n = (n_head + 2 n_kv) hd, hd even, positions and frequencies");
+		return -EINVAL;
+	}
+	for (int t = 0; t < T; t++)
+		if (a->pos[t] < 0 || a->pos[t] >= BSZ) {
+			snprintf(errbuf, errlen, "cuda-check qkv_post: positions 0..%d", BSZ - 1);
+			return -EINVAL;
+		}
+	hmeta = (int32_t *)malloc((size_t)5 * T * 4);
+	hh = (__half *)malloc((size_t)T * kvd * sizeof(__half));
+	if (!hmeta || !hh) {
+		snprintf(errbuf, errlen, "cuda-check: out of memory");
+		goto err;
+	}
+	/* meta: tokens (unused), pos, bt_off = t, logit_idx (unused), bt[t] = t */
+	for (int t = 0; t < T; t++) {
+		hmeta[t] = 0;
+		hmeta[T + t] = a->pos[t];
+		hmeta[2 * T + t] = t;
+		hmeta[3 * T + t] = t;
+		hmeta[4 * T + t] = t;
+	}
+	CU(cudaMalloc(&dmeta, (size_t)5 * T * 4), "cudaMalloc");
+	CU(cudaMemcpy(dmeta, hmeta, (size_t)5 * T * 4, cudaMemcpyHostToDevice), "copy in");
+	CU(cudaMalloc(&dqkv, (size_t)T * ld * 4), "cudaMalloc");
+	CU(cudaMemcpy(dqkv, a->x, (size_t)T * ld * 4, cudaMemcpyHostToDevice), "copy in");
+	CU(cudaMalloc(&db, (size_t)ld * 4), "cudaMalloc");
+	if (a->bq)
+		CU(cudaMemcpy(db, a->bq, (size_t)qd * 4, cudaMemcpyHostToDevice), "copy in");
+	if (a->bk)
+		CU(cudaMemcpy(db + qd, a->bk, (size_t)kvd * 4, cudaMemcpyHostToDevice), "copy in");
+	if (a->bv)
+		CU(cudaMemcpy(db + qd + kvd, a->bv, (size_t)kvd * 4, cudaMemcpyHostToDevice), "copy in");
+	CU(cudaMalloc(&dinv, (size_t)HD / 2 * sizeof(double)), "cudaMalloc");
+	CU(cudaMemcpy(dinv, a->inv_freq, (size_t)HD / 2 * sizeof(double), cudaMemcpyHostToDevice), "copy in");
+	CU(cudaMalloc(&dk, cache_n * sizeof(__half)), "cudaMalloc");
+	CU(cudaMalloc(&dv, cache_n * sizeof(__half)), "cudaMalloc");
+	CU(cudaMemset(dk, 0xff, cache_n * sizeof(__half)), "poison");
+	CU(cudaMemset(dv, 0xff, cache_n * sizeof(__half)), "poison");
+	{
+		step_meta m = {dmeta, dmeta + T, dmeta + 2 * T, dmeta + 3 * T, dmeta + 4 * T};
+		k_qkv_post<<<T, 256>>>(dqkv, ld, a->bq ? db : NULL, a->bk ? db + qd : NULL, a->bv ? db + qd + kvd : NULL,
+				      dinv, m, dk, dv, NH, NKV, HD, BSZ, blk_stride, a->neox);
+	}
+	CU(cudaGetLastError(), "launch");
+	CU(cudaDeviceSynchronize(), "kernel");
+	/* q in place; k and v from each token's slot of the cache */
+	for (int t = 0; t < T; t++) {
+		CU(cudaMemcpy(a->y + (size_t)t * ld, dqkv + (size_t)t * ld, (size_t)qd * 4, cudaMemcpyDeviceToHost),
+		   "copy out");
+		for (int c = 0; c < 2; c++) {
+			for (int h = 0; h < NKV; h++)
+				CU(cudaMemcpy(hh + (size_t)h * HD,
+					      (c ? dv : dk) + (size_t)t * blk_stride + (size_t)h * BSZ * HD +
+						      (size_t)a->pos[t] * HD,
+					      (size_t)HD * sizeof(__half), cudaMemcpyDeviceToHost),
+				   "copy out");
+			for (int i = 0; i < kvd; i++)
+				a->y[(size_t)t * ld + qd + (size_t)c * kvd + i] = __half2float(hh[i]);
+		}
+	}
+	rc = 0;
+err:
+	free(hmeta);
+	free(hh);
+	cudaFree(dmeta);
+	cudaFree(dqkv);
+	cudaFree(db);
+	cudaFree(dinv);
+	cudaFree(dk);
+	cudaFree(dv);
+	return rc;
+}
+
 /* LCU_ATTN of locus_cuda_kernel_check, on the current device. */
 static int attn_check(const struct lcu_check_args *a, char *errbuf, size_t errlen)
 {
@@ -2095,6 +2182,8 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 	}
 	if (a->kernel == LCU_ATTN)
 		return attn_check(a, errbuf, errlen);
+	if (a->kernel == LCU_QKV_POST)
+		return qkv_post_check(a, errbuf, errlen);
 	CU(cudaMalloc(&dx, in_n * 4), "cudaMalloc");
 	CU(cudaMemcpy(dx, a->x, in_n * 4, cudaMemcpyHostToDevice), "copy in");
 	CU(cudaMalloc(&dy, out_n * 4), "cudaMalloc");
@@ -2115,7 +2204,8 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 		k_top<<<(unsigned)rows, TOP_THREADS>>>(dx, (int)n, (struct kern_top *)dy);
 		break;
 	case LCU_ATTN:
-		break; /* attn_check, above */
+	case LCU_QKV_POST:
+		break; /* attn_check, qkv_post_check, above */
 	case LCU_GEMV:
 		/* x as bf16 (in place of the f32 copy), the rows as they are */
 		xb16 = (uint16_t *)malloc(in_n * 2);

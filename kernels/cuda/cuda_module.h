@@ -19,7 +19,7 @@
 /* The version of this boundary: bumped whenever an entry point or a struct
  * below changes. The loader refuses a module built for another version
  * (a program and a module from different commits). */
-#define LCU_ABI 8
+#define LCU_ABI 9
 typedef int (*locus_cuda_abi_fn)(void);
 
 /* locus_cuda_init: called once, before anything else. */
@@ -53,6 +53,9 @@ enum lcu_kernel {
 	LCU_ATTN,      /* in: x = q (rows = tokens, n = n_head * hd), the cache k, v and the
 			* tables below; out: y (rows, n) = paged causal attention, bf16-rounded,
 			* by the path attn names */
+	LCU_QKV_POST,  /* in: x = fused q|k|v rows (rows = tokens, n = (n_head + 2 n_kv) hd), pos,
+			* biases bq, bk, bv (each may be NULL), inv_freq (hd / 2), neox; out: y (rows, n) =
+			* q rotated, then k rotated and v as the cache holds them (f16, read back) */
 };
 enum lcu_attn { LCU_ATTN_WHOLE, LCU_ATTN_SPLIT, LCU_ATTN_TILED };
 struct lcu_check_args {
@@ -72,6 +75,10 @@ struct lcu_check_args {
 	const int32_t *pos, *bt_off, *bt;
 	const float *k, *v;
 	enum lcu_attn attn;
+	/* LCU_QKV_POST (also n_head, n_kv, hd, pos) */
+	const float *bq, *bk, *bv;
+	const double *inv_freq;
+	int neox;
 	/* LCU_GEMV */
 	uint32_t qtype;
 	int T;
