@@ -92,6 +92,8 @@ struct net_conn {
 	/* backend-private */
 	int inflight; /* io_uring operations whose last completion is still to come */
 	bool recv_armed, sending, rearm_recv, closing, err_poll;
+	bool shut_pending;   /* io_uring: a shutdown in flight; the close waits for it */
+	bool close_deferred; /* io_uring: ur_close came while shut_pending */
 	bool paused;
 	uint32_t ep_events; /* epoll: the mask last registered */
 	uint8_t n_held;     /* io_uring: provided buffers held while the input buffer is full */

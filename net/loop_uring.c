@@ -51,7 +51,7 @@
 #define UR_BGID       0
 #define NET_ZC_MIN    65536 /* zero-copy send threshold, see the top of the file */
 
-enum tag { TAG_NONE = 0, TAG_ACCEPT, TAG_WAKE, TAG_RECV, TAG_SEND, TAG_ZC, TAG_ERRPOLL };
+enum tag { TAG_NONE = 0, TAG_ACCEPT, TAG_WAKE, TAG_RECV, TAG_SEND, TAG_ZC, TAG_ERRPOLL, TAG_SHUT };
 
 struct ur {
 	struct io_uring ring;
@@ -308,6 +308,8 @@ static void rearm_later(struct net_conn *c)
 	u->rearm[u->n_rearm++] = c;
 }
 
+static void on_shut(struct net_conn *c);
+
 static void maybe_release(struct net_conn *c)
 {
 	if (c->closing && c->inflight == 0)
@@ -555,6 +557,9 @@ static void on_cqe(struct net_loop *l, struct io_uring_cqe *cqe)
 	case TAG_SEND:
 		on_send(ptr, cqe->res);
 		break;
+	case TAG_SHUT:
+		on_shut(ptr);
+		break;
 	case TAG_ERRPOLL: {
 		struct net_conn *c = ptr;
 		c->err_poll = false;
@@ -684,20 +689,56 @@ static void ur_read_pause(struct net_conn *c, bool pause)
 		c->paused = false;
 }
 
+/*
+ * The kernel always runs a shutdown in an io-wq worker, and a registered
+ * file is looked up when the worker gets to it, not at submission; a
+ * cancel does not find it either (no file yet). If the close of the slot
+ * went first, the shutdown could land on the next connection accepted
+ * into the same slot: it got a FIN before its first byte (t_engine under
+ * TSan, a malformed request right after a 413). So the shutdown is
+ * tracked, and a close waits for its completion.
+ */
 static void ur_shutdown_wr(struct net_conn *c)
 {
 	struct ur *u = c->loop->be;
+	if (c->shut_pending)
+		return;
 	struct io_uring_sqe *sqe = sqe_get(u);
 	io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
 	sqe_fd(u, sqe);
-	io_uring_sqe_set_data64(sqe, 0);
+	io_uring_sqe_set_data64(sqe, ud(c, TAG_SHUT));
+	c->shut_pending = true;
+	c->inflight++;
+}
+
+static void close_now(struct net_conn *c);
+
+static void on_shut(struct net_conn *c)
+{
+	c->shut_pending = false;
+	c->inflight--;
+	if (c->close_deferred) {
+		c->close_deferred = false;
+		close_now(c);
+	}
+	maybe_release(c);
 }
 
 static void ur_close(struct net_conn *c)
 {
-	struct ur *u = c->loop->be;
 	c->closing = true;
 	drop_held(c);
+	if (c->shut_pending) {
+		c->close_deferred = true; /* on_shut closes */
+		return;
+	}
+	close_now(c);
+	maybe_release(c);
+}
+
+static void close_now(struct net_conn *c)
+{
+	struct ur *u = c->loop->be;
 	/* Cancel what is in flight on the descriptor, then close it. The
 	 * cancel looks the descriptor up, so the close must come after it:
 	 * a hard link (a cancel that finds nothing is not an error for it).
@@ -714,7 +755,6 @@ static void ur_close(struct net_conn *c)
 	else
 		io_uring_prep_close(sqe, c->fd);
 	io_uring_sqe_set_data64(sqe, 0);
-	maybe_release(c);
 }
 
 const struct net_backend_ops net_uring_ops = {
