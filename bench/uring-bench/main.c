@@ -55,6 +55,7 @@ static void usage(FILE *f)
 	           "  --max-tokens N        max_tokens (default 64)\n"
 	           "  --ignore-eos          ask the server to generate exactly max_tokens (vLLM, llama.cpp, Locus)\n"
 	           "  --temperature T       (default 0)\n"
+	           "  --top-k K             top_k (default: not sent)\n"
 	           "  --stream              stream: true; report TTFT, inter-token latency and TPOT\n"
 	           "  --api-key KEY         Authorization: Bearer KEY (default: $OPENAI_API_KEY if set)\n"
 	           "\n"
@@ -230,6 +231,8 @@ static void build_request(const struct ub_opts *o, const struct ub_target *t, co
 	}
 	cJSON_AddNumberToObject(j, "max_tokens", o->max_tokens);
 	cJSON_AddNumberToObject(j, "temperature", o->temperature);
+	if (o->top_k > 0)
+		cJSON_AddNumberToObject(j, "top_k", o->top_k);
 	if (o->ignore_eos)
 		cJSON_AddBoolToObject(j, "ignore_eos", 1);
 	if (o->stream) {
@@ -433,6 +436,7 @@ int main(int argc, char **argv)
 		O_MAX_TOKENS,
 		O_IGNORE_EOS,
 		O_TEMP,
+		O_TOP_K,
 		O_STREAM,
 		O_API_KEY,
 		O_RATE,
@@ -455,6 +459,7 @@ int main(int argc, char **argv)
 	    {"max-tokens", 1, 0, O_MAX_TOKENS},
 	    {"ignore-eos", 0, 0, O_IGNORE_EOS},
 	    {"temperature", 1, 0, O_TEMP},
+	    {"top-k", 1, 0, O_TOP_K},
 	    {"stream", 0, 0, O_STREAM},
 	    {"api-key", 1, 0, O_API_KEY},
 	    {"rate", 1, 0, O_RATE},
@@ -536,6 +541,9 @@ int main(int argc, char **argv)
 			break;
 		case O_TEMP:
 			NUM(o.temperature, 0, 100, "--temperature");
+			break;
+		case O_TOP_K:
+			NUM(o.top_k, 1, 1 << 24, "--top-k");
 			break;
 		case O_STREAM:
 			o.stream = true;

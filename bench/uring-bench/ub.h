@@ -58,6 +58,7 @@ struct ub_opts {
 	bool force_epoll;
 	int max_tokens;
 	double temperature;
+	int top_k; /* sent when > 0 */
 	const char *model;
 	const char *api_key;
 	char **prompts;

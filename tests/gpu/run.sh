@@ -246,6 +246,22 @@ else
 				f=$L/bench-$pin.txt
 				TPS=$(sed -n 's/.*, \([0-9.]*\) tokens\/s.*/\1/p' "$f")
 				row "engine pin=$pin, c=8, 64 tokens" "${TPS:-?} tok/s; ms: latency p99 $(awk '$1 == "latency" {print $6}' "$f"), TTFT p50 $(awk '$1 == "ttft" {print $3}' "$f"), ITL p50 $(awk '$1 == "itl" {print $3}' "$f")"
+				if [ "$pin" = on ]; then
+					# sampled: rows leave the device as their 64 best logits (logit_rows_total{path="top"})
+					timeout 60 "$BIN/uring-bench" --url http://127.0.0.1:18181 -n 32 -c 8 --max-tokens 64 --ignore-eos \
+						--temperature 0.8 --top-k 40 >"$L/bench-sampled.txt" 2>&1 || bad "uring-bench sampled" "see bench-sampled.txt"
+					STPS=$(sed -n 's/.*, \([0-9.]*\) tokens\/s.*/\1/p' "$L/bench-sampled.txt")
+					{ exec 3<>/dev/tcp/127.0.0.1/18181 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3; } \
+						>"$L/metrics-pin-on.txt" 2>/dev/null
+					exec 3<&-
+					NTOP=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top"/ {print $2}' "$L/metrics-pin-on.txt")
+					NROW=$(awk -F' ' '/^locus:logit_rows_total\{.*path="rows"/ {print $2}' "$L/metrics-pin-on.txt")
+					if [ "${NTOP:-0}" -gt 0 ] 2>/dev/null && [ "${NROW:-1}" -eq 0 ] 2>/dev/null; then
+						row "engine pin=on, sampled (T 0.8, top-k 40), c=8" "${STPS:-?} tok/s; $NTOP rows sampled from the device's top-64, $NROW fetched whole"
+					else
+						bad "engine pin=on, sampled" "logit rows: top ${NTOP:-?}, whole ${NROW:-?} (expected top > 0, whole 0; metrics-pin-on.txt)"
+					fi
+				fi
 			else
 				bad "engine pin=$pin" "not ready: $(tail -n1 "$L/engine-$pin.log")"
 			fi
