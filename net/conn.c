@@ -186,6 +186,8 @@ static void conn_finish(struct net_conn *c)
 	if (c->paused) {
 		c->paused = false;
 		c->loop->ops->conn_read_pause(c, false);
+		if (c->dead)
+			return; /* resuming failed and closed it */
 	}
 	c->loop->ops->conn_shutdown_wr(c);
 	timer_set(c, NET_T_LINGER);

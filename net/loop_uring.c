@@ -51,7 +51,9 @@
 #define UR_BGID       0
 #define NET_ZC_MIN    65536 /* zero-copy send threshold, see the top of the file */
 
-enum tag { TAG_NONE = 0, TAG_ACCEPT, TAG_WAKE, TAG_RECV, TAG_SEND, TAG_ZC, TAG_ERRPOLL, TAG_SHUT };
+/* in the low 3 bits of the user data (ud): at most 8 tags */
+enum tag { TAG_NONE = 0, TAG_ACCEPT, TAG_WAKE, TAG_RECV, TAG_SEND, TAG_ZC, TAG_ERRPOLL, TAG_SHUT, TAG_COUNT };
+_Static_assert(TAG_COUNT <= 8, "tags live in the 3 low bits of 8-aligned pointers");
 
 struct ur {
 	struct io_uring ring;
@@ -352,6 +354,16 @@ static int ur_init(struct net_loop *l, char *err, size_t errlen)
 	if (s->caps.fixed_files)
 		u->fixed = io_uring_register_files_sparse(&u->ring, (unsigned)s->cfg.max_conns + 64) == 0;
 	u->zc = s->caps.send_zc;
+	/* The re-arm list holds live connections, each at most once: sized for
+	 * all of them now, it does not have to grow (and fail) in the middle
+	 * of a close. */
+	u->cap_rearm = s->cfg.max_conns + 64;
+	u->rearm = alloc_array((size_t)u->cap_rearm, sizeof(*u->rearm));
+	if (!u->rearm) {
+		snprintf(err, errlen, "net: out of memory");
+		rc = -ENOMEM;
+		goto err_ring;
+	}
 	u->accepting = true;
 	/* A blocking listener: the accept waits in the kernel (poll-driven
 	 * multishot) instead of completing with EAGAIN. */
@@ -701,8 +713,8 @@ static void ur_read_pause(struct net_conn *c, bool pause)
 static void ur_shutdown_wr(struct net_conn *c)
 {
 	struct ur *u = c->loop->be;
-	if (c->shut_pending)
-		return;
+	if (c->shut_pending || c->closing)
+		return; /* a closed slot may already belong to another connection */
 	struct io_uring_sqe *sqe = sqe_get(u);
 	io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
 	sqe_fd(u, sqe);
