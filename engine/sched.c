@@ -469,13 +469,13 @@ static int step(struct dispatcher *d)
 		s->pick = am ? METRICS_PICK_ARGMAX
 			: d->top_path && sampler_top_ok(&s->smp) ? METRICS_PICK_TOP
 								 : METRICS_PICK_ROWS;
+		if (s->pick == METRICS_PICK_ROWS)
+			d->fetch[n_pick[METRICS_PICK_ROWS]] = s->logit_row;
 		n_pick[s->pick]++;
 	}
 	bool from_top = !argmax_only && n_pick[METRICS_PICK_TOP] > 0;
-	int n_fetch = 0;
-	for (int i = 0; i < d->n_running && from_top && d->top_native; i++)
-		if (d->running[i]->logit_row >= 0 && d->running[i]->pick == METRICS_PICK_ROWS)
-			d->fetch[n_fetch++] = d->running[i]->logit_row;
+	/* whole rows after a step that gave only candidates */
+	int n_fetch = from_top && d->top_native ? n_pick[METRICS_PICK_ROWS] : 0;
 	TRACE_PUSHF("forward: %d tokens, %d sequences", d->batch.kb.n_tokens, d->batch.kb.n_seqs);
 	int rc = from_top ? kern_backend_step_top(d->be, &d->batch.kb, d->top_native ? NULL : d->logits, d->argmax,
 						  d->top)

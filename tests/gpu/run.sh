@@ -78,7 +78,7 @@ if command -v nvcc >/dev/null; then
 	CUDA_LIB=$(dirname "$(command -v nvcc)")/../lib64
 	note "module: nvcc $(nvcc --version | grep -o 'release [0-9.]*'), sm_$ARCH"
 	if timeout 240 nvcc -O3 -std=c++17 -lineinfo -arch="sm_$ARCH" -shared \
-		-Xcompiler -fPIC,-Wall,-Wextra,-fno-strict-aliasing -I. kernels/cuda/cuda_backend.cu \
+		-Xcompiler -fPIC,-Wall,-Wextra,-fno-strict-aliasing -I. kernels/cuda/cuda_backend.cu kernels/cuda/cuda_tools.cu \
 		-o "$W/real/liblocus_cuda.so" -L"$CUDA_LIB" -Xlinker -rpath,"$CUDA_LIB" -lcublas -lcublasLt >"$L/nvcc.log" 2>&1; then
 		row "module" "built here for sm_$ARCH with $(nvcc --version | grep -o 'release [0-9.]*')"
 	else

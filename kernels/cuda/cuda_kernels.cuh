@@ -1,0 +1,900 @@
+/*
+ * cuda_kernels.cuh: the CUDA backend's device kernels and their launchers,
+ * shared by the backend (cuda_backend.cu) and its checks and benchmarks
+ * (cuda_tools.cu). Everything here has internal linkage: each of the two
+ * translation units compiles what it uses (no relocatable device code).
+ * Internal to kernels/cuda.
+ */
+#ifndef LOCUS_KERNELS_CUDA_KERNELS_CUH
+#define LOCUS_KERNELS_CUDA_KERNELS_CUH
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "alloc/alloc.h"
+#include "kernels/backend_impl.h"
+#include "kernels/cuda/cuda_module.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+#define WARP 32
+#define ATTN_WARPS 4          /* warps per (token, query head); they split the positions */
+#define ATTN_MAX_HD 256       /* head size limit of the attention kernel (hd / 32 floats per lane) */
+#define GEMM_WORKSPACE (32u << 20)
+#define GRAPH_MAX 64          /* decode batches up to this many tokens run as graphs */
+#define GRAPH_SLOTS 8         /* buckets 1, 2, 4, ..., 64, and max_batch_tokens when smaller */
+
+/* ---- device kernels ---- */
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+	for (int o = WARP / 2; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024). */
+static __device__ float block_sum(float v, float *sh)
+{
+	int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = blockDim.x / WARP;
+	v = warp_sum(v);
+	if (lane == 0)
+		sh[w] = v;
+	__syncthreads();
+	v = threadIdx.x < nw ? sh[threadIdx.x] : 0.0f;
+	if (w == 0)
+		v = warp_sum(v);
+	if (threadIdx.x == 0)
+		sh[0] = v;
+	__syncthreads();
+	v = sh[0];
+	__syncthreads();
+	return v;
+}
+
+/* x[t] = embedding row tokens[t], bf16 -> f32. */
+static __global__ void k_embed(const bf16 *emb, const int32_t *tokens, float *x, int E)
+{
+	const bf16 *row = emb + (size_t)tokens[blockIdx.x] * E;
+	float *o = x + (size_t)blockIdx.x * E;
+	for (int i = threadIdx.x; i < E; i += blockDim.x)
+		o[i] = __bfloat162float(row[i]);
+}
+
+/*
+ * Row i: r = x[src] (+ add[src], written back to x when add is given);
+ * y[i] = r / sqrt(mean(r^2) + eps) * w, as bf16. src = idx ? idx[i] : i; rows picked
+ * by idx (the logit rows) are not written back, so repeated indices are safe.
+ */
+static __global__ void k_add_rmsnorm(float *x, const float *add, const int32_t *idx, const float *w, bf16 *y, int E,
+			      float eps)
+{
+	__shared__ float sh[32];
+	int src = idx ? idx[blockIdx.x] : blockIdx.x;
+	float *xr = x + (size_t)src * E;
+	const float *ar = add ? add + (size_t)src * E : NULL;
+	const bool wb = ar && !idx; /* picked rows are read only: x stays as it is */
+	float ss = 0;
+	for (int i = threadIdx.x; i < E; i += blockDim.x) {
+		float v = ar ? xr[i] + ar[i] : xr[i];
+		if (wb)
+			xr[i] = v;
+		ss += v * v;
+	}
+	ss = block_sum(ss, sh);
+	float r = rsqrtf(ss / (float)E + eps);
+	bf16 *yr = y + (size_t)blockIdx.x * E;
+	for (int i = threadIdx.x; i < E; i += blockDim.x) {
+		float v = ar && !wb ? xr[i] + ar[i] : xr[i]; /* same thread, same i: its own write */
+		yr[i] = __float2bfloat16(v * r * w[i]);
+	}
+}
+
+struct step_meta {
+	const int32_t *tokens, *pos, *bt_off, *logit_idx, *bt;
+};
+
+/*
+ * Token blockIdx.x of the fused QKV output (row stride ld: q, then k, then
+ * v): biases, RoPE on q and k (angles in double, as the CPU backend
+ * computes its table), q back in place, k and v into the f16 cache.
+ */
+static __global__ void k_qkv_post(float *qkv, int ld, const float *bq, const float *bk, const float *bv,
+			   const double *inv_freq, step_meta m, __half *kc, __half *vc, int n_head, int n_kv, int hd,
+			   int bs, size_t blk_stride, int neox)
+{
+	const int t = blockIdx.x, half = hd / 2, qd = n_head * hd, kvd = n_kv * hd;
+	float *q = qkv + (size_t)t * ld, *k = q + qd, *v = k + kvd;
+	const int32_t p = m.pos[t];
+	const int32_t blk = m.bt[m.bt_off[t] + p / bs];
+	const size_t base = (size_t)blk * blk_stride + (size_t)(p % bs) * hd;
+	/* rotations: (head, pair) items over q heads then k heads */
+	for (int it = threadIdx.x; it < (n_head + n_kv) * half; it += blockDim.x) {
+		int h = it / half, i = it % half;
+		bool isk = h >= n_head;
+		float *vec = isk ? k + (size_t)(h - n_head) * hd : q + (size_t)h * hd;
+		const float *bias = isk ? bk : bq;
+		int hb = isk ? (h - n_head) * hd : h * hd;
+		int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+		float a = vec[i0], b = vec[i1];
+		if (bias) {
+			a += bias[hb + i0];
+			b += bias[hb + i1];
+		}
+		double s, c;
+		sincos((double)p * inv_freq[i], &s, &c);
+		float cf = (float)c, sf = (float)s;
+		float ra = a * cf - b * sf, rb = a * sf + b * cf;
+		if (isk) {
+			int kh = h - n_head;
+			__half *dst = kc + base + (size_t)kh * bs * hd;
+			dst[i0] = __float2half_rn(ra);
+			dst[i1] = __float2half_rn(rb);
+		} else {
+			vec[i0] = ra;
+			vec[i1] = rb;
+		}
+	}
+	for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
+		int h = i / hd, d = i % hd;
+		float x = v[i] + (bv ? bv[i] : 0.0f);
+		vc[base + (size_t)h * bs * hd + d] = __float2half_rn(x);
+	}
+}
+
+/*
+ * Paged causal attention: block (token, query head, split), ATTN_WARPS
+ * warps. With nsplit > 1 (steps of few tokens, so few blocks: decode, and
+ * small prefill chunks) the token's
+ * positions are cut in nsplit contiguous ranges, one per block, as
+ * flash-decoding does; the ranges follow each token's own length, so the
+ * grid does not depend on it (CUDA graphs keep working as contexts grow).
+ * In a block, warp w takes positions w, w + ATTN_WARPS, ... of the range
+ * with its own online softmax; the warps' results are merged at the end.
+ * Lane l holds dimensions l, l + 32, ... of the query and the accumulator.
+ * nsplit == 1: the output, bf16 (it feeds the output projection);
+ * nsplit > 1: the block's (max, sum, unnormalized accumulator) in part,
+ * for k_attn_merge.
+ */
+#define ATTN_SPLITS 16        /* ranges per token */
+#define ATTN_SPLIT_MAX_T 64   /* steps of at most this many tokens split their attention */
+#define ATTN_MIN_RANGE 64     /* positions per range at least (the rest of the ranges stay empty) */
+
+static __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc,
+				   int n_head, int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out,
+				   int out_ld, int nsplit, float *part)
+{
+	__shared__ float sm[ATTN_WARPS], sl[ATTN_WARPS];
+	__shared__ float sacc[ATTN_WARPS][ATTN_MAX_HD];
+	const int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+	const int kvh = h / (n_head / n_kv), nd = hd / WARP;
+	const float *q = qkv + (size_t)t * ld + (size_t)h * hd;
+	float qr[ATTN_MAX_HD / WARP], acc[ATTN_MAX_HD / WARP];
+#pragma unroll
+	for (int j = 0; j < ATTN_MAX_HD / WARP; j++) {
+		qr[j] = j < nd ? q[lane + j * WARP] * scale : 0.0f;
+		acc[j] = 0;
+	}
+	float mx = -INFINITY, l = 0;
+	const int32_t n_pos = m.pos[t] + 1;
+	const int32_t *bt = m.bt + m.bt_off[t];
+	int32_t len = (n_pos + nsplit - 1) / nsplit;
+	len = len < ATTN_MIN_RANGE ? ATTN_MIN_RANGE : len; /* short contexts: fewer, fuller ranges */
+	const int32_t p0 = (int32_t)blockIdx.z * len;
+	const int32_t p1 = p0 + len < n_pos ? p0 + len : n_pos;
+	for (int32_t p = p0 + w; p < p1; p += ATTN_WARPS) {
+		size_t off = (size_t)bt[p / bs] * blk_stride + (size_t)kvh * bs * hd + (size_t)(p % bs) * hd;
+		const __half *kr = kc + off, *vr = vc + off;
+		float s = 0;
+#pragma unroll
+		for (int j = 0; j < ATTN_MAX_HD / WARP; j++)
+			if (j < nd)
+				s += qr[j] * __half2float(kr[lane + j * WARP]);
+		s = warp_sum(s);
+		float nm = fmaxf(mx, s);
+		float corr = __expf(mx - nm), e = __expf(s - nm);
+		l = l * corr + e;
+#pragma unroll
+		for (int j = 0; j < ATTN_MAX_HD / WARP; j++)
+			if (j < nd)
+				acc[j] = acc[j] * corr + e * __half2float(vr[lane + j * WARP]);
+		mx = nm;
+	}
+	if (lane == 0) {
+		sm[w] = mx;
+		sl[w] = l;
+	}
+#pragma unroll
+	for (int j = 0; j < ATTN_MAX_HD / WARP; j++)
+		if (j < nd)
+			sacc[w][lane + j * WARP] = acc[j];
+	__syncthreads();
+	if (w != 0)
+		return;
+	float gm = -INFINITY;
+	for (int i = 0; i < ATTN_WARPS; i++)
+		gm = fmaxf(gm, sm[i]);
+	float gl = 0;
+	float f[ATTN_WARPS];
+	for (int i = 0; i < ATTN_WARPS; i++) {
+		/* a warp with no position has l = 0 exactly; a NaN l (a poisoned
+		 * position was read) is != 0 and reaches the output */
+		f[i] = sl[i] != 0 ? __expf(sm[i] - gm) : 0.0f;
+		gl += sl[i] * f[i];
+	}
+	if (nsplit > 1) {
+		/* this range's share; an empty range has gl = 0 and weighs nothing */
+		float *pp = part + (((size_t)t * n_head + h) * nsplit + blockIdx.z) * (hd + 2);
+		if (lane == 0) {
+			pp[0] = gm;
+			pp[1] = gl;
+		}
+		for (int j = 0; j < nd; j++) {
+			int d = lane + j * WARP;
+			float s = 0;
+			for (int i = 0; i < ATTN_WARPS; i++)
+				s += sacc[i][d] * f[i];
+			pp[2 + d] = s;
+		}
+		return;
+	}
+	bf16 *o = out + (size_t)t * out_ld + (size_t)h * hd;
+	for (int j = 0; j < nd; j++) {
+		int d = lane + j * WARP;
+		float s = 0;
+		for (int i = 0; i < ATTN_WARPS; i++)
+			s += sacc[i][d] * f[i];
+		o[d] = __float2bfloat16(s / gl);
+	}
+}
+
+/* Merges the nsplit ranges of block (token, head): out = sum_z acc_z e^(m_z - M) / sum_z l_z e^(m_z - M). */
+static __global__ void k_attn_merge(const float *part, int n_head, int nsplit, int hd, bf16 *out, int out_ld)
+{
+	const int t = blockIdx.x, h = blockIdx.y;
+	const float *pp = part + ((size_t)t * n_head + h) * nsplit * (hd + 2);
+	float gm = -INFINITY;
+	/* empty ranges have l == 0 exactly; a NaN l is kept, so poison shows */
+	for (int z = 0; z < nsplit; z++)
+		if (pp[(size_t)z * (hd + 2) + 1] != 0)
+			gm = fmaxf(gm, pp[(size_t)z * (hd + 2)]);
+	float gl = 0;
+	for (int z = 0; z < nsplit; z++) {
+		const float *q = pp + (size_t)z * (hd + 2);
+		if (q[1] != 0)
+			gl += q[1] * __expf(q[0] - gm);
+	}
+	bf16 *o = out + (size_t)t * out_ld + (size_t)h * hd;
+	for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+		float s = 0;
+		for (int z = 0; z < nsplit; z++) {
+			const float *q = pp + (size_t)z * (hd + 2);
+			if (q[1] != 0)
+				s += q[2 + d] * __expf(q[0] - gm);
+		}
+		o[d] = __float2bfloat16(s / gl);
+	}
+}
+
+#define ATTN_TILE_Q 16       /* queries per tile: consecutive tokens of one sequence */
+#define ATTN_TILE_K 32       /* positions per chunk of K and V in shared memory */
+#define ATTN_TILE_THREADS 128 /* 8 per query: each owns hd / 8 output dimensions */
+#define ATTN_TILE_MAX_HD 128
+
+/*
+ * Prefill attention, tiled (flash-attention style, causal): block (tile,
+ * head) takes the tile's queries (tokens tiles[x] .. tiles[x + 1] - 1, at
+ * consecutive positions of one sequence) through the sequence's positions
+ * 0 .. the last query's in chunks of ATTN_TILE_K: K and V of a chunk are
+ * read once from the paged cache for all the tile's queries (the
+ * per-token kernel reads them once per query), scores masked causally,
+ * softmax online per query. Positions up to the tile's last were all
+ * written (history, or this step's k_qkv_post), so a masked score weighs
+ * a finite value by 0; a NaN read reaches the output. hd a multiple of 8,
+ * at most ATTN_TILE_MAX_HD.
+ */
+static __global__ void __launch_bounds__(ATTN_TILE_THREADS)
+	k_attn_tile(const float *qkv, int ld, step_meta m, const int32_t *tiles, const __half *kc, const __half *vc,
+		    int n_head, int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out, int out_ld)
+{
+	__shared__ float qs[ATTN_TILE_Q][ATTN_TILE_MAX_HD];
+	__shared__ float ks[ATTN_TILE_K][ATTN_TILE_MAX_HD + 1]; /* +1: the score loop's lanes hit distinct banks */
+	__shared__ float vs[ATTN_TILE_K][ATTN_TILE_MAX_HD];
+	__shared__ float ss[ATTN_TILE_Q][ATTN_TILE_K + 1]; /* +1: a warp's 4 queries read distinct banks */
+	const int tid = threadIdx.x, h = blockIdx.y, kvh = h / (n_head / n_kv);
+	const int t0 = tiles[blockIdx.x], nq = tiles[blockIdx.x + 1] - t0;
+	const int32_t p0 = m.pos[t0], plast = p0 + nq - 1;
+	const int32_t *bt = m.bt + m.bt_off[t0];
+	const int nd = hd / 8, qi = tid / 8, l8 = tid % 8;
+	for (int i = tid; i < ATTN_TILE_Q * hd; i += ATTN_TILE_THREADS) {
+		int q = i / hd, d = i % hd;
+		qs[q][d] = q < nq ? qkv[(size_t)(t0 + q) * ld + (size_t)h * hd + d] * scale : 0.0f;
+	}
+	float acc[ATTN_TILE_MAX_HD / 8];
+#pragma unroll
+	for (int j = 0; j < ATTN_TILE_MAX_HD / 8; j++)
+		acc[j] = 0;
+	float mx = -INFINITY, l = 0;
+	for (int32_t c0 = 0; c0 <= plast; c0 += ATTN_TILE_K) {
+		__syncthreads(); /* qs written (first chunk); the last chunk's readers done */
+		for (int i = tid; i < ATTN_TILE_K * hd; i += ATTN_TILE_THREADS) {
+			int kk = i / hd, d = i % hd;
+			int32_t p = c0 + kk;
+			float kv = 0.0f, vv = 0.0f;
+			if (p <= plast) {
+				size_t off = (size_t)bt[p / bs] * blk_stride + (size_t)kvh * bs * hd + (size_t)(p % bs) * hd + d;
+				kv = __half2float(kc[off]);
+				vv = __half2float(vc[off]);
+			}
+			ks[kk][d] = kv;
+			vs[kk][d] = vv;
+		}
+		__syncthreads();
+		for (int i = tid; i < ATTN_TILE_Q * ATTN_TILE_K; i += ATTN_TILE_THREADS) {
+			int q = i / ATTN_TILE_K, kk = i % ATTN_TILE_K;
+			float sc = -INFINITY;
+			if (q < nq && c0 + kk <= p0 + q) {
+				sc = 0.0f;
+				for (int d = 0; d < hd; d++)
+					sc += qs[q][d] * ks[kk][d];
+			}
+			ss[q][kk] = sc;
+		}
+		__syncthreads();
+		if (qi < nq) {
+			/* position 0 is in every query's range: the first chunk's
+			 * maximum is finite unless its scores are NaN */
+			float cm = -INFINITY;
+			for (int kk = 0; kk < ATTN_TILE_K; kk++)
+				cm = fmaxf(cm, ss[qi][kk]);
+			float nm = fmaxf(mx, cm), corr = __expf(mx - nm);
+			l *= corr;
+#pragma unroll
+			for (int j = 0; j < ATTN_TILE_MAX_HD / 8; j++)
+				acc[j] *= corr;
+			for (int kk = 0; kk < ATTN_TILE_K; kk++) {
+				float e = __expf(ss[qi][kk] - nm);
+				if (e == 0.0f)
+					continue; /* masked (or negligible): never 0 * an f16 infinity */
+				l += e;
+#pragma unroll
+				for (int j = 0; j < ATTN_TILE_MAX_HD / 8; j++)
+					if (j < nd)
+						acc[j] += e * vs[kk][l8 + 8 * j];
+			}
+			mx = nm;
+		}
+	}
+	if (qi < nq) {
+		bf16 *o = out + (size_t)(t0 + qi) * out_ld + (size_t)h * hd;
+#pragma unroll
+		for (int j = 0; j < ATTN_TILE_MAX_HD / 8; j++)
+			if (j < nd)
+				o[l8 + 8 * j] = __float2bfloat16(acc[j] / l);
+	}
+}
+
+static inline bool attn_tile_ok(int hd)
+{
+	return hd % 8 == 0 && hd <= ATTN_TILE_MAX_HD;
+}
+
+/* Tiles of T tokens (token t of sequence seq[t] at position pos[t]): runs
+ * of consecutive positions of one sequence, at most ATTN_TILE_Q tokens
+ * each; tl[0..n] (n + 1 entries) are their first tokens, then T. Returns n. */
+static inline int attn_tiles(int32_t T, const int32_t *seq, const int32_t *pos, int32_t *tl)
+{
+	int n = 0;
+	for (int32_t t = 0; t < T; t++)
+		if (t == 0 || seq[t] != seq[t - 1] || pos[t] != pos[t - 1] + 1 || t - tl[n - 1] == ATTN_TILE_Q)
+			tl[n++] = t;
+	tl[n] = T;
+	return n;
+}
+
+/* Attention for T tokens: by tiles when tiles are given (steps of more than
+ * ATTN_SPLIT_MAX_T tokens), else one block per token and head, split along
+ * the positions when T is small and part (ATTN_SPLIT_MAX_T x n_head x
+ * ATTN_SPLITS x (hd + 2) floats) is given. */
+static inline void attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head,
+			     int n_kv, int hd, int bs, size_t blk_stride, bf16 *out, int out_ld, int T, float *part,
+			     const int32_t *tiles, int n_tiles, cudaStream_t st)
+{
+	if (tiles && n_tiles > 0) {
+		k_attn_tile<<<dim3(n_tiles, n_head), ATTN_TILE_THREADS, 0, st>>>(
+			qkv, ld, m, tiles, kc, vc, n_head, n_kv, hd, bs, blk_stride, 1.0f / sqrtf((float)hd), out, out_ld);
+		return;
+	}
+	const int ns = part && T <= ATTN_SPLIT_MAX_T ? ATTN_SPLITS : 1;
+	k_attention<<<dim3(T, n_head, ns), ATTN_WARPS * WARP, 0, st>>>(qkv, ld, m, kc, vc, n_head, n_kv, hd, bs,
+									blk_stride, 1.0f / sqrtf((float)hd), out,
+									out_ld, ns, part);
+	if (ns > 1)
+		k_attn_merge<<<dim3(T, n_head), 128, 0, st>>>(part, n_head, ns, hd, out, out_ld);
+}
+
+/* h[t][i] = silu(gu[t][i]) * gu[t][F + i], bf16. */
+static __global__ void k_swiglu(const float *gu, bf16 *h, int F, int64_t n)
+{
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+		int64_t t = i / F, j = i % F;
+		float g = gu[t * 2 * F + j], u = gu[t * 2 * F + F + j];
+		h[i] = __float2bfloat16(g / (1.0f + __expf(-g)) * u);
+	}
+}
+
+/* out[row] = the first index of the row's maximum; NaNs never win (0 when all are NaN). */
+static __global__ void k_argmax(const float *x, int n, int32_t *out)
+{
+	__shared__ float sv[32];
+	__shared__ int si[32];
+	const float *r = x + (size_t)blockIdx.x * n;
+	float bv = -INFINITY;
+	int bi = -1;
+	for (int i = threadIdx.x; i < n; i += blockDim.x) {
+		float v = r[i];
+		if (v > bv || (bi < 0 && v == v)) { /* strictly greater keeps the first index per thread */
+			bv = v;
+			bi = i;
+		}
+	}
+	/* reduce (value, index): larger value, then smaller index; -1 loses */
+	for (int o = WARP / 2; o > 0; o >>= 1) {
+		float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+		int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+		if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) {
+			bv = ov;
+			bi = oi;
+		}
+	}
+	int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
+	if (lane == 0) {
+		sv[w] = bv;
+		si[w] = bi;
+	}
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		for (int i = 1; i < (int)(blockDim.x / WARP); i++)
+			if (si[i] >= 0 && (si[0] < 0 || sv[i] > sv[0] || (sv[i] == sv[0] && si[i] < si[0]))) {
+				sv[0] = sv[i];
+				si[0] = si[i];
+			}
+		out[blockIdx.x] = si[0] < 0 ? 0 : si[0];
+	}
+}
+
+/* kern_top_key (kernels.h) on the device: NaN lowest, -0 equal to +0. */
+__device__ __forceinline__ uint32_t top_key(float v)
+{
+	if (v != v)
+		return 0;
+	uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
+	return (u & 0x80000000u) ? ~u : u | 0x80000000u;
+}
+
+#define TOP_THREADS 1024
+
+/*
+ * Each block one logits row: its KERN_TOP_K largest entries by top_key,
+ * ties by lower id, sorted, and its log-sum-exp, as kern_top_row computes
+ * them (the host then samples from these; see sampler_sample_top). The
+ * K-th largest key is found byte by byte (4 passes, a 256-bin histogram
+ * of the keys that match the bytes found so far); a compaction in id
+ * order takes the keys above it and the lowest ids among those equal to
+ * it; the <= 64 winners are placed by rank. Seven reads of the row in all,
+ * from L2 when the logits were just written.
+ */
+static __global__ void __launch_bounds__(TOP_THREADS) k_top(const float *x, int n, struct kern_top *out)
+{
+	__shared__ float red[TOP_THREADS / WARP];
+	__shared__ uint32_t hist[256];
+	__shared__ uint32_t s_prefix, s_kk;
+	__shared__ int wgt[TOP_THREADS / WARP], weq[TOP_THREADS / WARP];
+	__shared__ int s_ngt, s_neq;
+	__shared__ uint32_t ck[KERN_TOP_K];
+	__shared__ int32_t ci[KERN_TOP_K];
+	__shared__ float cv[KERN_TOP_K];
+	const float *r = x + (size_t)blockIdx.x * n;
+	struct kern_top *o = out + blockIdx.x;
+	const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP, nw = blockDim.x / WARP;
+	const int K = n < KERN_TOP_K ? n : KERN_TOP_K;
+
+	/* log-sum-exp: the NaN-free maximum, then the sum */
+	float m = -INFINITY, nan = 0;
+	for (int i = tid; i < n; i += blockDim.x) {
+		float v = r[i];
+		if (v != v)
+			nan = 1;
+		else
+			m = fmaxf(m, v);
+	}
+	for (int o2 = WARP / 2; o2 > 0; o2 >>= 1)
+		m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o2));
+	if (lane == 0)
+		red[w] = m;
+	__syncthreads();
+	m = -INFINITY;
+	for (int j = 0; j < nw; j++)
+		m = fmaxf(m, red[j]);
+	__syncthreads();
+	nan = block_sum(nan, red);
+	float sum = 0;
+	if (nan == 0 && m > -INFINITY)
+		for (int i = tid; i < n; i += blockDim.x)
+			sum += expf(r[i] - m);
+	sum = block_sum(sum, red);
+	if (K <= 0) {
+		if (tid == 0) {
+			o->n = 0;
+			o->lse = -INFINITY;
+		}
+		return;
+	}
+
+	/* the K-th largest key, a byte per pass; kk: how many keys equal to it to take */
+	uint32_t prefix = 0, mask = 0, kk = (uint32_t)K;
+	for (int shift = 24; shift >= 0; shift -= 8) {
+		for (int i = tid; i < 256; i += blockDim.x)
+			hist[i] = 0;
+		__syncthreads();
+		/* Real logits share few top bytes: lanes with the same bin add
+		 * once for the warp (__match_any_sync), not 32 times on one address. */
+		for (int base = 0; base < n; base += blockDim.x) {
+			int i = base + tid;
+			uint32_t k = i < n ? top_key(r[i]) : 0;
+			bool in = i < n && (k & mask) == prefix;
+			uint32_t bin = in ? (k >> shift) & 255u : 256u + (uint32_t)lane; /* outsiders: alone */
+			unsigned peers = __match_any_sync(0xffffffffu, bin);
+			if (in && lane == __ffs(peers) - 1)
+				atomicAdd(&hist[bin], (uint32_t)__popc(peers));
+		}
+		__syncthreads();
+		if (tid == 0) {
+			uint32_t cum = 0;
+			int b = 255;
+			for (; b > 0 && cum + hist[b] < kk; b--)
+				cum += hist[b];
+			s_prefix = prefix | (uint32_t)b << shift;
+			s_kk = kk - cum;
+		}
+		__syncthreads();
+		prefix = s_prefix;
+		kk = s_kk;
+		mask |= 255u << shift;
+	}
+
+	/* compaction in id order: all keys above the threshold (K - kk of
+	 * them), then the first kk equal to it */
+	if (tid == 0) {
+		s_ngt = 0;
+		s_neq = 0;
+	}
+	__syncthreads();
+	const unsigned below = (1u << lane) - 1u;
+	for (int base = 0; base < n; base += blockDim.x) {
+		int i = base + tid;
+		float v = i < n ? r[i] : 0.0f;
+		uint32_t k = i < n ? top_key(v) : 0;
+		bool gt = i < n && k > prefix, eq = i < n && k == prefix;
+		unsigned bg = __ballot_sync(0xffffffffu, gt), be = __ballot_sync(0xffffffffu, eq);
+		if (lane == 0) {
+			wgt[w] = __popc(bg);
+			weq[w] = __popc(be);
+		}
+		__syncthreads();
+		int og = s_ngt + __popc(bg & below), oe = s_neq + __popc(be & below);
+		for (int j = 0; j < w; j++) {
+			og += wgt[j];
+			oe += weq[j];
+		}
+		int at = gt ? og : eq && oe < (int)kk ? K - (int)kk + oe : -1;
+		if (at >= 0) {
+			ck[at] = k;
+			ci[at] = i;
+			cv[at] = v;
+		}
+		__syncthreads();
+		if (tid == 0)
+			for (int j = 0; j < nw; j++) {
+				s_ngt += wgt[j];
+				s_neq += weq[j];
+			}
+		__syncthreads();
+	}
+
+	/* placed by rank: larger key first, then lower id */
+	if (tid < K) {
+		uint32_t k = ck[tid];
+		int32_t id = ci[tid];
+		int rank = 0;
+		for (int j = 0; j < K; j++)
+			rank += ck[j] > k || (ck[j] == k && ci[j] < id);
+		o->id[rank] = id;
+		o->logit[rank] = cv[tid];
+	}
+	if (tid == 0) {
+		o->n = K;
+		o->lse = nan != 0 ? NAN : m > -INFINITY ? m + logf(sum) : -INFINITY;
+	}
+}
+
+/*
+ * Fused dequantizing matrix-vector product for small batches (decode):
+ * y[t][row] = sum_k x[t][k] * dequant(w[row])[k] for t < T <= NT, read
+ * straight from the quantized rows, so a decode step reads 4.5-8.5 bits
+ * per weight instead of bf16's 16. A warp computes GEMV_ROWS rows; four
+ * lanes share a 32-weight block, eight weights each, so a warp's x loads
+ * are 512 contiguous bytes (16 per lane) and its weight loads 8
+ * consecutive blocks; each x load serves every row of the warp. f32
+ * accumulation, x in bf16 as the GEMMs see it.
+ */
+#define GEMV_MAX_T 8
+#define GEMV_WARPS 4
+#define GEMV_ROWS 2
+
+__device__ __forceinline__ float f16_at(const uint8_t *p) /* 2-byte aligned */
+{
+	return __half2float(*(const __half *)p);
+}
+
+/* Weights sub*8 .. sub*8+7 of the row's 32-weight unit b, in the CPU's
+ * layouts (kernels/quant_ref.c). Q4_0/Q4_1: element i < 16 is the low
+ * nibble of qs[i], i >= 16 the high one of qs[i-16]. K-quants: unit b is
+ * sub-block j = b % 8 of super-block b / 8 (256 weights). */
+template <uint32_t TYPE> __device__ __forceinline__ void dequant8(const uint8_t *wr, int b, int sub, float *v)
+{
+	if (TYPE == KERN_TYPE_BF16) {
+		/* the backend's own bf16 rows: 8 weights in one 16-byte load */
+		uint4 raw = *(const uint4 *)(wr + (size_t)b * 64 + sub * 16);
+		const __nv_bfloat162 *h2 = (const __nv_bfloat162 *)&raw;
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			float2 f = __bfloat1622float2(h2[j]);
+			v[2 * j] = f.x;
+			v[2 * j + 1] = f.y;
+		}
+	} else if (TYPE == KERN_TYPE_Q4_K) {
+		/* 144 bytes: d, dmin, scales[12] (6-bit scale and min per sub-block), qs[128];
+		 * element i: qs[32 (i / 64) + i % 32], low nibble when i % 64 < 32 */
+		const uint8_t *blk = wr + (size_t)(b >> 3) * 144;
+		const int j = b & 7;
+		const float d = f16_at(blk), dmin = f16_at(blk + 2);
+		const uint8_t *sc = blk + 4;
+		int s6, m6;
+		if (j < 4) {
+			s6 = sc[j] & 63;
+			m6 = sc[j + 4] & 63;
+		} else {
+			s6 = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
+			m6 = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+		}
+		const float ds = d * (float)s6, dm = dmin * (float)m6;
+		const uint8_t *qs = blk + 16 + 32 * (j >> 1) + sub * 8;
+		const int sh = (j & 1) * 4;
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			v[i] = ds * (float)((qs[i] >> sh) & 15) - dm;
+	} else if (TYPE == KERN_TYPE_Q6_K) {
+		/* 210 bytes: ql[128], qh[64], scales[16] (int8, one per 16 weights), d;
+		 * element i: half n = i / 128, quarter g = i % 128 / 32, l = i % 32:
+		 * low 4 bits from ql[64n + l + 32 (g & 1)] (high nibble for g >= 2),
+		 * bits 4-5 from qh[32n + l] >> 2g; value d * scale * (q - 32) */
+		const uint8_t *blk = wr + (size_t)(b >> 3) * 210;
+		const int j = b & 7, n = j >> 2, g = j & 3, l0 = sub * 8;
+		const float d = f16_at(blk + 208);
+		const float ds = d * (float)((const int8_t *)(blk + 192))[2 * j + (sub >> 1)];
+		const uint8_t *ql = blk + 64 * n + 32 * (g & 1) + l0, *qh = blk + 128 + 32 * n + l0;
+		const int lsh = g < 2 ? 0 : 4;
+#pragma unroll
+		for (int i = 0; i < 8; i++) {
+			int q = ((ql[i] >> lsh) & 15) | (((qh[i] >> (2 * g)) & 3) << 4);
+			v[i] = ds * (float)(q - 32);
+		}
+	} else if (TYPE == KERN_TYPE_Q8_0) {
+		const uint8_t *blk = wr + (size_t)b * 34;
+		const float d = f16_at(blk);
+		const int8_t *q = (const int8_t *)(blk + 2 + sub * 8);
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			v[i] = d * (float)q[i];
+	} else if (TYPE == KERN_TYPE_Q4_0) {
+		const uint8_t *blk = wr + (size_t)b * 18;
+		const float d = f16_at(blk);
+		const uint8_t *qs = blk + 2 + (sub & 1) * 8;
+		const int sh = (sub >> 1) * 4;
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			v[i] = d * (float)(((qs[i] >> sh) & 15) - 8);
+	} else { /* Q4_1 */
+		const uint8_t *blk = wr + (size_t)b * 20;
+		const float d = f16_at(blk), m = f16_at(blk + 2);
+		const uint8_t *qs = blk + 4 + (sub & 1) * 8;
+		const int sh = (sub >> 1) * 4;
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			v[i] = d * (float)((qs[i] >> sh) & 15) + m;
+	}
+}
+
+template <uint32_t TYPE, int NT>
+static __global__ void k_gemv_q(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y,
+				int ldy)
+{
+	const int lane = threadIdx.x % WARP, sub = lane & 3;
+	const int row0 = (blockIdx.x * GEMV_WARPS + threadIdx.x / WARP) * GEMV_ROWS;
+	if (row0 >= rows)
+		return; /* the whole warp */
+	float acc[GEMV_ROWS][NT];
+#pragma unroll
+	for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+		for (int t = 0; t < NT; t++)
+			acc[r][t] = 0;
+	for (int b = lane >> 2; b < k / 32; b += WARP / 4) {
+		float xv[NT][8];
+#pragma unroll
+		for (int t = 0; t < NT; t++) {
+			if (t < T) {
+				/* 8 bf16, 16-byte aligned: rows of k (a multiple of 32) on 256-byte aligned bases */
+				uint4 raw = *(const uint4 *)(x + (size_t)t * k + (size_t)b * 32 + sub * 8);
+				const __nv_bfloat162 *h2 = (const __nv_bfloat162 *)&raw;
+#pragma unroll
+				for (int j = 0; j < 4; j++) {
+					float2 f = __bfloat1622float2(h2[j]);
+					xv[t][2 * j] = f.x;
+					xv[t][2 * j + 1] = f.y;
+				}
+			}
+		}
+#pragma unroll
+		for (int r = 0; r < GEMV_ROWS; r++) {
+			if (row0 + r < rows) {
+				float v[8];
+				dequant8<TYPE>(w + (size_t)(row0 + r) * row_bytes, b, sub, v);
+#pragma unroll
+				for (int t = 0; t < NT; t++) {
+					if (t < T) {
+						float s = 0;
+#pragma unroll
+						for (int i = 0; i < 8; i++)
+							s += v[i] * xv[t][i];
+						acc[r][t] += s;
+					}
+				}
+			}
+		}
+	}
+#pragma unroll
+	for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+		for (int t = 0; t < NT; t++) {
+			float a = warp_sum(acc[r][t]);
+			if (lane == 0 && t < T && row0 + r < rows)
+				y[(size_t)t * ldy + row0 + r] = a;
+		}
+}
+
+template <uint32_t TYPE>
+static inline void gemv_launch(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y,
+			       int ldy, cudaStream_t st)
+{
+	const int per_block = GEMV_WARPS * GEMV_ROWS;
+	unsigned blocks = (unsigned)((rows + per_block - 1) / per_block), th = GEMV_WARPS * WARP;
+	if (T <= 1)
+		k_gemv_q<TYPE, 1><<<blocks, th, 0, st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+	else if (T <= 2)
+		k_gemv_q<TYPE, 2><<<blocks, th, 0, st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+	else if (T <= 4)
+		k_gemv_q<TYPE, 4><<<blocks, th, 0, st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+	else
+		k_gemv_q<TYPE, 8><<<blocks, th, 0, st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+}
+
+/* The fused GEMV for type qtype; false when the type has none. */
+static inline bool gemv_q(uint32_t qtype, const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T,
+			  float *y, int ldy, cudaStream_t st)
+{
+	switch (qtype) {
+	case KERN_TYPE_Q8_0:
+		gemv_launch<KERN_TYPE_Q8_0>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
+	case KERN_TYPE_Q4_0:
+		gemv_launch<KERN_TYPE_Q4_0>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
+	case KERN_TYPE_Q4_1:
+		gemv_launch<KERN_TYPE_Q4_1>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
+	case KERN_TYPE_Q4_K:
+		gemv_launch<KERN_TYPE_Q4_K>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
+	case KERN_TYPE_Q6_K:
+		gemv_launch<KERN_TYPE_Q6_K>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
+	case KERN_TYPE_BF16:
+		gemv_launch<KERN_TYPE_BF16>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Types whose GGUF rows get a quantized copy for the GEMV. */
+static inline bool gemv_type(uint32_t t)
+{
+	return t == KERN_TYPE_Q8_0 || t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q4_1 || t == KERN_TYPE_Q4_K ||
+	       t == KERN_TYPE_Q6_K;
+}
+
+/* ... and the GEMV's types: those, and the bf16 copies every matrix has. */
+static inline bool gemv_any(uint32_t t)
+{
+	return gemv_type(t) || t == KERN_TYPE_BF16;
+}
+
+/* Bytes of a row of k weights of a GEMV type (k a multiple of its block). */
+static inline size_t gemv_row_bytes(uint32_t t, size_t k)
+{
+	switch (t) {
+	case KERN_TYPE_Q8_0:
+		return k / 32 * 34;
+	case KERN_TYPE_Q4_0:
+		return k / 32 * 18;
+	case KERN_TYPE_Q4_1:
+		return k / 32 * 20;
+	case KERN_TYPE_Q4_K:
+		return k / 256 * 144;
+	case KERN_TYPE_Q6_K:
+		return k / 256 * 210;
+	case KERN_TYPE_BF16:
+		return k * 2;
+	default:
+		return 0;
+	}
+}
+
+static inline size_t gemv_block(uint32_t t)
+{
+	return t == KERN_TYPE_Q4_K || t == KERN_TYPE_Q6_K ? 256 : 32;
+}
+
+/* ---- host helpers both files use ---- */
+
+#define CU(call, what)                                                                          \
+	do {                                                                                    \
+		cudaError_t e_ = (call);                                                        \
+		if (e_ != cudaSuccess) {                                                        \
+			snprintf(errbuf, errlen, "cuda backend: %s: %s", what, cudaGetErrorString(e_)); \
+			goto err;                                                               \
+		}                                                                               \
+	} while (0)
+
+static inline uint16_t f32_to_bf16_bits(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+	u += 0x7fffu + ((u >> 16) & 1);          /* round to nearest even */
+	return (uint16_t)(u >> 16);
+}
+
+static inline int norm_threads(int E)
+{
+	int t = (E + 31) / 32 * 32;
+	return t > 1024 ? 1024 : t < 64 ? 64 : t;
+}
+
+#endif
