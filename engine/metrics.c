@@ -451,10 +451,11 @@ int metrics_write(const struct metrics *m, struct api_buf *out)
 	write_total(out, m, "engine_steps_total", "Model steps run (one batch forward each).", OFF(steps));
 	write_total(out, m, "engine_step_tokens_total", "Tokens fed to the model over all steps (prefill and decode).",
 	            OFF(step_tokens));
-	static const char *const pick_name[METRICS_PICK_COUNT] = {"argmax", "top", "rows"};
+	static const char *const pick_name[METRICS_PICK_COUNT] = {"argmax", "top", "rows", "top_miss"};
 	put_header(out, "logit_rows_total", "counter",
 	           "Logits rows sampled, by what left the backend: argmax (the token id), top (the 64 best "
-	           "logits), rows (the whole vocabulary).");
+	           "logits), rows (the whole vocabulary), top_miss (the 64 best, then the whole row: the draw "
+	           "reached past them).");
 	for (int k = 0; k < METRICS_PICK_COUNT; k++) {
 		char extra[32];
 		snprintf(extra, sizeof(extra), ",path=\"%s\"", pick_name[k]);

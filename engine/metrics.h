@@ -72,8 +72,15 @@ void metrics_add_preemptions(struct metrics *m, int node, uint64_t n);
 /* One model step that fed n_tokens tokens. */
 void metrics_add_step(struct metrics *m, int node, uint64_t n_tokens);
 /* How a step's n logits rows were sampled: the backend's argmax alone, its
- * top-K candidates (struct kern_top), or the whole rows on the host. */
-enum metrics_pick { METRICS_PICK_ARGMAX, METRICS_PICK_TOP, METRICS_PICK_ROWS, METRICS_PICK_COUNT };
+ * top-K candidates (struct kern_top), the whole rows on the host, or the
+ * candidates and then the whole row (the draw reached past them). */
+enum metrics_pick {
+	METRICS_PICK_ARGMAX,
+	METRICS_PICK_TOP,
+	METRICS_PICK_ROWS,
+	METRICS_PICK_TOP_MISS,
+	METRICS_PICK_COUNT
+};
 void metrics_add_logit_rows(struct metrics *m, int node, enum metrics_pick how, uint64_t n);
 /* A request accepted onto the node's ring / refused because it was full. */
 void metrics_request_submitted(struct metrics *m, int node);

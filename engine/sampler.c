@@ -91,7 +91,8 @@ int sampler_scratch_init(struct sampler_scratch *w, int32_t n_vocab)
 	w->raw = alloc_array((size_t)n_vocab, sizeof(float));
 	w->idx = alloc_array((size_t)n_vocab, sizeof(int32_t));
 	w->mark = alloc_array((size_t)n_vocab, 1);
-	if (!w->prob || !w->raw || !w->idx || !w->mark) {
+	w->sortbuf = alloc_array((size_t)n_vocab * 2, sizeof(uint64_t));
+	if (!w->prob || !w->raw || !w->idx || !w->mark || !w->sortbuf) {
 		sampler_scratch_free(w);
 		return -ENOMEM;
 	}
@@ -104,6 +105,7 @@ void sampler_scratch_free(struct sampler_scratch *w)
 	alloc_free(w->raw);
 	alloc_free(w->idx);
 	alloc_free(w->mark);
+	alloc_free(w->sortbuf);
 	memset(w, 0, sizeof(*w));
 }
 
@@ -114,6 +116,8 @@ int sampler_init(struct sampler *s, const struct sampler_params *p, int32_t n_vo
 	if (n_vocab < 1 || sampler_params_check(p, &f))
 		return -EINVAL;
 	s->p = *p;
+	if (s->p.temperature < 1e-5f)
+		s->p.temperature = 0.0f; /* greedy, as the API's rule; 1/T stays finite */
 	s->n_vocab = n_vocab;
 	uint64_t seed = p->seed;
 	for (int i = 0; i < 4; i++)
@@ -194,13 +198,48 @@ static inline bool before(const float *val, int32_t a, int32_t b)
 	return x > y || (x == y && a < b);
 }
 
+/* Sorts idx[0..n) in `before` order: an LSD radix sort of (~key, id), a
+ * byte per pass, the 8 histograms counted in one read, passes over a byte
+ * that all share skipped (the ids' high bytes, usually). tmp: 2n. */
+static void radix_sort_top(int32_t *idx, int32_t n, const float *val, uint64_t *tmp)
+{
+	uint64_t *a = tmp, *b = tmp + n;
+	uint32_t cnt[8][256];
+	memset(cnt, 0, sizeof(cnt));
+	for (int32_t i = 0; i < n; i++) {
+		uint64_t c = (uint64_t)~kern_top_key(val[idx[i]]) << 32 | (uint32_t)idx[i];
+		a[i] = c;
+		for (int d = 0; d < 8; d++)
+			cnt[d][(c >> (8 * d)) & 255]++;
+	}
+	for (int d = 0; d < 8; d++) {
+		const int shift = 8 * d;
+		if (cnt[d][(a[0] >> shift) & 255] == (uint32_t)n)
+			continue;
+		uint32_t at = 0;
+		for (int v = 0; v < 256; v++) {
+			uint32_t c = cnt[d][v];
+			cnt[d][v] = at;
+			at += c;
+		}
+		for (int32_t i = 0; i < n; i++)
+			b[cnt[d][(a[i] >> shift) & 255]++] = a[i];
+		uint64_t *t = a;
+		a = b;
+		b = t;
+	}
+	for (int32_t i = 0; i < n; i++)
+		idx[i] = (int32_t)(uint32_t)a[i];
+}
+
 /* Moves the k first of idx[0..n) in that order to idx[0..k), sorted:
- * quickselect to partition, then a shell sort of the head. */
-static void select_top(int32_t *idx, int32_t n, int32_t k, const float *val)
+ * quickselect to partition (none when k = n), then a shell sort of the
+ * head, or the radix sort when it is long and tmp (2k) is given. */
+static void select_top(int32_t *idx, int32_t n, int32_t k, const float *val, uint64_t *tmp)
 {
 	if (k > n)
 		k = n;
-	int32_t lo = 0, hi = n - 1;
+	int32_t lo = 0, hi = k < n ? n - 1 : 0;
 	while (lo < hi) {
 		int32_t pivot = idx[lo + (hi - lo) / 2];
 		int32_t i = lo, j = hi;
@@ -222,6 +261,10 @@ static void select_top(int32_t *idx, int32_t n, int32_t k, const float *val)
 		else
 			break;
 	}
+	if (tmp && k > 256) {
+		radix_sort_top(idx, k, val, tmp);
+		return;
+	}
 	for (int32_t gap = k / 2 > 0 ? k / 2 : 1;; gap = gap / 2 > 0 ? gap / 2 : 1) {
 		for (int32_t i = gap; i < k; i++) {
 			int32_t t = idx[i], j = i;
@@ -236,6 +279,13 @@ static void select_top(int32_t *idx, int32_t n, int32_t k, const float *val)
 	}
 }
 
+/* A token's weight in a draw, exp((v - lmax) * inv_t): one definition in
+ * float for whole rows and candidates, so both add the same numbers. */
+static inline float weight(float v, float lmax, float inv_t)
+{
+	return expf((v - lmax) * inv_t);
+}
+
 /* log(sum(exp(x))) in double. */
 static double logsumexp(const float *x, int32_t n, float mx)
 {
@@ -246,25 +296,48 @@ static double logsumexp(const float *x, int32_t n, float mx)
 }
 
 /*
- * Truncation and the draw, over candidates idx[0..n) of val (token ids into
- * the logits, or positions into a struct kern_top's list; sorted: idx is
- * already in descending order of val). Returns the chosen entry of idx.
+ * The order of a draw from a whole row (top_k off): the KERN_TOP_K largest
+ * logits first, in `before` order (kern_top_select's), then the others in
+ * id order. The candidates of a struct kern_top are that order's head, so
+ * they decide alone every draw that lands among them (sampler_top_covers).
+ * Fills idx[0..V); returns the head's length.
  */
-static int32_t truncate_draw(struct sampler *s, struct sampler_scratch *w, const float *val, int32_t n, bool sorted)
+static int32_t order_whole_row(struct sampler_scratch *w, const float *logits, int32_t V)
 {
-	float lmax = sorted ? val[w->idx[0]] : val[argmax(val, n)];
+	struct kern_top t;
+	kern_top_select(logits, V, &t);
+	for (int32_t i = 0; i < t.n; i++) {
+		w->idx[i] = t.id[i];
+		w->mark[t.id[i]] = 1;
+	}
+	int32_t m = t.n;
+	for (int32_t i = 0; i < V; i++)
+		if (!w->mark[i])
+			w->idx[m++] = i;
+	for (int32_t i = 0; i < t.n; i++)
+		w->mark[t.id[i]] = 0;
+	return t.n;
+}
+
+/*
+ * Truncation and the draw, over candidates idx[0..n) of val (token ids into
+ * the logits, or positions into a struct kern_top's list). idx[0..head),
+ * head >= 1, are the head largest of them in descending order; the others
+ * follow in a fixed order. Returns the chosen entry of idx.
+ */
+static int32_t truncate_draw(struct sampler *s, struct sampler_scratch *w, const float *val, int32_t n, int32_t head)
+{
+	float lmax = val[w->idx[0]];
 	if (s->p.top_p < 1.0f) {
 		double z = 0;
 		for (int32_t i = 0; i < n; i++)
-			z += exp((double)val[w->idx[i]] - lmax);
-		/* Grow a sorted head until it holds top_p of the mass. */
-		for (int32_t k = sorted ? n : 64;; k = k * 4 < n ? k * 4 : n) {
-			if (!sorted || k < n)
-				select_top(w->idx, n, k, val);
+			z += weight(val[w->idx[i]], lmax, 1.0f);
+		/* The sorted head, else all sorted, until top_p of the mass is held. */
+		for (int32_t k = head;;) {
 			double cum = 0;
 			int32_t cut = -1;
 			for (int32_t i = 0; i < k; i++) {
-				cum += exp((double)val[w->idx[i]] - lmax) / z;
+				cum += weight(val[w->idx[i]], lmax, 1.0f) / z;
 				if (cum >= s->p.top_p) {
 					cut = i + 1;
 					break;
@@ -276,6 +349,10 @@ static int32_t truncate_draw(struct sampler *s, struct sampler_scratch *w, const
 			}
 			if (k == n)
 				break; /* rounding: keep everything */
+			/* past the head, all of them: one radix sort costs about
+			 * what one more quickselect would */
+			k = n;
+			select_top(w->idx, n, k, val, w->sortbuf);
 		}
 	}
 	if (s->p.min_p > 0.0f) {
@@ -289,7 +366,7 @@ static int32_t truncate_draw(struct sampler *s, struct sampler_scratch *w, const
 	double tot = 0;
 	float inv_t = 1.0f / s->p.temperature;
 	for (int32_t i = 0; i < n; i++) {
-		float e = (float)exp((double)(val[w->idx[i]] - lmax) * inv_t);
+		float e = weight(val[w->idx[i]], lmax, inv_t);
 		w->prob[i] = e;
 		tot += e;
 	}
@@ -316,7 +393,7 @@ int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logi
 		if (n_top > 0) {
 			for (int32_t i = 0; i < V; i++)
 				w->idx[i] = i;
-			select_top(w->idx, V, n_top, w->raw);
+			select_top(w->idx, V, n_top, w->raw, NULL);
 			for (int i = 0; i < n_top; i++)
 				top[i] = (struct sampler_logprob){w->idx[i], (float)(w->raw[w->idx[i]] - lse)};
 		}
@@ -326,17 +403,13 @@ int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logi
 	int32_t tok;
 	if (s->p.temperature <= 0.0f) {
 		tok = argmax(logits, V);
-	} else {
-		int32_t n = V;
-		bool sorted = false;
+	} else if (s->p.top_k > 0 && s->p.top_k < V) {
 		for (int32_t i = 0; i < V; i++)
 			w->idx[i] = i;
-		if (s->p.top_k > 0 && s->p.top_k < V) {
-			select_top(w->idx, V, s->p.top_k, logits);
-			n = s->p.top_k;
-			sorted = true;
-		}
-		tok = truncate_draw(s, w, logits, n, sorted);
+		select_top(w->idx, V, s->p.top_k, logits, w->sortbuf);
+		tok = truncate_draw(s, w, logits, s->p.top_k, s->p.top_k);
+	} else {
+		tok = truncate_draw(s, w, logits, V, order_whole_row(w, logits, V));
 	}
 	if (want_lp)
 		*chosen_lp = (float)(w->raw[tok] - lse);
@@ -347,25 +420,114 @@ bool sampler_top_ok(const struct sampler *s)
 {
 	if (s->counts)
 		return false;
-	return s->p.temperature <= 0.0f ||
-	       (s->p.top_k >= 1 && s->p.top_k <= KERN_TOP_K && s->p.top_k < s->n_vocab);
+	return s->p.temperature <= 0.0f || s->p.top_k <= 0 || s->p.top_k >= s->n_vocab || s->p.top_k <= KERN_TOP_K;
+}
+
+/*
+ * truncate_draw over a whole row (top_k off) seen through its candidates
+ * c, with the generator state rng: the chosen position in c, or -1 when
+ * the truncation or the draw reaches past them. Each step is the whole
+ * row's arithmetic on the same entries (the candidates are the head of
+ * order_whole_row's order), except for the two sums over the whole row,
+ * which come from c (lz, lz_t) when it holds fewer entries than the row:
+ * those differ from the host's by rounding (~1e-6 relative from a device),
+ * so where top_p's cumulative mass ends within that of top_p, the nucleus
+ * may differ by its last token (and so every draw from it), and a draw
+ * within that of a boundary between two tokens may pick the other.
+ */
+static int32_t top_whole_draw(const struct sampler *s, struct sampler_scratch *w, const struct kern_top *c,
+			      uint64_t *rng)
+{
+	const int32_t K = c->n;
+	const bool all = K == s->n_vocab; /* the candidates are the whole row */
+	if (K < 1 || !isfinite(c->logit[0]) || !isfinite(c->lse) || !isfinite(c->lz) || !isfinite(c->lz_t))
+		return -1; /* NaN or infinite logits: the whole row decides */
+	float lmax = c->logit[0];
+	int32_t n = K;  /* entries of the draw among the candidates */
+	bool past = !all; /* the draw also covers the entries past them */
+	if (s->p.top_p < 1.0f) {
+		double z = 0;
+		if (all)
+			for (int32_t i = 0; i < K; i++)
+				z += weight(c->logit[i], lmax, 1.0f);
+		else
+			z = exp((double)c->lz);
+		double cum = 0;
+		int32_t cut = -1;
+		for (int32_t i = 0; i < K; i++) {
+			cum += weight(c->logit[i], lmax, 1.0f) / z;
+			if (cum >= s->p.top_p) {
+				cut = i + 1;
+				break;
+			}
+		}
+		if (cut < 0 && !all)
+			return -1; /* the nucleus is larger than the candidates */
+		if (cut > 0) {
+			n = cut;
+			past = false;
+		}
+	}
+	if (s->p.min_p > 0.0f) {
+		float thr = lmax + logf(s->p.min_p);
+		if (past && c->logit[K - 1] >= thr)
+			return -1; /* entries past the candidates may pass the filter */
+		past = false;
+		int32_t m = 0;
+		while (m < n && c->logit[m] >= thr)
+			m++; /* the candidates are sorted and NaN-free: the kept ones are a prefix */
+		n = m > 0 ? m : 1;
+	}
+	double tot = 0;
+	float inv_t = 1.0f / s->p.temperature;
+	for (int32_t i = 0; i < n; i++) {
+		float e = weight(c->logit[i], lmax, inv_t);
+		w->prob[i] = e;
+		tot += e;
+	}
+	if (past)
+		tot = exp((double)c->lz_t); /* the whole row's sum at this temperature */
+	double u = rng_uniform(rng) * tot, acc = 0;
+	for (int32_t i = 0; i < n; i++) {
+		acc += w->prob[i];
+		if (u < acc)
+			return i;
+	}
+	return past ? -1 : n - 1;
+}
+
+bool sampler_top_covers(const struct sampler *s, struct sampler_scratch *w, const struct kern_top *c)
+{
+	if (!sampler_top_ok(s) || c->n < 1)
+		return false;
+	if (s->p.temperature <= 0.0f || (s->p.top_k > 0 && s->p.top_k < s->n_vocab))
+		return true;
+	uint64_t peek[4];
+	memcpy(peek, s->rng, sizeof(peek));
+	return top_whole_draw(s, w, c, peek) >= 0;
 }
 
 int32_t sampler_sample_top(struct sampler *s, struct sampler_scratch *w, const struct kern_top *c, float *chosen_lp,
 			   struct sampler_logprob *top, int n_top)
 {
+	if (!sampler_top_covers(s, w, c))
+		return -1;
+	int32_t pos = 0;
+	if (s->p.temperature > 0.0f) {
+		if (s->p.top_k > 0 && s->p.top_k < s->n_vocab) {
+			for (int32_t i = 0; i < s->p.top_k; i++)
+				w->idx[i] = i;
+			pos = truncate_draw(s, w, c->logit, s->p.top_k, s->p.top_k);
+		} else {
+			pos = top_whole_draw(s, w, c, s->rng);
+		}
+	}
 	if (n_top > 20)
 		n_top = 20;
 	if (n_top > c->n)
 		n_top = c->n;
 	for (int i = 0; i < n_top; i++)
 		top[i] = (struct sampler_logprob){c->id[i], c->logit[i] - c->lse};
-	int32_t pos = 0;
-	if (s->p.temperature > 0.0f) {
-		for (int32_t i = 0; i < s->p.top_k; i++)
-			w->idx[i] = i;
-		pos = truncate_draw(s, w, c->logit, s->p.top_k, true);
-	}
 	if (chosen_lp)
 		*chosen_lp = c->logit[pos] - c->lse;
 	return c->id[pos];

@@ -6,6 +6,10 @@
  * min-p, temperature, then a draw from the remaining distribution with the
  * request's own generator (xoshiro256**, seeded: deterministic per request).
  * temperature <= 0 is greedy: the argmax after penalties.
+ * The draw walks the remaining tokens in a fixed order: sorted, largest
+ * first, after top-k or top-p; otherwise the 64 largest sorted, then the
+ * others by id. A backend's 64 top candidates (struct kern_top) are the
+ * head of every such order, so they decide alone most draws without the row.
  * Log-probabilities are those of the model's distribution (log-softmax of
  * the raw logits), as the OpenAI API reports them.
  *
@@ -46,6 +50,7 @@ struct sampler_scratch {
 	float *raw;    /* (n_vocab) copy of the raw logits for log-probabilities */
 	int32_t *idx;  /* (n_vocab) candidate ids */
 	uint8_t *mark; /* (n_vocab) all zero between calls */
+	uint64_t *sortbuf; /* (2 n_vocab) for sorting long candidate lists */
 };
 
 int sampler_scratch_init(struct sampler_scratch *w, int32_t n_vocab);
@@ -81,13 +86,26 @@ int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logi
 		       struct sampler_logprob *top, int n_top);
 
 struct kern_top;
-/* True when the next token (and its log-probabilities) can be picked from
- * the row's struct kern_top alone with the same result as from the whole
- * row: no penalties, and greedy or top_k within the candidates. */
+/* True when the next token may be picked from the row's struct kern_top
+ * (a backend's top candidates): no penalties, and greedy, top_k within the
+ * candidates or top_k off. Whether they do for this row and this draw is
+ * sampler_top_covers's to say, after the step. */
 bool sampler_top_ok(const struct sampler *s);
-/* sampler_sample from the candidates (sampler_top_ok(s) must hold): the same
- * token for the same generator state, the same truncation arithmetic; the
- * log-probabilities differ from the whole row's only by the rounding of lse. */
+/*
+ * True when sampler_sample_top can pick the next token from c alone:
+ * greedy or top_k within the candidates always; with top_k off, when the
+ * top_p nucleus or the min_p set lies within the candidates, or the draw
+ * (the generator's next number, peeked, not taken) lands among them. Else
+ * the row is needed whole (sampler_sample).
+ */
+bool sampler_top_covers(const struct sampler *s, struct sampler_scratch *w, const struct kern_top *c);
+/* sampler_sample from the candidates: the same token for the same generator
+ * state, by the same truncation arithmetic (with top_k off, the sums over
+ * the whole row come from c: where top_p's cumulative mass, or the draw,
+ * falls within their rounding of a boundary, the two may differ); the
+ * log-probabilities differ from the whole row's by the rounding of lse.
+ * -1, the generator untouched, when sampler_top_covers(s, w, c) fails.
+ * Temperatures below 1e-5 are greedy (sampler_init). */
 int32_t sampler_sample_top(struct sampler *s, struct sampler_scratch *w, const struct kern_top *c, float *chosen_lp,
 			   struct sampler_logprob *top, int n_top);
 

@@ -130,6 +130,7 @@ struct dispatcher {
 	int32_t *argmax;        /* (max_seqs) */
 	struct kern_top *top;   /* (max_seqs) candidates per row, for backends that pick them */
 	int32_t *fetch;         /* (max_seqs) rows the candidates cannot serve, fetched whole */
+	float *inv_temp;        /* (max_seqs) each logits row's 1 / temperature, for its candidates */
 	bool top_path;          /* pick from candidates when every row allows it */
 	bool top_native;        /* ... without the rows ever leaving the backend */
 	struct sampler_scratch sw;
@@ -456,8 +457,10 @@ static int step(struct dispatcher *d)
 	/* What leaves the backend for each row: its argmax alone (greedy, no
 	 * penalties, no logprobs), when the backend picks it and every row
 	 * needs no more; else, on a backend that picks candidates, those (no
-	 * penalties, top_k within them), and the rows they cannot serve
-	 * fetched whole after the step; else every row whole. */
+	 * penalties, top_k within them or off), and the rows they cannot serve
+	 * fetched whole after the step: those known before it (penalties, a
+	 * top_k past the candidates) and those whose truncation or draw reaches
+	 * past them (sampler_top_covers); else every row whole. */
 	bool argmax_only = kern_backend_argmax_only(d->be);
 	int n_pick[METRICS_PICK_COUNT] = {0};
 	for (int i = 0; i < d->n_running; i++) {
@@ -469,18 +472,31 @@ static int step(struct dispatcher *d)
 		s->pick = am ? METRICS_PICK_ARGMAX
 			: d->top_path && sampler_top_ok(&s->smp) ? METRICS_PICK_TOP
 								 : METRICS_PICK_ROWS;
-		if (s->pick == METRICS_PICK_ROWS)
-			d->fetch[n_pick[METRICS_PICK_ROWS]] = s->logit_row;
+		d->inv_temp[s->logit_row] = s->smp.p.temperature > 0.0f ? 1.0f / s->smp.p.temperature : 1.0f;
 		n_pick[s->pick]++;
 	}
 	bool from_top = !argmax_only && n_pick[METRICS_PICK_TOP] > 0;
-	/* whole rows after a step that gave only candidates */
-	int n_fetch = from_top && d->top_native ? n_pick[METRICS_PICK_ROWS] : 0;
+	if (from_top)
+		d->batch.kb.inv_temp = d->inv_temp;
 	TRACE_PUSHF("forward: %d tokens, %d sequences", d->batch.kb.n_tokens, d->batch.kb.n_seqs);
 	int rc = from_top ? kern_backend_step_top(d->be, &d->batch.kb, d->top_native ? NULL : d->logits, d->argmax,
 						  d->top)
 			  : kern_backend_step_argmax(d->be, &d->batch.kb, argmax_only ? NULL : d->logits, d->argmax);
-	if (!rc && n_fetch)
+	int n_fetch = 0;
+	for (int i = 0; !rc && from_top && i < d->n_running; i++) {
+		struct seq *s = d->running[i];
+		if (s->logit_row < 0)
+			continue;
+		if (s->pick == METRICS_PICK_TOP && !sampler_top_covers(&s->smp, &d->sw, &d->top[s->logit_row])) {
+			s->pick = METRICS_PICK_TOP_MISS;
+			n_pick[METRICS_PICK_TOP]--;
+			n_pick[METRICS_PICK_TOP_MISS]++;
+		}
+		if (s->pick == METRICS_PICK_ROWS || s->pick == METRICS_PICK_TOP_MISS)
+			d->fetch[n_fetch++] = s->logit_row;
+	}
+	/* whole rows after a step that gave only candidates */
+	if (!rc && n_fetch && d->top_native)
 		rc = kern_backend_fetch_rows(d->be, d->fetch, n_fetch, d->logits);
 	TRACE_POP();
 	TRACE_PUSH("sample, detokenize, emit");
@@ -523,6 +539,11 @@ static int step(struct dispatcher *d)
 						 n_top);
 		else
 			tok = sampler_sample(&s->smp, &d->sw, row, n_top >= 0 ? &lp : NULL, top, n_top);
+		if (tok < 0) { /* cannot happen: sampler_top_covers held for this row; kept as a guard */
+			remove_running(d, i);
+			finish(d, s, API_FINISH_ABORT, 500);
+			continue;
+		}
 		sampler_accept(&s->smp, tok);
 		s->tokens[s->n_tokens++] = tok;
 		if (!s->first_token_done) {
@@ -594,6 +615,7 @@ static void dispatcher_free(struct dispatcher *d)
 	alloc_free(d->argmax);
 	alloc_free(d->top);
 	alloc_free(d->fetch);
+	alloc_free(d->inv_temp);
 	alloc_free(d->piece);
 	alloc_free(d->emit);
 	alloc_free(d->waiting);
@@ -642,11 +664,12 @@ int dispatcher_start(struct dispatcher **out, const struct dispatcher_init *in, 
 	d->argmax = alloc_array((size_t)in->cfg.max_seqs, sizeof(int32_t));
 	d->top = alloc_array((size_t)in->cfg.max_seqs, sizeof(struct kern_top));
 	d->fetch = alloc_array((size_t)in->cfg.max_seqs, sizeof(int32_t));
+	d->inv_temp = alloc_array((size_t)in->cfg.max_seqs, sizeof(float));
 	d->piece = alloc_mem(d->piece_cap);
 	d->emit = alloc_mem(d->piece_cap + STOP_MAX_LEN);
 	d->waiting = alloc_array((size_t)d->cap_waiting, sizeof(*d->waiting));
 	d->running = alloc_array((size_t)in->cfg.max_seqs, sizeof(*d->running));
-	if (rc || !d->logits || !d->argmax || !d->top || !d->fetch || !d->piece || !d->emit || !d->waiting || !d->running) {
+	if (rc || !d->logits || !d->argmax || !d->top || !d->fetch || !d->inv_temp || !d->piece || !d->emit || !d->waiting || !d->running) {
 		snprintf(err, errlen, "dispatcher: cannot allocate its ring, KV pool or buffers");
 		goto err;
 	}

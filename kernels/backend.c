@@ -4,6 +4,7 @@
  * inside a backend) and dispatch through the ops table.
  */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -58,7 +59,8 @@ static int batch_check(const kern_backend_t *be, const struct kern_batch *b)
 			if (b->seqs[s].block_table[j] < 0 || b->seqs[s].block_table[j] >= be->n_kv_blocks)
 				return -EINVAL;
 	for (int32_t i = 0; i < b->n_logits; i++)
-		if (b->logit_idx[i] < 0 || b->logit_idx[i] >= b->n_tokens)
+		if (b->logit_idx[i] < 0 || b->logit_idx[i] >= b->n_tokens ||
+		    (b->inv_temp && !(b->inv_temp[i] > 0.0f && b->inv_temp[i] <= FLT_MAX)))
 			return -EINVAL;
 	return 0;
 }
@@ -108,7 +110,7 @@ int kern_backend_step_top(kern_backend_t *be, const struct kern_batch *b, float 
 		return rc;
 	const int32_t V = be->w->hp.n_vocab;
 	for (int32_t i = 0; i < b->n_logits; i++)
-		kern_top_row(logits + (size_t)i * V, V, &top[i]);
+		kern_top_row(logits + (size_t)i * V, V, b->inv_temp ? b->inv_temp[i] : 1.0f, &top[i]);
 	return 0;
 }
 

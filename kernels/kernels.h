@@ -58,14 +58,18 @@ int32_t kern_argmax(const float *x, int32_t n);
  * The candidates of one logits row, for sampling without the row itself (a
  * GPU backend hands these out instead of n_vocab logits): the KERN_TOP_K
  * largest logits in descending order, ties by lower id (all of them, so
- * sorted, when the row is shorter), and the log of the sum of exp over the
- * whole row, for log-probabilities. Order is that of kern_top_key: NaNs
- * below everything, -0 equal to +0. lse is NaN when a logit is.
+ * sorted, when the row is shorter), and sums over the whole row, max its
+ * largest number: lse = log sum exp(x) (for log-probabilities), lz = log
+ * sum exp(x - max) and lz_t = log sum exp((x - max) * inv_t) at the row's
+ * inverse temperature (the normalizers of top_p and of a draw from the
+ * whole row, kept relative to max for their precision; see
+ * sampler_top_covers). Order is that of kern_top_key: NaNs below
+ * everything, -0 equal to +0. The sums are NaN when a logit is.
  */
 #define KERN_TOP_K 64
 struct kern_top {
 	int32_t n; /* min(KERN_TOP_K, n_vocab) */
-	float lse;
+	float lse, lz, lz_t;
 	int32_t id[KERN_TOP_K];
 	float logit[KERN_TOP_K];
 };
@@ -82,9 +86,11 @@ static inline uint32_t kern_top_key(float v)
 	return (c.u & 0x80000000u) ? ~c.u : c.u | 0x80000000u;
 }
 
-/* The reference selection (the CUDA kernel is checked against it, and
- * backends without their own use it). */
-void kern_top_row(const float *x, int32_t n, struct kern_top *out);
+/* The candidates alone: out->n, id and logit (the sums untouched). */
+void kern_top_select(const float *x, int32_t n, struct kern_top *out);
+/* The reference candidates of a row at inverse temperature inv_t (the CUDA
+ * kernel is checked against it, and backends without their own use it). */
+void kern_top_row(const float *x, int32_t n, float inv_t, struct kern_top *out);
 
 /* A 1-D or 2-D weight: ne[0] elements per row (the reduction dimension of a
  * matrix product), ne[1] rows. data points into the mapped model file. */
@@ -174,6 +180,9 @@ struct kern_batch {
 	const struct kern_seq *seqs;
 	int32_t n_logits;
 	const int32_t *logit_idx; /* (n_logits) token indices whose logits are wanted */
+	/* (n_logits) or NULL (all 1): each logits row's inverse temperature,
+	 * finite and > 0, for its struct kern_top's lz_t (step_top only) */
+	const float *inv_temp;
 };
 
 /* Opens the CPU backend on `w` (which must outlive it). Returns NULL and sets
@@ -207,7 +216,7 @@ int kern_backend_step_argmax(kern_backend_t *be, const struct kern_batch *b, flo
 bool kern_backend_argmax_only(const kern_backend_t *be);
 /* The same, plus top[i] = the candidates of row i (struct kern_top).
  * logits may be NULL when kern_backend_top_native() says the backend picks
- * them on its side (the CUDA backend: 520 bytes per row cross PCIe instead
+ * them on its side (the CUDA backend: 528 bytes per row cross PCIe instead
  * of 4 * n_vocab); otherwise the rows are computed into logits and the
  * candidates picked on the host. */
 int kern_backend_step_top(kern_backend_t *be, const struct kern_batch *b, float *logits, int32_t *argmax,

@@ -126,20 +126,39 @@ int32_t kern_argmax(const float *x, int32_t n)
 	return 0;
 }
 
+/* Whether any of p[0..16) is above thr (false for NaNs). */
+static inline bool any_above16(const float *p, float thr)
+{
+#if defined(__AVX512F__)
+	return _mm512_cmp_ps_mask(_mm512_loadu_ps(p), _mm512_set1_ps(thr), _CMP_GT_OQ) != 0;
+#elif defined(__AVX2__)
+	__m256 t = _mm256_set1_ps(thr);
+	return _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(_mm256_loadu_ps(p), t, _CMP_GT_OQ),
+					       _mm256_cmp_ps(_mm256_loadu_ps(p + 8), t, _CMP_GT_OQ))) != 0;
+#else
+	int above = 0;
+	for (int j = 0; j < 16; j++)
+		above |= p[j] > thr;
+	return above;
+#endif
+}
+
 /* Insertion into a sorted head: O(n) for random rows (most elements lose
- * to the current K-th at once), O(n K) at worst (ascending rows). */
-void kern_top_row(const float *x, int32_t n, struct kern_top *out)
+ * to the current K-th at once), O(n K) at worst (ascending rows). Once the
+ * head is full and its K-th is a number, a block of 16 with none above it
+ * is passed over by one vector compare (float order is the keys' order for
+ * numbers, and a NaN compares false: it loses, as its key does). */
+void kern_top_select(const float *x, int32_t n, struct kern_top *out)
 {
 	int32_t k = n < KERN_TOP_K ? (n > 0 ? n : 0) : KERN_TOP_K, have = 0;
 	uint32_t key[KERN_TOP_K];
-	double m = -INFINITY;
-	bool nan = false;
 	for (int32_t i = 0; i < n; i++) {
+		if (have == k && (i & 15) == 0 && i + 16 <= n && out->logit[k - 1] == out->logit[k - 1] &&
+		    !any_above16(x + i, out->logit[k - 1])) {
+			i += 15;
+			continue;
+		}
 		float v = x[i];
-		if (v != v)
-			nan = true;
-		else if (v > m)
-			m = v;
 		uint32_t kv = kern_top_key(v);
 		if (have == k && kv <= key[k - 1])
 			continue; /* not above the K-th (a tie loses: its id is higher) */
@@ -155,11 +174,29 @@ void kern_top_row(const float *x, int32_t n, struct kern_top *out)
 		out->logit[j] = v;
 	}
 	out->n = k;
-	double sum = 0;
+}
+
+void kern_top_row(const float *x, int32_t n, float inv_t, struct kern_top *out)
+{
+	kern_top_select(x, n, out);
+	double m = -INFINITY;
+	bool nan = false;
+	for (int32_t i = 0; i < n; i++) {
+		float v = x[i];
+		if (v != v)
+			nan = true;
+		else if (v > m)
+			m = v;
+	}
+	double sum = 0, sum_t = 0;
 	if (!nan && m > -INFINITY)
-		for (int32_t i = 0; i < n; i++)
+		for (int32_t i = 0; i < n; i++) {
 			sum += exp((double)x[i] - m);
+			sum_t += exp(((double)x[i] - m) * inv_t);
+		}
 	out->lse = nan ? NAN : m > -INFINITY ? (float)(m + log(sum)) : -INFINITY;
+	out->lz = nan ? NAN : m > -INFINITY ? (float)log(sum) : -INFINITY;
+	out->lz_t = nan ? NAN : m > -INFINITY ? (float)log(sum_t) : -INFINITY;
 }
 
 /* ---- element-wise ---- */

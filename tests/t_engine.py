@@ -581,11 +581,13 @@ def test_preemption(answers):
 
 
 def test_sample_from_top(e):
-    """The CUDA backend hands out each row's 64 best logits and their
-    log-sum-exp instead of the row, and the host samples from those
-    (sampler_sample_top). LOCUS_SAMPLE_FROM_TOP=1 takes that path on the CPU
-    backend, whose rows are computed anyway: seeded samples must be the same
-    tokens as from whole rows, log-probabilities equal within 1e-4."""
+    """The CUDA backend hands out each row's 64 best logits and two
+    log-sum-exps instead of the row, and the host samples from those
+    (sampler_sample_top), fetching the row only when the truncation or the
+    draw reaches past them (sampler_top_covers). LOCUS_SAMPLE_FROM_TOP=1
+    takes that path on the CPU backend, whose rows are computed anyway:
+    seeded samples must be the same tokens as from whole rows,
+    log-probabilities equal within 1e-4."""
     t = Engine("fromtop", CPU_CONF % 16384, env={"LOCUS_SAMPLE_FROM_TOP": "1"})
     try:
         cases = [
@@ -593,8 +595,12 @@ def test_sample_from_top(e):
             dict(temperature=1.3, top_k=64, min_p=0.02, seed=11, logprobs=1),     # all 64 candidates
             dict(temperature=0.7, top_k=5, seed=3),                               # no logprobs
             dict(temperature=0, logprobs=5),                                      # greedy with logprobs
-            dict(temperature=0.8, top_k=0, top_p=0.9, seed=5),                    # top_k off: whole rows
             dict(temperature=0.8, top_k=20, seed=9, frequency_penalty=0.5),      # penalties: whole rows
+            # top_k off: candidates, or the row when the nucleus, the min_p set or the draw reach past them
+            dict(temperature=0.8, top_k=0, top_p=0.9, seed=5),
+            dict(temperature=1.0, seed=13, logprobs=2),                           # OpenAI's defaults
+            dict(temperature=0.6, min_p=0.1, seed=17),
+            dict(temperature=1.5, top_p=0.98, seed=19),
         ]
         for c in cases:
             body = dict({"prompt": "Once upon a time", "max_tokens": 24, "ignore_eos": True}, **c)
@@ -611,18 +617,24 @@ def test_sample_from_top(e):
                         [sorted(d) for d in la["top_logprobs"]] == [sorted(d) for d in lb["top_logprobs"]]
             check(ok, "sampling from the top-64 candidates = from whole rows: %s" % c,
                   (st1, st2, a and a["choices"][0]["text"][:80], b and b["choices"][0]["text"][:80]))
-        # 4 cases by candidates, 2 by whole rows (top_k off; penalties), 24 rows each
+        # 4 cases by candidates, 1 by whole rows (penalties), 4 by candidates
+        # or, when they cannot decide, whole rows (top_miss): 24 rows each
         top = metric(t.port, "locus:logit_rows_total", 'path="top"')
         rows = metric(t.port, "locus:logit_rows_total", 'path="rows"')
-        check(top == 4 * 24 and rows == 2 * 24, "from-top engine: %s rows sampled from candidates, %s from whole rows "
-              "(expected 96, 48)" % (top, rows), (top, rows))
+        miss = metric(t.port, "locus:logit_rows_total", 'path="top_miss"')
+        check(top is not None and miss is not None and top + miss == 8 * 24 and rows == 24 and top > 4 * 24 and miss > 0,
+              "from-top engine: %s rows sampled from candidates, %s from whole rows, %s from whole rows after the "
+              "candidates (expected 192 from candidates or after them, more than 96 from them alone, 24 whole)"
+              % (top, rows, miss), (top, rows, miss))
         top0, rows0 = top, rows
         top = metric(e.port, "locus:logit_rows_total", 'path="top"')
         check(top == 0, "without the switch the CPU backend samples whole rows (%s from candidates)" % top, top)
-        # Mixed steps: rows the candidates serve and rows that need the whole
-        # row (penalties) in one batch; each answer as when run alone.
-        mixed = [dict(temperature=0.8, top_k=20, seed=21 + i, frequency_penalty=0.5) if i % 2 else
-                 dict(temperature=0.9, top_k=30, seed=21 + i, logprobs=2) for i in range(4)]
+        # Mixed steps: rows the candidates serve, rows that need the whole row
+        # before the step (penalties) and rows that may need it after (top_k
+        # off) in one batch; each answer as when run alone.
+        kinds = [dict(temperature=0.8, top_k=20, frequency_penalty=0.5), dict(temperature=0.9, top_k=30, logprobs=2),
+                 dict(temperature=1.0, logprobs=1)]
+        mixed = [dict(kinds[i % 3], seed=21 + i) for i in range(6)]
         bodies = [dict({"prompt": "The river", "max_tokens": 32, "ignore_eos": True}, **c) for c in mixed]
         alone = [post(e.port, COMP, b)[2] for b in bodies]
         got = [None] * len(bodies)
@@ -636,10 +648,11 @@ def test_sample_from_top(e):
         same = all(a and g and a["choices"][0]["text"] == g["choices"][0]["text"] for a, g in zip(alone, got))
         top2 = metric(t.port, "locus:logit_rows_total", 'path="top"')
         rows2 = metric(t.port, "locus:logit_rows_total", 'path="rows"')
-        check(same and top2 == top0 + 64 and rows2 == rows0 + 64,
-              "concurrent mix of candidate and whole-row sampling = each alone (+%s rows from candidates, +%s whole; expected 64, 64)"
-              % (top2 - top0, rows2 - rows0), [(a and a["choices"][0]["text"][:40], g and g["choices"][0]["text"][:40])
-                                              for a, g in zip(alone, got)])
+        miss2 = metric(t.port, "locus:logit_rows_total", 'path="top_miss"')
+        check(same and top2 - top0 >= 64 and top2 - top0 + miss2 - miss == 128 and rows2 == rows0 + 64,
+              "concurrent mix of candidate and whole-row sampling = each alone (+%s rows from candidates, +%s after "
+              "them, +%s whole; expected 64..128, 128 together, 64)" % (top2 - top0, miss2 - miss, rows2 - rows0),
+              [(a and a["choices"][0]["text"][:40], g and g["choices"][0]["text"][:40]) for a, g in zip(alone, got)])
     finally:
         check(t.stop() == 0, "from-top engine exits 0 on SIGTERM")
 

@@ -199,7 +199,8 @@ static int top_cmp(const void *a, const void *b)
 
 /*
  * kern_top_row against a full sort of the row (qsort by kern_top_key, then
- * id), and its lse against log(sum(exp)) in long double: random rows, rows
+ * id), its lse, lz and lz_t (at an inverse temperature from 0.5 to 4) against
+ * log(sum(exp)) in long double: random rows, rows
  * of few distinct values (ties across the 64th place), NaNs, signed zeros
  * and -inf, ascending rows, rows shorter than 64.
  */
@@ -222,7 +223,8 @@ static void test_top(void)
 			}
 			struct kern_top t;
 			memset(&t, 0xff, sizeof(t));
-			kern_top_row(x, n, &t);
+			const float inv_t = 0.5f + (float)((k + kind) % 8) * 0.5f;
+			kern_top_row(x, n, inv_t, &t);
 			for (int i = 0; i < n; i++)
 				ord[i] = i;
 			g_top_x = x;
@@ -233,22 +235,30 @@ static void test_top(void)
 				bad += t.id[i] != ord[i] || memcmp(&t.logit[i], &x[ord[i]], sizeof(float)) != 0;
 			CHECK(bad == 0, "top n=%d kind=%d: %d of %d candidates differ from the sort", n, kind, bad, want_n);
 			bool nan = false;
-			long double m = -INFINITY, sum = 0;
+			long double m = -INFINITY, sum = 0, sum_t = 0;
 			for (int i = 0; i < n; i++) {
 				nan |= x[i] != x[i];
 				if (x[i] > m)
 					m = x[i];
 			}
-			for (int i = 0; i < n && !nan && m > -INFINITY; i++)
+			for (int i = 0; i < n && !nan && m > -INFINITY; i++) {
 				sum += expl((long double)x[i] - m);
-			if (nan)
-				CHECK(isnan(t.lse), "top n=%d kind=%d: lse %g, expected NaN", n, kind, t.lse);
-			else if (!(m > -INFINITY))
-				CHECK(t.lse == -INFINITY, "top n=%d kind=%d: lse %g, expected -inf", n, kind, t.lse);
-			else {
-				double want = (double)(m + logl(sum));
+				sum_t += expl(((long double)x[i] - m) * inv_t);
+			}
+			if (nan) {
+				CHECK(isnan(t.lse) && isnan(t.lz) && isnan(t.lz_t), "top n=%d kind=%d: lse %g, lz_t %g, expected NaN", n, kind,
+				      t.lse, t.lz_t);
+			} else if (!(m > -INFINITY)) {
+				CHECK(t.lse == -INFINITY && t.lz == -INFINITY && t.lz_t == -INFINITY, "top n=%d kind=%d: lse %g, lz_t %g, expected -inf",
+				      n, kind, t.lse, t.lz_t);
+			} else {
+				double want = (double)(m + logl(sum)), want_z = (double)logl(sum), want_t = (double)logl(sum_t);
+				CHECK(fabs(t.lz - want_z) <= 1e-6 * (1 + fabs(want_z)), "top n=%d kind=%d: lz %.9g, expected %.9g",
+				      n, kind, t.lz, want_z);
 				CHECK(fabs(t.lse - want) <= 1e-6 * (1 + fabs(want)), "top n=%d kind=%d: lse %.9g, expected %.9g", n,
 				      kind, t.lse, want);
+				CHECK(fabs(t.lz_t - want_t) <= 1e-6 * (1 + fabs(want_t)),
+				      "top n=%d kind=%d: lz_t %.9g at 1/T %g, expected %.9g", n, kind, t.lz_t, inv_t, want_t);
 			}
 		}
 		free(x);

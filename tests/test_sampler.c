@@ -172,24 +172,37 @@ static void test_logprobs_and_large_vocab(void)
 
 /*
  * sampler_sample_top against sampler_sample: two samplers with one seed,
- * one fed whole rows, the other the rows' struct kern_top; over 300 steps
- * of random rows (ties included) they must pick the same tokens, with
- * log-probabilities within 1e-5 (lse in f32 vs double) and the same top
- * entries. sampler_top_ok must refuse what the candidates cannot decide.
+ * one fed whole rows, the other the rows' struct kern_top, and the whole
+ * row only where sampler_top_covers says the candidates do not decide (as
+ * the dispatcher does); over 300 steps of random rows (ties included) they
+ * must pick the same tokens, with log-probabilities within 1e-5 (lse in
+ * f32 vs double) and the same top entries. A row the candidates do not
+ * decide must leave the generator untouched (sampler_sample_top -1, and
+ * the next draws still agree). With top_k off, both outcomes must occur.
+ * sampler_top_ok must refuse what the candidates can never decide.
  */
 static void test_sample_from_top(void)
 {
-	const int V = 50000;
 	const struct {
 		float temp, top_p, min_p;
-		int top_k, n_top;
+		int top_k, n_top, V;
+		bool both; /* top_k off: expect draws decided by the candidates and draws that need the row */
 	} cases[] = {
-		{0.0f, 1.0f, 0.0f, 0, 5},     {0.9f, 0.95f, 0.05f, 40, 3}, {1.5f, 1.0f, 0.0f, 64, 20},
-		{0.5f, 0.5f, 0.0f, 1, 0},     {2.0f, 0.99f, 0.01f, 10, -1}, {1.0f, 0.8f, 0.2f, 64, 1},
+		{0.0f, 1.0f, 0.0f, 0, 5, 50000, false},    {0.9f, 0.95f, 0.05f, 40, 3, 50000, false},
+		{1.5f, 1.0f, 0.0f, 64, 20, 50000, false},  {0.5f, 0.5f, 0.0f, 1, 0, 50000, false},
+		{2.0f, 0.99f, 0.01f, 10, -1, 50000, false}, {1.0f, 0.8f, 0.2f, 64, 1, 50000, false},
+		/* top_k off: the draw over the whole row, the top_p nucleus, the min_p set */
+		{1.0f, 1.0f, 0.0f, 0, 2, 50000, true},     {0.5f, 1.0f, 0.0f, 0, -1, 50000, true},
+		{0.8f, 0.3f, 0.0f, 0, 1, 50000, true},     {1.2f, 1.0f, 0.3f, 0, -1, 50000, true},
+		{0.7f, 0.9f, 0.1f, 0, 4, 50000, true},
+		/* a vocabulary no larger than the candidates: they are the whole row */
+		{1.0f, 1.0f, 0.0f, 0, 3, 40, false},       {0.9f, 0.7f, 0.05f, 40, -1, 40, false},
+		{1.1f, 0.9f, 0.0f, 0, -1, 64, false},
 	};
-	float *lg = malloc(sizeof(float) * V), *raw = malloc(sizeof(float) * V);
+	float *lg = malloc(sizeof(float) * 50000), *raw = malloc(sizeof(float) * 50000);
 	uint64_t r = 99;
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		const int V = cases[c].V;
 		struct sampler_params p = plain();
 		p.temperature = cases[c].temp;
 		p.top_p = cases[c].top_p;
@@ -197,23 +210,35 @@ static void test_sample_from_top(void)
 		p.top_k = cases[c].top_k;
 		p.seed = 1000 + c;
 		struct sampler a, b;
+		struct sampler_scratch w;
+		sampler_scratch_init(&w, V);
 		sampler_init(&a, &p, V);
 		sampler_init(&b, &p, V);
 		CHECK(sampler_top_ok(&b), "case %zu: candidates should do", c);
-		int n_top = cases[c].n_top, diff = 0, lp_bad = 0;
+		int n_top = cases[c].n_top, diff = 0, lp_bad = 0, covered = 0, refused = 0;
 		for (int it = 0; it < 300; it++) {
 			for (int i = 0; i < V; i++) {
 				r = r * 6364136223846793005ull + 1442695040888963407ull;
-				/* peaked rows with ties: 2000 levels, a few tokens far above */
-				raw[i] = (float)((r >> 40) % 2000) / 200.0f + ((r >> 20) % 997 == 0 ? 6.0f : 0.0f);
+				/* peaked rows with ties: 2000 levels, a few tokens above by 0..10 (the
+				 * candidates' share of the mass goes from ~0.1% to ~99%) */
+				raw[i] = (float)((r >> 40) % 2000) / 200.0f + ((r >> 20) % 997 == 0 ? (float)(it % 6) * 2 : 0.0f);
 			}
 			struct kern_top t;
-			kern_top_row(raw, V, &t);
+			kern_top_row(raw, V, p.temperature > 0 ? 1.0f / p.temperature : 1.0f, &t);
 			memcpy(lg, raw, sizeof(float) * V);
 			float la = 0, lb = 0;
 			struct sampler_logprob ta[20], tb[20];
-			int32_t xa = sampler_sample(&a, &g_w, lg, n_top >= 0 ? &la : NULL, ta, n_top);
-			int32_t xb = sampler_sample_top(&b, &g_w, &t, n_top >= 0 ? &lb : NULL, tb, n_top);
+			int32_t xa = sampler_sample(&a, &w, lg, n_top >= 0 ? &la : NULL, ta, n_top), xb;
+			if (sampler_top_covers(&b, &w, &t)) {
+				covered++;
+				xb = sampler_sample_top(&b, &w, &t, n_top >= 0 ? &lb : NULL, tb, n_top);
+			} else {
+				uint64_t before[4];
+				memcpy(before, b.rng, sizeof(before));
+				refused += sampler_sample_top(&b, &w, &t, NULL, tb, 0) == -1 && !memcmp(before, b.rng, sizeof(before));
+				memcpy(lg, raw, sizeof(float) * V);
+				xb = sampler_sample(&b, &w, lg, n_top >= 0 ? &lb : NULL, tb, n_top);
+			}
 			diff += xa != xb;
 			lp_bad += fabsf(la - lb) > 1e-5f;
 			for (int i = 0; i < n_top; i++)
@@ -221,30 +246,28 @@ static void test_sample_from_top(void)
 		}
 		CHECK(diff == 0, "case %zu: %d of 300 tokens differ between whole rows and candidates", c, diff);
 		CHECK(lp_bad == 0, "case %zu: %d log-probabilities differ by more than 1e-5", c, lp_bad);
+		CHECK(refused == 300 - covered, "case %zu: %d of %d rows the candidates do not decide touched the generator",
+		      c, 300 - covered - refused, 300 - covered);
+		if (cases[c].both)
+			CHECK(covered > 0 && covered < 300, "case %zu: %d of 300 draws decided by the candidates", c, covered);
+		else
+			CHECK(covered == 300, "case %zu: only %d of 300 draws decided by the candidates", c, covered);
 		sampler_free(&a);
 		sampler_free(&b);
+		sampler_scratch_free(&w);
 	}
 	free(lg);
 	free(raw);
 	struct sampler s;
 	struct sampler_params p = plain();
-	p.top_k = 0; /* top_p alone can need more than 64 candidates */
-	sampler_init(&s, &p, V);
-	CHECK(!sampler_top_ok(&s), "top_k off needs whole rows");
-	sampler_free(&s);
 	p.top_k = KERN_TOP_K + 1;
-	sampler_init(&s, &p, V);
+	sampler_init(&s, &p, 50000);
 	CHECK(!sampler_top_ok(&s), "top_k above the candidates needs whole rows");
 	sampler_free(&s);
 	p.top_k = 10;
 	p.presence_penalty = 0.5f;
-	sampler_init(&s, &p, V);
+	sampler_init(&s, &p, 50000);
 	CHECK(!sampler_top_ok(&s), "penalties need whole rows");
-	sampler_free(&s);
-	p = plain();
-	p.top_k = 8;
-	sampler_init(&s, &p, 8);
-	CHECK(!sampler_top_ok(&s), "top_k = n_vocab needs whole rows (the rows' draw is unsorted)");
 	sampler_free(&s);
 }
 

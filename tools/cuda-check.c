@@ -389,8 +389,9 @@ static void attn_checks(locus_cuda_kernel_check_fn run, int gpu)
 /*
  * Top-K candidates (the sampling path that keeps logits on the device)
  * against kern_top_row: the same ids in the same order, the same logits
- * bit for bit (they are copies), lse within 1e-4 + 1e-5 |lse| (f32 sum on
- * the device, double on the host). Rows: random, few distinct values
+ * bit for bit (they are copies), lse, lz and lz_t (at inverse temperatures
+ * from 0.5 to 20) within 1e-4 + 1e-5 |lse| (f32 sums on the device, double
+ * on the host). Rows: random, few distinct values
  * (ties across the threshold: the lowest ids must win), NaNs (lse NaN,
  * never a candidate while enough numbers remain), zeros of both signs and
  * -inf, ascending (the worst case of the host's insertion).
@@ -402,7 +403,7 @@ static void top_checks(locus_cuda_kernel_check_fn run, int gpu)
 	char err[256], what[64];
 	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
 		int rows = sizes[si][0], n = sizes[si][1];
-		float *x = malloc((size_t)rows * n * 4);
+		float *x = malloc((size_t)rows * n * 4), inv_t[6] = {1.0f / 0.7f, 1.0f, 20.0f, 0.5f, 1.0f / 1.3f, 1.25f};
 		struct kern_top *got = malloc((size_t)rows * sizeof(*got)), ref;
 		if (!x || !got) {
 			printf("FAIL out of memory\n");
@@ -423,30 +424,34 @@ static void top_checks(locus_cuda_kernel_check_fn run, int gpu)
 			}
 		}
 		memset(got, 0xff, (size_t)rows * sizeof(*got));
-		struct lcu_check_args a = {.kernel = LCU_TOP, .gpu = gpu, .rows = rows, .n = n, .x = x, .top = got};
+		struct lcu_check_args a = {
+		    .kernel = LCU_TOP, .gpu = gpu, .rows = rows, .n = n, .x = x, .w = inv_t, .top = got};
 		int rc = run(&a, err, sizeof(err));
 		int bad = rc ? rows : 0;
 		double worst = 0;
 		for (int r = 0; r < rows && !rc; r++) {
-			kern_top_row(x + (size_t)r * n, n, &ref);
+			kern_top_row(x + (size_t)r * n, n, inv_t[r], &ref);
 			const struct kern_top *g = &got[r];
 			bool ok = g->n == ref.n;
 			for (int i = 0; ok && i < ref.n; i++)
 				ok = g->id[i] == ref.id[i] && !memcmp(&g->logit[i], &ref.logit[i], 4);
-			if (isnan(ref.lse) || isinf(ref.lse)) {
-				ok = ok && (isnan(ref.lse) ? isnan(g->lse) : g->lse == ref.lse);
-			} else {
-				double e = fabs((double)g->lse - ref.lse) / (1e-4 + 1e-5 * fabs(ref.lse));
-				ok = ok && e <= 1;
-				worst = e > worst ? e : worst;
+			const float gs[3] = {g->lse, g->lz, g->lz_t}, rs[3] = {ref.lse, ref.lz, ref.lz_t};
+			for (int j = 0; j < 3; j++) {
+				if (isnan(rs[j]) || isinf(rs[j])) {
+					ok = ok && (isnan(rs[j]) ? isnan(gs[j]) : gs[j] == rs[j]);
+				} else {
+					double e = fabs((double)gs[j] - rs[j]) / (1e-4 + 1e-5 * fabs(rs[j]));
+					ok = ok && e <= 1;
+					worst = e > worst ? e : worst;
+				}
 			}
 			if (!ok && !bad)
-				printf("     row %d: n %d/%d, first ids %d/%d, lse %.6g/%.6g\n", r, g->n, ref.n, g->id[0],
-				       ref.id[0], g->lse, ref.lse);
+				printf("     row %d: n %d/%d, first ids %d/%d, lse %.6g/%.6g, lz_t %.6g/%.6g\n", r, g->n,
+				       ref.n, g->id[0], ref.id[0], g->lse, ref.lse, g->lz_t, ref.lz_t);
 			bad += !ok;
 		}
 		snprintf(what, sizeof(what), "top-%d %dx%d", KERN_TOP_K, rows, n);
-		report(!bad, "%.0f rows differ from kern_top_row; lse error %.2f of its bound", what, bad, worst);
+		report(!bad, "%.0f rows differ from kern_top_row; lse, lz, lz_t error %.2f of the bound", what, bad, worst);
 		if (rc)
 			printf("     %s\n", err);
 		free(x), free(got);
@@ -549,18 +554,21 @@ struct tally {
 };
 
 static struct kern_top g_top[MAXB];
+static float g_inv_t[MAXB]; /* the step_top rows' inverse temperatures: 1 / (0.25 .. 2) */
 
 /* The device's candidates of row r (M_TOP, M_TOPONLY), 1 if they pass:
- * with the device's logits g, exactly kern_top_row(g) (lse within 1e-4 +
- * 1e-5 |lse|); without them, against the CPU's c with the logits
- * tolerance tol_abs: distinct ids, each logit within tol_abs of the CPU's
- * at its id, in order, none far below the CPU's 64th best, no CPU
- * candidate left out that is far above the device's last, lse within
- * tol_abs. */
-static int check_top(const struct kern_top *t, const float *c, const float *g, int32_t V, double tol_abs, int r)
+ * with the device's logits g, exactly kern_top_row(g) (lse, lz and lz_t at
+ * inverse temperature inv_t within 1e-4 + 1e-5 |lse|); without them,
+ * against the CPU's c with the logits tolerance tol_abs: distinct ids,
+ * each logit within tol_abs of the CPU's at its id, in order, none far
+ * below the CPU's 64th best, no CPU candidate left out that is far above
+ * the device's last, lse within tol_abs, lz within 2 tol_abs and lz_t
+ * within 2 inv_t tol_abs (each term's exponent moves by at most that). */
+static int check_top(const struct kern_top *t, const float *c, const float *g, int32_t V, float inv_t, double tol_abs,
+		     int r)
 {
 	struct kern_top ref;
-	kern_top_row(g ? g : c, V, &ref);
+	kern_top_row(g ? g : c, V, inv_t, &ref);
 	int ok = t->n == ref.n;
 	for (int i = 0; ok && i < t->n; i++) {
 		if (g)
@@ -578,17 +586,25 @@ static int check_top(const struct kern_top *t, const float *c, const float *g, i
 		ok = found || ref.logit[i] <= t->logit[t->n - 1] + 2 * tol_abs;
 	}
 	double lse_tol = g ? 1e-4 + 1e-5 * fabs(ref.lse) : tol_abs;
-	ok = ok && fabs((double)t->lse - ref.lse) <= lse_tol;
+	double lz_tol = g ? 1e-4 + 1e-5 * fabs(ref.lz) : 2 * tol_abs;
+	double lz_t_tol = g ? 1e-4 + 1e-5 * fabs(ref.lz_t) : 2 * inv_t * tol_abs;
+	ok = ok && fabs((double)t->lse - ref.lse) <= lse_tol && fabs((double)t->lz - ref.lz) <= lz_tol &&
+	     fabs((double)t->lz_t - ref.lz_t) <= lz_t_tol;
 	if (!ok)
-		printf("     row %d: candidates differ (n %d/%d, first %d/%d, lse %.6g/%.6g)%s\n", r, t->n, ref.n, t->id[0],
-		       ref.id[0], t->lse, ref.lse, g ? "" : " from the CPU's");
+		printf("     row %d: candidates differ (n %d/%d, first %d/%d, lse %.6g/%.6g, lz_t %.6g/%.6g)%s\n", r, t->n,
+		       ref.n, t->id[0], ref.id[0], t->lse, ref.lse, t->lz_t, ref.lz_t, g ? "" : " from the CPU's");
 	return ok;
 }
 
 /* Runs one batch on both backends and compares every logit row. */
-static void compare_step(kern_backend_t *cpu, kern_backend_t *gpu, const struct kern_batch *b, int32_t V, float tol,
+static void compare_step(kern_backend_t *cpu, kern_backend_t *gpu, const struct kern_batch *b0, int32_t V, float tol,
 			 enum mode mode, float *lc, float *lg, int32_t *ids, struct tally *ty)
 {
+	struct kern_batch bt = *b0; /* step_top rows at their own temperatures */
+	const struct kern_batch *b = &bt;
+	for (int32_t r = 0; r < bt.n_logits && mode >= M_TOP; r++)
+		g_inv_t[r] = 1.0f / (0.25f + 0.25f * (float)(r % 8));
+	bt.inv_temp = mode >= M_TOP ? g_inv_t : NULL;
 	const int have_lg = mode != M_IDS && mode != M_TOPONLY;
 	for (size_t i = 0; i < (size_t)b->n_logits * V; i++)
 		lc[i] = lg[i] = NAN; /* poison */
@@ -630,7 +646,7 @@ static void compare_step(kern_backend_t *cpu, kern_backend_t *gpu, const struct 
 		int32_t ag = mode == M_IDS ? ids[r] : mode == M_TOPONLY ? g_top[r].id[0] : kern_argmax(g, V);
 		int ok = finite && rel <= tol && ag >= 0 && ag < V && (mode == M_STEP || mode == M_IDS || ids[r] == ag);
 		if (ok && mode >= M_TOP)
-			ok = check_top(&g_top[r], c, row_lg ? g : NULL, V, tol * scale, r);
+			ok = check_top(&g_top[r], c, row_lg ? g : NULL, V, g_inv_t[r], tol * scale, r);
 		/* A different greedy token passes only as a near tie on the CPU's
 		 * side; ties are counted and bounded by the caller. */
 		if (ok && ac != ag) {
@@ -717,7 +733,7 @@ static void model_check(const char *path, int gpu)
 			}
 		if (!n)
 			break;
-		struct kern_batch b = {n, tok, pos, sidx, NSEQ, ks, n, li};
+		struct kern_batch b = {n, tok, pos, sidx, NSEQ, ks, n, li, NULL};
 		compare_step(cpu, cu, &b, V, tol, M_BOTH, lc, lg, ids, &ty);
 		steps++;
 		/* the CPU's greedy token of each sequence's last prompt position */
@@ -732,7 +748,7 @@ static void model_check(const char *path, int gpu)
 			sidx[s] = s;
 			li[s] = s;
 		}
-		struct kern_batch b = {NSEQ, tok, pos, sidx, NSEQ, ks, NSEQ, li};
+		struct kern_batch b = {NSEQ, tok, pos, sidx, NSEQ, ks, NSEQ, li, NULL};
 		static const enum mode dm[4] = {M_BOTH, M_IDS, M_TOP, M_TOPONLY};
 		compare_step(cpu, cu, &b, V, tol, dm[d % 4], lc, lg, ids, &ty);
 		steps++;
@@ -756,7 +772,7 @@ static void model_check(const char *path, int gpu)
 			}
 			li[nl++] = n - 1;
 		}
-		struct kern_batch b = {n, tok, pos, sidx, NSEQ, ks, nl, li};
+		struct kern_batch b = {n, tok, pos, sidx, NSEQ, ks, nl, li, NULL};
 		compare_step(cpu, cu, &b, V, tol, (enum mode)mode, lc, lg, ids, &ty);
 		steps++;
 	}
@@ -771,7 +787,7 @@ static void model_check(const char *path, int gpu)
 		}
 		struct kern_seq k2 = {bt2, sq.nb[0]};
 		int32_t p = sq.done[0] - 1, t0 = sq.ids[0][p], s0 = 0, l0 = 0;
-		struct kern_batch b = {1, &t0, &p, &s0, 1, &k2, 1, &l0};
+		struct kern_batch b = {1, &t0, &p, &s0, 1, &k2, 1, &l0, NULL};
 		if (rc) {
 			printf("FAIL kv_copy: %d\n", rc);
 			ty.bad++;

@@ -141,6 +141,8 @@ struct cuda_backend {
 	int32_t *h_meta; /* == hm.p */
 	struct kern_top *d_top; /* (max_batch_tokens) each logits row's candidates */
 	struct hbuf htop;       /* pinned, the same */
+	float *d_inv_t;         /* (max_batch_tokens) each logits row's inverse temperature, for k_top */
+	struct hbuf hinv;       /* pinned, the same */
 	int numa_node;
 	size_t *seq_start; /* (max_batch_tokens) host: each sequence's first entry in the tables */
 
@@ -662,9 +664,16 @@ static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *
 	if (e == cudaSuccess && !rc && top && nl > 0) {
 		/* after the graph or the eager queue: the first nl logits rows are the batch's */
 		nvtxRangePushA("cuda: queue top candidates");
-		k_top<<<nl, TOP_THREADS, 0, st>>>(cb->logits, V, cb->d_top);
-		e = cudaMemcpyAsync(cb->htop.p, cb->d_top, (size_t)nl * sizeof(struct kern_top), cudaMemcpyDeviceToHost,
-				    st);
+		if (b->inv_temp) {
+			memcpy(cb->hinv.p, b->inv_temp, (size_t)nl * sizeof(float));
+			e = cudaMemcpyAsync(cb->d_inv_t, cb->hinv.p, (size_t)nl * sizeof(float), cudaMemcpyHostToDevice,
+					    st);
+		}
+		if (e == cudaSuccess)
+			k_top<<<nl, TOP_THREADS, 0, st>>>(cb->logits, V, b->inv_temp ? cb->d_inv_t : NULL, cb->d_top);
+		if (e == cudaSuccess)
+			e = cudaMemcpyAsync(cb->htop.p, cb->d_top, (size_t)nl * sizeof(struct kern_top),
+					    cudaMemcpyDeviceToHost, st);
 		nvtxRangePop();
 	}
 	if (e == cudaSuccess && !rc && logits && nl > 0)
@@ -796,7 +805,9 @@ static void cuda_close(kern_backend_t *be)
 	cudaFree(cb->d_meta);
 	hbuf_free(&cb->hm);
 	cudaFree(cb->d_top);
+	cudaFree(cb->d_inv_t);
 	hbuf_free(&cb->htop);
+	hbuf_free(&cb->hinv);
 	cudaFree(cb->d_tiles);
 	hbuf_free(&cb->htiles);
 	free(cb->seq_start);
@@ -996,11 +1007,13 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		cb->seq_start = (size_t *)malloc(Tz * sizeof(size_t));
 		if (!cb->seq_start || meta_reserve(cb, 5 * Tz + (size_t)cfg->n_kv_blocks) ||
 		    hbuf_alloc(&cb->htop, Tz * sizeof(struct kern_top), cb->numa_node) ||
+		    hbuf_alloc(&cb->hinv, Tz * sizeof(float), cb->numa_node) ||
 		    hbuf_alloc(&cb->htiles, (Tz + 1) * sizeof(int32_t), cb->numa_node)) {
 			snprintf(errbuf, errlen, "cuda backend: cannot allocate the batch buffers (pinned host memory)");
 			goto err;
 		}
 		CU(cudaMalloc(&cb->d_top, Tz * sizeof(struct kern_top)), "cudaMalloc (top candidates)");
+		CU(cudaMalloc(&cb->d_inv_t, Tz * sizeof(float)), "cudaMalloc (inverse temperatures)");
 		CU(cudaMalloc(&cb->d_tiles, (Tz + 1) * sizeof(int32_t)), "cudaMalloc (attention tiles)");
 	}
 

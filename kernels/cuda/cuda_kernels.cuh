@@ -489,15 +489,17 @@ __device__ __forceinline__ uint32_t top_key(float v)
 
 /*
  * Each block one logits row: its KERN_TOP_K largest entries by top_key,
- * ties by lower id, sorted, and its log-sum-exp, as kern_top_row computes
- * them (the host then samples from these; see sampler_sample_top). The
+ * ties by lower id, sorted, its log-sum-exp and that at the row's inverse
+ * temperature inv_t[row] (all 1 when inv_t is NULL), as kern_top_row
+ * computes them (the host then samples from these; see sampler_sample_top). The
  * K-th largest key is found byte by byte (4 passes, a 256-bin histogram
  * of the keys that match the bytes found so far); a compaction in id
  * order takes the keys above it and the lowest ids among those equal to
  * it; the <= 64 winners are placed by rank. Seven reads of the row in all,
  * from L2 when the logits were just written.
  */
-static __global__ void __launch_bounds__(TOP_THREADS) k_top(const float *x, int n, struct kern_top *out)
+static __global__ void __launch_bounds__(TOP_THREADS) k_top(const float *x, int n, const float *inv_t,
+							     struct kern_top *out)
 {
 	__shared__ float red[TOP_THREADS / WARP];
 	__shared__ uint32_t hist[256];
@@ -531,15 +533,21 @@ static __global__ void __launch_bounds__(TOP_THREADS) k_top(const float *x, int 
 		m = fmaxf(m, red[j]);
 	__syncthreads();
 	nan = block_sum(nan, red);
-	float sum = 0;
+	const float it = inv_t ? inv_t[blockIdx.x] : 1.0f;
+	float sum = 0, sum_t = 0;
 	if (nan == 0 && m > -INFINITY)
-		for (int i = tid; i < n; i += blockDim.x)
+		for (int i = tid; i < n; i += blockDim.x) {
 			sum += expf(r[i] - m);
+			sum_t += expf((r[i] - m) * it);
+		}
 	sum = block_sum(sum, red);
+	sum_t = block_sum(sum_t, red);
 	if (K <= 0) {
 		if (tid == 0) {
 			o->n = 0;
 			o->lse = -INFINITY;
+			o->lz = -INFINITY;
+			o->lz_t = -INFINITY;
 		}
 		return;
 	}
@@ -628,6 +636,8 @@ static __global__ void __launch_bounds__(TOP_THREADS) k_top(const float *x, int 
 	if (tid == 0) {
 		o->n = K;
 		o->lse = nan != 0 ? NAN : m > -INFINITY ? m + logf(sum) : -INFINITY;
+		o->lz = nan != 0 ? NAN : m > -INFINITY ? logf(sum) : -INFINITY;
+		o->lz_t = nan != 0 ? NAN : m > -INFINITY ? logf(sum_t) : -INFINITY;
 	}
 }
 

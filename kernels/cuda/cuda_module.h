@@ -19,7 +19,7 @@
 /* The version of this boundary: bumped whenever an entry point or a struct
  * below changes. The loader refuses a module built for another version
  * (a program and a module from different commits). */
-#define LCU_ABI 9
+#define LCU_ABI 10
 typedef int (*locus_cuda_abi_fn)(void);
 
 /* locus_cuda_init: called once, before anything else. */
@@ -49,7 +49,8 @@ enum lcu_kernel {
 	LCU_ARGMAX,    /* in: x (rows, n); out: ids (rows) as int32 */
 	LCU_GEMV,      /* in: qw (rows, q_row_bytes) of qtype, x (T, n) rounded to bf16 on the way;
 			* out: y (T, rows) = x . dequant(qw)^T, the decode path's fused GEMV */
-	LCU_TOP,       /* in: x (rows, n); out: top (rows), each row's struct kern_top */
+	LCU_TOP,       /* in: x (rows, n), w (rows) each row's inverse temperature or NULL (1);
+			* out: top (rows), each row's struct kern_top */
 	LCU_ATTN,      /* in: x = q (rows = tokens, n = n_head * hd), the cache k, v and the
 			* tables below; out: y (rows, n) = paged causal attention, bf16-rounded,
 			* by the path attn names */

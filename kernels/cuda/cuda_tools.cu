@@ -253,7 +253,11 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 		k_argmax<<<(unsigned)rows, 1024>>>(dx, (int)n, (int32_t *)dy);
 		break;
 	case LCU_TOP:
-		k_top<<<(unsigned)rows, TOP_THREADS>>>(dx, (int)n, (struct kern_top *)dy);
+		if (a->w) {
+			CU(cudaMalloc(&dw, rows * 4), "cudaMalloc");
+			CU(cudaMemcpy(dw, a->w, rows * 4, cudaMemcpyHostToDevice), "copy in");
+		}
+		k_top<<<(unsigned)rows, TOP_THREADS>>>(dx, (int)n, dw, (struct kern_top *)dy);
 		break;
 	case LCU_ATTN:
 	case LCU_QKV_POST:
@@ -628,7 +632,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 			free(hl);
 			CU(e, "kbench logits");
 			for (int T : {1, 16, 64}) {
-				float ms = kb_time(&t, runs, [&](int) { k_top<<<T, TOP_THREADS>>>(logits, V, tops); });
+				float ms = kb_time(&t, runs, [&](int) { k_top<<<T, TOP_THREADS>>>(logits, V, NULL, tops); });
 				double by = (double)T * V * 4;
 				printf("top-%d over %d, T=%-4d          %9.2f %9.0f %7.0f%%\n", KERN_TOP_K, V, T, ms * 1e3,
 				       by / (ms * 1e-3) / 1e9, 100 * by / (ms * 1e-3) / 1e9 / c.copy_gbps);

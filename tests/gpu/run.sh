@@ -261,6 +261,24 @@ else
 					else
 						bad "engine pin=on, sampled" "logit rows: top ${NTOP:-?}, whole ${NROW:-?} (expected top > 0, whole 0; metrics-pin-on.txt)"
 					fi
+					# OpenAI's defaults (T 1, top_k and top_p off): candidates first, the row
+					# fetched when the draw lands past them (path="top_miss"; a random-weights
+					# model's rows are flat, so most do here)
+					timeout 60 "$BIN/uring-bench" --url http://127.0.0.1:18181 -n 32 -c 8 --max-tokens 64 --ignore-eos \
+						--temperature 1 >"$L/bench-sampled-t1.txt" 2>&1 || bad "uring-bench sampled T 1" "see bench-sampled-t1.txt"
+					DTPS=$(sed -n 's/.*, \([0-9.]*\) tokens\/s.*/\1/p' "$L/bench-sampled-t1.txt")
+					{ exec 3<>/dev/tcp/127.0.0.1/18181 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3; } \
+						>"$L/metrics-pin-on-t1.txt" 2>/dev/null
+					exec 3<&-
+					NTOP2=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top"/ {print $2}' "$L/metrics-pin-on-t1.txt")
+					NMISS=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top_miss"/ {print $2}' "$L/metrics-pin-on-t1.txt")
+					NROW2=$(awk -F' ' '/^locus:logit_rows_total\{.*path="rows"/ {print $2}' "$L/metrics-pin-on-t1.txt")
+					NT1=$(( ${NTOP2:-0} - ${NTOP:-0} + ${NMISS:-0} )) 2>/dev/null || NT1=0
+					if [ "$NT1" -ge $((32 * 64)) ] 2>/dev/null && [ "${NROW2:-1}" -eq 0 ] 2>/dev/null; then
+						row "engine pin=on, sampled (T 1, no top-k/top-p), c=8" "${DTPS:-?} tok/s; of $NT1 rows, $(( ${NTOP2:-0} - ${NTOP:-0} )) sampled from the top-64 alone, ${NMISS:-?} fetched whole after them"
+					else
+						bad "engine pin=on, sampled T 1" "logit rows: top $(( ${NTOP2:-0} - ${NTOP:-0} )), top_miss ${NMISS:-?}, whole ${NROW2:-?} (expected top + top_miss >= 2048, whole 0; metrics-pin-on-t1.txt)"
+					fi
 				fi
 			else
 				bad "engine pin=$pin" "not ready: $(tail -n1 "$L/engine-$pin.log")"
