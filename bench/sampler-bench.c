@@ -156,7 +156,7 @@ int main(int argc, char **argv)
 			char a[64], b[64];
 			snprintf(a, sizeof(a), "%.1f [%.1f..%.1f]", t_whole[RUNS / 2], t_whole[0], t_whole[RUNS - 1]);
 			snprintf(b, sizeof(b), "%.2f [%.2f..%.2f]", t_top[RUNS / 2], t_top[0], t_top[RUNS - 1]);
-			printf("%-8s %-29s %24s %24s %6.0fx %8.0f%%\n", kinds[kind], cases[c].name, a, b,
+			printf("%-8s %-29s %24s %24s %6.1fx %8.0f%%\n", kinds[kind], cases[c].name, a, b,
 			       t_whole[RUNS / 2] / (t_top[RUNS / 2] > 0 ? t_top[RUNS / 2] : 1e-9),
 			       100.0 * (double)decided / (double)total);
 		}

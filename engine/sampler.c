@@ -1,8 +1,8 @@
 /*
  * sampler.c: penalties, top-k / top-p / min-p truncation, temperature and
- * a seeded draw. Truncation works on a candidate set found by partial
- * selection (grown 64, 256, ... until top-p's mass is covered), so a step
- * costs O(n_vocab) and not a full sort.
+ * a seeded draw. Nothing sorts the whole row: top-k by partial selection,
+ * top-p and the draw over the 64 largest and then buckets of the rest
+ * (whole_row_draw), so a step costs a few passes over n_vocab.
  */
 #include "engine/sampler.h"
 
@@ -13,6 +13,10 @@
 
 #include "alloc/alloc.h"
 #include "kernels/kernels.h"
+
+/* whole_row_draw's buckets of 1/32 nat below a row's maximum */
+#define TAIL_BUCKETS 1024
+#define BUCKETS_PER_NAT 32.0f
 
 void sampler_params_default(struct sampler_params *p)
 {
@@ -92,7 +96,10 @@ int sampler_scratch_init(struct sampler_scratch *w, int32_t n_vocab)
 	w->idx = alloc_array((size_t)n_vocab, sizeof(int32_t));
 	w->mark = alloc_array((size_t)n_vocab, 1);
 	w->sortbuf = alloc_array((size_t)n_vocab * 2, sizeof(uint64_t));
-	if (!w->prob || !w->raw || !w->idx || !w->mark || !w->sortbuf) {
+	w->prob1 = alloc_array((size_t)n_vocab, sizeof(float));
+	w->bkt = alloc_array((size_t)n_vocab, sizeof(uint16_t));
+	w->bsum = alloc_array(2 * TAIL_BUCKETS, sizeof(double));
+	if (!w->prob || !w->raw || !w->idx || !w->mark || !w->sortbuf || !w->prob1 || !w->bkt || !w->bsum) {
 		sampler_scratch_free(w);
 		return -ENOMEM;
 	}
@@ -106,6 +113,9 @@ void sampler_scratch_free(struct sampler_scratch *w)
 	alloc_free(w->idx);
 	alloc_free(w->mark);
 	alloc_free(w->sortbuf);
+	alloc_free(w->prob1);
+	alloc_free(w->bkt);
+	alloc_free(w->bsum);
 	memset(w, 0, sizeof(*w));
 }
 
@@ -296,64 +306,65 @@ static double logsumexp(const float *x, int32_t n, float mx)
 }
 
 /*
- * The order of a draw from a whole row (top_k off): the KERN_TOP_K largest
- * logits first, in `before` order (kern_top_select's), then the others in
- * id order. The candidates of a struct kern_top are that order's head, so
- * they decide alone every draw that lands among them (sampler_top_covers).
- * Fills idx[0..V); returns the head's length.
+ * A draw from a whole row (top_k off) walks its tokens from the largest
+ * logit down, ties by lower id: the candidates of a struct kern_top are
+ * that order's head, so they decide alone every draw that lands among them
+ * (sampler_top_covers). whole_row_draw does it without sorting the row:
+ * the head is the row's kern_top_select, the rest (the tail) falls in
+ * buckets of 1/32 nat below the maximum, summed in one pass; only the
+ * buckets where top_p's cut and the draw land are sorted. The head's
+ * arithmetic is that of the candidates' path, entry for entry.
  */
-static int32_t order_whole_row(struct sampler_scratch *w, const float *logits, int32_t V)
+
+/* The bucket of a tail logit v <= lmax: 0 for the largest; monotone. */
+static inline int tail_bucket(float v, float lmax)
 {
-	struct kern_top t;
-	kern_top_select(logits, V, &t);
-	for (int32_t i = 0; i < t.n; i++) {
-		w->idx[i] = t.id[i];
-		w->mark[t.id[i]] = 1;
-	}
-	int32_t m = t.n;
+	float d = (lmax - v) * BUCKETS_PER_NAT;
+	return d < (float)(TAIL_BUCKETS - 1) ? (int)d : TAIL_BUCKETS - 1;
+}
+
+/* The tail's entries of bucket b with a logit >= thr, into idx in the
+ * draw's order; returns their number. */
+static int32_t bucket_entries(struct sampler_scratch *w, const float *x, int32_t V, int b, float thr)
+{
+	int32_t m = 0;
 	for (int32_t i = 0; i < V; i++)
-		if (!w->mark[i])
+		if (w->bkt[i] == b && x[i] >= thr)
 			w->idx[m++] = i;
-	for (int32_t i = 0; i < t.n; i++)
-		w->mark[t.id[i]] = 0;
-	return t.n;
+	select_top(w->idx, m, m, x, w->sortbuf);
+	return m;
+}
+
+/* The last entry with a logit >= thr among bucket b's first m (all: -1),
+ * or -1. */
+static int32_t bucket_last(struct sampler_scratch *w, const float *x, int32_t V, int b, int32_t m, float thr)
+{
+	int32_t n = bucket_entries(w, x, V, b, m < 0 ? thr : -INFINITY), last = -1;
+	for (int32_t j = 0; j < n && (m < 0 || j < m); j++)
+		if (x[w->idx[j]] >= thr)
+			last = w->idx[j];
+	return last;
 }
 
 /*
- * Truncation and the draw, over candidates idx[0..n) of val (token ids into
- * the logits, or positions into a struct kern_top's list). idx[0..head),
- * head >= 1, are the head largest of them in descending order; the others
- * follow in a fixed order. Returns the chosen entry of idx.
+ * Truncation and the draw over idx[0..n), sorted in descending order of
+ * val (token ids into the logits, or positions into a struct kern_top's
+ * list). Returns the chosen entry of idx.
  */
-static int32_t truncate_draw(struct sampler *s, struct sampler_scratch *w, const float *val, int32_t n, int32_t head)
+static int32_t truncate_draw(struct sampler *s, struct sampler_scratch *w, const float *val, int32_t n)
 {
 	float lmax = val[w->idx[0]];
 	if (s->p.top_p < 1.0f) {
-		double z = 0;
+		double z = 0, cum = 0;
 		for (int32_t i = 0; i < n; i++)
 			z += weight(val[w->idx[i]], lmax, 1.0f);
-		/* The sorted head, else all sorted, until top_p of the mass is held. */
-		for (int32_t k = head;;) {
-			double cum = 0;
-			int32_t cut = -1;
-			for (int32_t i = 0; i < k; i++) {
-				cum += weight(val[w->idx[i]], lmax, 1.0f) / z;
-				if (cum >= s->p.top_p) {
-					cut = i + 1;
-					break;
-				}
-			}
-			if (cut > 0) {
-				n = cut;
+		for (int32_t i = 0; i < n; i++) {
+			cum += weight(val[w->idx[i]], lmax, 1.0f) / z;
+			if (cum >= s->p.top_p) {
+				n = i + 1;
 				break;
 			}
-			if (k == n)
-				break; /* rounding: keep everything */
-			/* past the head, all of them: one radix sort costs about
-			 * what one more quickselect would */
-			k = n;
-			select_top(w->idx, n, k, val, w->sortbuf);
-		}
+		} /* not reached (rounding): everything is kept */
 	}
 	if (s->p.min_p > 0.0f) {
 		float thr = lmax + logf(s->p.min_p);
@@ -377,6 +388,155 @@ static int32_t truncate_draw(struct sampler *s, struct sampler_scratch *w, const
 			return w->idx[i];
 	}
 	return w->idx[n - 1];
+}
+
+static int32_t whole_row_draw(struct sampler *s, struct sampler_scratch *w, const float *x)
+{
+	const int32_t V = s->n_vocab;
+	struct kern_top t;
+	kern_top_select(x, V, &t);
+	const int32_t K = t.n;
+	const float lmax = t.logit[0];
+	if (K == V || !isfinite(lmax) || !(t.logit[K - 1] == t.logit[K - 1])) {
+		/* all in the head, or NaN / infinite logits: sort the row */
+		for (int32_t i = 0; i < V; i++)
+			w->idx[i] = i;
+		select_top(w->idx, V, V, x, w->sortbuf);
+		return truncate_draw(s, w, x, V);
+	}
+	const float inv_t = 1.0f / s->p.temperature;
+	const bool want_p = s->p.top_p < 1.0f;
+	const float thr = s->p.min_p > 0.0f ? lmax + logf(s->p.min_p) : -INFINITY;
+	if (!want_p && t.logit[K - 1] < thr) {
+		/* min_p keeps a part of the head alone: no tail to weigh */
+		memcpy(w->idx, t.id, (size_t)K * sizeof(int32_t));
+		return truncate_draw(s, w, x, K);
+	}
+	double *z1b = w->bsum, *ztb = w->bsum + TAIL_BUCKETS; /* per bucket: weights at 1, at 1/T (>= thr) */
+	memset(w->bsum, 0, 2 * TAIL_BUCKETS * sizeof(double));
+	kern_exp_shift(x, w->prob, V, lmax, inv_t);
+	if (want_p && inv_t != 1.0f)
+		kern_exp_shift(x, w->prob1, V, lmax, 1.0f);
+	const float *p1 = inv_t != 1.0f ? w->prob1 : w->prob;
+	for (int32_t i = 0; i < K; i++)
+		w->mark[t.id[i]] = 1;
+	for (int32_t i = 0; i < V; i++) {
+		float v = x[i];
+		if (w->mark[i] || !(v > -INFINITY)) {
+			w->bkt[i] = UINT16_MAX; /* the head; -inf and NaN weigh nothing */
+			continue;
+		}
+		int b = tail_bucket(v, lmax);
+		w->bkt[i] = (uint16_t)b;
+		if (want_p)
+			z1b[b] += p1[i];
+		if (v >= thr)
+			ztb[b] += w->prob[i];
+	}
+	for (int32_t i = 0; i < K; i++)
+		w->mark[t.id[i]] = 0;
+
+	/* top_p: the set is the head's first hn, the tail's buckets below bc
+	 * and the first mc of bucket bc in the draw's order (mc < 0: none) */
+	int32_t hn = K, mc = -1;
+	int bc = TAIL_BUCKETS;
+	if (want_p) {
+		double z = 0, cum = 0;
+		for (int32_t i = 0; i < K; i++)
+			z += weight(t.logit[i], lmax, 1.0f);
+		for (int b = 0; b < TAIL_BUCKETS; b++)
+			z += z1b[b];
+		bool cut = false;
+		for (int32_t i = 0; i < K && !cut; i++) {
+			cum += weight(t.logit[i], lmax, 1.0f) / z;
+			if (cum >= s->p.top_p) {
+				hn = i + 1;
+				bc = 0;
+				cut = true;
+			}
+		}
+		for (int b = 0; b < TAIL_BUCKETS && !cut; b++) {
+			if (cum + z1b[b] / z < s->p.top_p) {
+				cum += z1b[b] / z;
+				continue;
+			}
+			int32_t m = bucket_entries(w, x, V, b, -INFINITY), j = 0;
+			while (j < m) {
+				cum += p1[w->idx[j++]] / z;
+				if (cum >= s->p.top_p)
+					break;
+			}
+			bc = b;
+			mc = j;
+			cut = true;
+		}
+		/* not cut (rounding): keep everything */
+	}
+	/* min_p: a prefix of the head; in the tail the weights >= thr only */
+	int32_t hk = 0;
+	while (hk < hn && t.logit[hk] >= thr)
+		hk++;
+	if (hk == 0)
+		hk = 1;
+
+	/* the draw */
+	float hw[KERN_TOP_K];
+	double tot = 0, part = 0;
+	for (int32_t i = 0; i < hk; i++) {
+		hw[i] = weight(t.logit[i], lmax, inv_t);
+		tot += hw[i];
+	}
+	for (int b = 0; b < bc; b++)
+		tot += ztb[b];
+	if (mc > 0) {
+		int32_t m = bucket_entries(w, x, V, bc, -INFINITY);
+		for (int32_t j = 0; j < mc && j < m; j++)
+			if (x[w->idx[j]] >= thr)
+				part += w->prob[w->idx[j]];
+		tot += part;
+	}
+	double u = rng_uniform(s->rng) * tot, acc = 0;
+	for (int32_t i = 0; i < hk; i++) {
+		acc += hw[i];
+		if (u < acc)
+			return t.id[i];
+	}
+	for (int b = 0; b < bc; b++) {
+		if (ztb[b] == 0 || u >= acc + ztb[b]) {
+			acc += ztb[b];
+			continue;
+		}
+		int32_t m = bucket_entries(w, x, V, b, thr);
+		for (int32_t j = 0; j < m; j++) {
+			acc += w->prob[w->idx[j]];
+			if (u < acc)
+				return w->idx[j];
+		}
+		return m > 0 ? w->idx[m - 1] : t.id[hk - 1]; /* rounding: the bucket's last */
+	}
+	if (part > 0) {
+		int32_t m = bucket_entries(w, x, V, bc, -INFINITY);
+		for (int32_t j = 0; j < mc && j < m; j++) {
+			if (x[w->idx[j]] < thr)
+				continue;
+			acc += w->prob[w->idx[j]];
+			if (u < acc)
+				return w->idx[j];
+		}
+	}
+	/* rounding: the set's last entry */
+	if (part > 0) {
+		int32_t last = bucket_last(w, x, V, bc, mc, thr);
+		if (last >= 0)
+			return last;
+	}
+	for (int b = bc < TAIL_BUCKETS ? bc - 1 : TAIL_BUCKETS - 1; b >= 0; b--)
+		if (ztb[b] > 0) {
+			int32_t last = bucket_last(w, x, V, b, -1, thr);
+			if (last >= 0)
+				return last;
+		}
+	return t.id[hk - 1];
 }
 
 int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logits, float *chosen_lp,
@@ -404,12 +564,18 @@ int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logi
 	if (s->p.temperature <= 0.0f) {
 		tok = argmax(logits, V);
 	} else if (s->p.top_k > 0 && s->p.top_k < V) {
-		for (int32_t i = 0; i < V; i++)
-			w->idx[i] = i;
-		select_top(w->idx, V, s->p.top_k, logits, w->sortbuf);
-		tok = truncate_draw(s, w, logits, s->p.top_k, s->p.top_k);
+		if (s->p.top_k <= KERN_TOP_K) { /* the same entries in the same order, in one pass */
+			struct kern_top t;
+			kern_top_select(logits, V, &t);
+			memcpy(w->idx, t.id, (size_t)s->p.top_k * sizeof(int32_t));
+		} else {
+			for (int32_t i = 0; i < V; i++)
+				w->idx[i] = i;
+			select_top(w->idx, V, s->p.top_k, logits, w->sortbuf);
+		}
+		tok = truncate_draw(s, w, logits, s->p.top_k);
 	} else {
-		tok = truncate_draw(s, w, logits, V, order_whole_row(w, logits, V));
+		tok = whole_row_draw(s, w, logits);
 	}
 	if (want_lp)
 		*chosen_lp = (float)(w->raw[tok] - lse);
@@ -428,7 +594,7 @@ bool sampler_top_ok(const struct sampler *s)
  * c, with the generator state rng: the chosen position in c, or -1 when
  * the truncation or the draw reaches past them. Each step is the whole
  * row's arithmetic on the same entries (the candidates are the head of
- * order_whole_row's order), except for the two sums over the whole row,
+ * whole_row_draw's order), except for the two sums over the whole row,
  * which come from c (lz, lz_t) when it holds fewer entries than the row:
  * those differ from the host's by rounding (~1e-6 relative from a device),
  * so where top_p's cumulative mass ends within that of top_p, the nucleus
@@ -517,7 +683,7 @@ int32_t sampler_sample_top(struct sampler *s, struct sampler_scratch *w, const s
 		if (s->p.top_k > 0 && s->p.top_k < s->n_vocab) {
 			for (int32_t i = 0; i < s->p.top_k; i++)
 				w->idx[i] = i;
-			pos = truncate_draw(s, w, c->logit, s->p.top_k, s->p.top_k);
+			pos = truncate_draw(s, w, c->logit, s->p.top_k);
 		} else {
 			pos = top_whole_draw(s, w, c, s->rng);
 		}

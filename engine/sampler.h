@@ -6,10 +6,12 @@
  * min-p, temperature, then a draw from the remaining distribution with the
  * request's own generator (xoshiro256**, seeded: deterministic per request).
  * temperature <= 0 is greedy: the argmax after penalties.
- * The draw walks the remaining tokens in a fixed order: sorted, largest
- * first, after top-k or top-p; otherwise the 64 largest sorted, then the
- * others by id. A backend's 64 top candidates (struct kern_top) are the
- * head of every such order, so they decide alone most draws without the row.
+ * The draw walks the remaining tokens from the largest logit down (ties by
+ * lower id), without sorting the whole row: past the 64 largest, tokens
+ * are summed in buckets of 1/32 nat and only the bucket where the draw (or
+ * top_p's cut) lands is sorted. A backend's 64 top candidates (struct
+ * kern_top) are the head of that order, so they decide alone every draw
+ * that lands among them.
  * Log-probabilities are those of the model's distribution (log-softmax of
  * the raw logits), as the OpenAI API reports them.
  *
@@ -51,6 +53,9 @@ struct sampler_scratch {
 	int32_t *idx;  /* (n_vocab) candidate ids */
 	uint8_t *mark; /* (n_vocab) all zero between calls */
 	uint64_t *sortbuf; /* (2 n_vocab) for sorting long candidate lists */
+	float *prob1;      /* (n_vocab) weights at temperature 1 */
+	uint16_t *bkt;     /* (n_vocab) each logit's bucket below the maximum */
+	double *bsum;      /* (2 x 1024) the buckets' weights */
 };
 
 int sampler_scratch_init(struct sampler_scratch *w, int32_t n_vocab);

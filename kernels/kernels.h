@@ -86,6 +86,11 @@ static inline uint32_t kern_top_key(float v)
 	return (c.u & 0x80000000u) ? ~c.u : c.u | 0x80000000u;
 }
 
+/* y[i] = exp((x[i] - shift) * scale), vectorized (relative error ~1e-7;
+ * arguments below exp's range give ~1e-38 rather than 0; NaN and -inf
+ * inputs are the caller's to leave out). */
+void kern_exp_shift(const float *x, float *y, int32_t n, float shift, float scale);
+
 /* The candidates alone: out->n, id and logit (the sums untouched). */
 void kern_top_select(const float *x, int32_t n, struct kern_top *out);
 /* The reference candidates of a row at inverse temperature inv_t (the CUDA

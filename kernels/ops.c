@@ -284,6 +284,18 @@ void kern_f32_to_f16_row(const float *x, uint16_t *y, int n)
 		y[i] = kern_f32_to_f16(x[i]);
 }
 
+void kern_exp_shift(const float *x, float *y, int32_t n, float shift, float scale)
+{
+	int32_t i = 0;
+#if VL
+	vf vs = v_set1(-shift), vk = v_set1(scale);
+	for (; i + VL <= n; i += VL)
+		v_store(y + i, v_exp(v_mul(v_add(v_load(x + i), vs), vk)));
+#endif
+	for (; i < n; i++)
+		y[i] = expf((x[i] - shift) * scale);
+}
+
 /* ---- attention ---- */
 
 /* s[i] = exp(s[i] - m) */

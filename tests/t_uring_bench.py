@@ -18,6 +18,8 @@ known behaviour (stdlib asyncio, loopback only, bounded in time).
   /inst/...   answers at once, naming its instance (X-Locus-Instance);
               two servers, A and B, check uring-bench's per-URL and
               per-instance counts with two --url.
+  /echo/...   answers at once and keeps the request body (the sampling
+              options uring-bench sends).
 
 Tolerances: a reported percentile may not be below the injected value
 by more than the histogram's relative error (0.1%); above, it may exceed
@@ -63,6 +65,7 @@ class Server:
         self.t0 = None
         self.stall_until = None
         self.stalled = False
+        self.bodies = []
 
     def reset(self):
         self.count = {}
@@ -142,6 +145,9 @@ class Server:
             if self.stall_until and now < self.stall_until:
                 wait = max(wait, self.stall_until - now)
             await asyncio.sleep(wait)
+            writer.write(self.whole(200, self.completion(1)))
+        elif mode == "echo":
+            self.bodies.append(body)
             writer.write(self.whole(200, self.completion(1)))
         elif mode == "inst":
             writer.write(self.whole(200, self.completion(1), extra=b"X-Locus-Instance: %s\r\n" % self.name.encode()))
@@ -332,6 +338,24 @@ def test_targets(port_a, port_b):
           "targets: per-instance counts from X-Locus-Instance match the per-URL counts", (inst, t))
 
 
+def test_sampling_fields(srv, port):
+    """The sampling options reach the request body; those not given are not sent."""
+    srv.bodies = []
+    p, js = bench(port, "/echo/v1/completions", "-n", 2, "-c", 1, "--temperature", 0.7, "--top-k", 5, "--top-p", 0.9,
+                  "--max-tokens", 3)
+    got = [json.loads(b) for b in srv.bodies]
+    check(p.returncode == 0 and len(got) == 2 and all(
+        g.get("temperature") == 0.7 and g.get("top_k") == 5 and abs(g.get("top_p", 0) - 0.9) < 1e-9 and
+        g.get("max_tokens") == 3 for g in got), "sampling fields sent: temperature, top_k, top_p, max_tokens", got)
+    srv.bodies = []
+    p, js = bench(port, "/echo/v1/completions", "-n", 1, "-c", 1)
+    got = [json.loads(b) for b in srv.bodies]
+    check(p.returncode == 0 and len(got) == 1 and "top_k" not in got[0] and "top_p" not in got[0],
+          "top_k, top_p not sent unless given", got)
+    p = subprocess.run([UB, "--top-p", "0"], capture_output=True, text=True)
+    check(p.returncode == 2 and "--top-p" in p.stderr, "usage: --top-p 0 refused", p.stderr)
+
+
 def test_errors(port):
     reset(port)
     p, js = bench(port, "/bad/v1/completions", "-n", 60, "-c", 2, "--stream", "--timeout", 0.5)
@@ -372,6 +396,7 @@ def main():
     test_sse(port, ["--epoll"], "sse (epoll)")
     test_stall(port)
     test_targets(port, port_b)
+    test_sampling_fields(srv, port)
     test_errors(port)
     loop.call_soon_threadsafe(loop.stop)
     loop_b.call_soon_threadsafe(loop_b.stop)

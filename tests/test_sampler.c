@@ -171,6 +171,143 @@ static void test_logprobs_and_large_vocab(void)
 }
 
 /*
+ * The whole-row draw (top_k off: the head of 64, the tail by buckets)
+ * against a reference written here from the definition: every token sorted
+ * by logit (ties by lower id), top_p's nucleus by cumulative softmax in
+ * double, min_p, then the inverse CDF at the sampler's own next uniform
+ * (xoshiro256**, read from s.rng before each draw). Rows of 20000 logits:
+ * an LM-like tail over shuffled ids, quantized so ties cross buckets, a few
+ * -inf (never drawn). Sums differ from the reference's only by rounding
+ * (float weights, another order): at most 2 of 2000 draws may differ, none
+ * may pick a -inf token or one outside the reference's set.
+ */
+static uint64_t ref_next(uint64_t *s)
+{
+	uint64_t r = ((s[1] * 5) << 7 | (s[1] * 5) >> 57) * 9, t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = s[3] << 45 | s[3] >> 19;
+	return r;
+}
+
+static const float *g_ref_x;
+static int ref_cmp(const void *a, const void *b)
+{
+	int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+	float x = g_ref_x[i], y = g_ref_x[j];
+	if (x != y)
+		return x > y ? -1 : 1;
+	return i < j ? -1 : 1;
+}
+
+static void test_whole_row_draw(void)
+{
+	const int V = 20000;
+	const struct {
+		float temp, top_p, min_p;
+	} cases[] = {{1.0f, 1.0f, 0.0f},  {0.7f, 0.9f, 0.0f},   {1.3f, 0.95f, 0.01f},
+		     {0.8f, 1.0f, 0.002f}, {2.0f, 0.5f, 0.0f},   {1.0f, 0.99f, 0.0f}};
+	float *x = malloc(sizeof(float) * V), *lg = malloc(sizeof(float) * V);
+	int32_t *ord = malloc(sizeof(int32_t) * V), *perm = malloc(sizeof(int32_t) * V);
+	double *wt = malloc(sizeof(double) * V);
+	uint64_t r = 7;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct sampler_params p = plain();
+		p.temperature = cases[c].temp;
+		p.top_p = cases[c].top_p;
+		p.min_p = cases[c].min_p;
+		p.seed = 500 + c;
+		struct sampler s;
+		sampler_init(&s, &p, V);
+		int diff = 0, bad = 0, tail = 0, n = V;
+		float lmax = 0;
+		double tot = 0;
+		for (int it = 0; it < 2000; it++) {
+			if (it % 50 == 0) { /* a new row every 50 draws */
+				for (int i = 0; i < V; i++)
+					perm[i] = i;
+				for (int i = V - 1; i > 0; i--) {
+					r = r * 6364136223846793005ull + 1442695040888963407ull;
+					int j = (int)((r >> 33) % (uint64_t)(i + 1));
+					int32_t t = perm[i];
+					perm[i] = perm[j];
+					perm[j] = t;
+				}
+				double slope = 0.6 + 0.1 * (it / 50 % 8); /* from flat to peaked */
+				for (int k = 0; k < V; k++)
+					x[perm[k]] = roundf((float)(-slope * log(k + 1.0)) * 64) / 64 + 5;
+				for (int k = 0; k < 7; k++)
+					x[perm[V - 1 - k * 997]] = -INFINITY;
+				/* the reference's set and weights for this row */
+				for (int i = 0; i < V; i++)
+					ord[i] = i;
+				g_ref_x = x;
+				qsort(ord, (size_t)V, sizeof(int32_t), ref_cmp);
+				lmax = x[ord[0]];
+				n = V;
+				if (p.top_p < 1.0f) {
+					double z = 0, cum = 0;
+					for (int i = 0; i < V; i++)
+						z += exp((double)x[ord[i]] - lmax);
+					for (int i = 0; i < V; i++) {
+						cum += exp((double)x[ord[i]] - lmax) / z;
+						if (cum >= p.top_p) {
+							n = i + 1;
+							break;
+						}
+					}
+				}
+				if (p.min_p > 0.0f) {
+					float thr = lmax + logf(p.min_p);
+					int m = 0;
+					while (m < n && x[ord[m]] >= thr)
+						m++;
+					n = m;
+				}
+				tot = 0;
+				for (int i = 0; i < n; i++) {
+					wt[i] = exp((double)(x[ord[i]] - lmax) / p.temperature);
+					tot += wt[i];
+				}
+			}
+			double acc = 0;
+			uint64_t g[4];
+			memcpy(g, s.rng, sizeof(g));
+			double u = (double)(ref_next(g) >> 11) * (1.0 / 9007199254740992.0) * tot;
+			int want = ord[n - 1], rank = n - 1;
+			for (int i = 0; i < n; i++) {
+				acc += wt[i];
+				if (u < acc) {
+					want = ord[i];
+					rank = i;
+					break;
+				}
+			}
+			memcpy(lg, x, sizeof(float) * V);
+			int32_t got = sampler_sample(&s, &g_w, lg, NULL, NULL, 0);
+			diff += got != want;
+			bool in = false;
+			for (int i = 0; i < n && !in; i++)
+				in = ord[i] == got;
+			bad += !in || !(x[got] > -INFINITY);
+			tail += rank >= KERN_TOP_K;
+		}
+		CHECK(diff <= 2 && bad == 0, "case %zu: %d of 2000 draws differ from the reference, %d outside its set", c,
+		      diff, bad);
+		CHECK(tail > 0, "case %zu: no draw reached past the 64 largest (the tail is untested)", c);
+		sampler_free(&s);
+	}
+	free(x);
+	free(lg);
+	free(ord);
+	free(perm);
+	free(wt);
+}
+
+/*
  * sampler_sample_top against sampler_sample: two samplers with one seed,
  * one fed whole rows, the other the rows' struct kern_top, and the whole
  * row only where sampler_top_covers says the candidates do not decide (as
@@ -336,6 +473,7 @@ int main(void)
 	test_distribution();
 	test_greedy_penalty_seed();
 	test_logprobs_and_large_vocab();
+	test_whole_row_draw();
 	test_sample_from_top();
 	test_stop();
 	test_kv();

@@ -56,6 +56,7 @@ static void usage(FILE *f)
 	           "  --ignore-eos          ask the server to generate exactly max_tokens (vLLM, llama.cpp, Locus)\n"
 	           "  --temperature T       (default 0)\n"
 	           "  --top-k K             top_k (default: not sent)\n"
+	           "  --top-p P             top_p, 0 < P <= 1 (default: not sent)\n"
 	           "  --stream              stream: true; report TTFT, inter-token latency and TPOT\n"
 	           "  --api-key KEY         Authorization: Bearer KEY (default: $OPENAI_API_KEY if set)\n"
 	           "\n"
@@ -233,6 +234,8 @@ static void build_request(const struct ub_opts *o, const struct ub_target *t, co
 	cJSON_AddNumberToObject(j, "temperature", o->temperature);
 	if (o->top_k > 0)
 		cJSON_AddNumberToObject(j, "top_k", o->top_k);
+	if (o->top_p < 1)
+		cJSON_AddNumberToObject(j, "top_p", o->top_p);
 	if (o->ignore_eos)
 		cJSON_AddBoolToObject(j, "ignore_eos", 1);
 	if (o->stream) {
@@ -421,6 +424,7 @@ int main(int argc, char **argv)
 	o.burstiness = 1.0;
 	o.timeout_s = 120;
 	o.max_tokens = 64;
+	o.top_p = 1;
 	o.seed = 1;
 	o.api_key = getenv("OPENAI_API_KEY");
 	const char *urls[UB_MAX_TARGETS];
@@ -437,6 +441,7 @@ int main(int argc, char **argv)
 		O_IGNORE_EOS,
 		O_TEMP,
 		O_TOP_K,
+		O_TOP_P,
 		O_STREAM,
 		O_API_KEY,
 		O_RATE,
@@ -460,6 +465,7 @@ int main(int argc, char **argv)
 	    {"ignore-eos", 0, 0, O_IGNORE_EOS},
 	    {"temperature", 1, 0, O_TEMP},
 	    {"top-k", 1, 0, O_TOP_K},
+	    {"top-p", 1, 0, O_TOP_P},
 	    {"stream", 0, 0, O_STREAM},
 	    {"api-key", 1, 0, O_API_KEY},
 	    {"rate", 1, 0, O_RATE},
@@ -544,6 +550,9 @@ int main(int argc, char **argv)
 			break;
 		case O_TOP_K:
 			NUM(o.top_k, 1, 1 << 24, "--top-k");
+			break;
+		case O_TOP_P:
+			NUM(o.top_p, 1e-6, 1, "--top-p");
 			break;
 		case O_STREAM:
 			o.stream = true;

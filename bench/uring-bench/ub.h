@@ -58,7 +58,8 @@ struct ub_opts {
 	bool force_epoll;
 	int max_tokens;
 	double temperature;
-	int top_k; /* sent when > 0 */
+	int top_k;    /* sent when > 0 */
+	double top_p; /* sent when < 1 */
 	const char *model;
 	const char *api_key;
 	char **prompts;
