@@ -254,8 +254,8 @@ else
 					{ exec 3<>/dev/tcp/127.0.0.1/18181 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3; } \
 						>"$L/metrics-pin-on.txt" 2>/dev/null
 					exec 3<&-
-					NTOP=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top"/ {print $2}' "$L/metrics-pin-on.txt")
-					NROW=$(awk -F' ' '/^locus:logit_rows_total\{.*path="rows"/ {print $2}' "$L/metrics-pin-on.txt")
+					NTOP=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top"/ {s += $2} END {print s + 0}' "$L/metrics-pin-on.txt")
+					NROW=$(awk -F' ' '/^locus:logit_rows_total\{.*path="rows"/ {s += $2} END {print s + 0}' "$L/metrics-pin-on.txt")
 					if [ "${NTOP:-0}" -gt 0 ] 2>/dev/null && [ "${NROW:-1}" -eq 0 ] 2>/dev/null; then
 						row "engine pin=on, sampled (T 0.8, top-k 40), c=8" "${STPS:-?} tok/s; $NTOP rows sampled from the device's top-64, $NROW fetched whole"
 					else
@@ -270,9 +270,9 @@ else
 					{ exec 3<>/dev/tcp/127.0.0.1/18181 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3; } \
 						>"$L/metrics-pin-on-t1.txt" 2>/dev/null
 					exec 3<&-
-					NTOP2=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top"/ {print $2}' "$L/metrics-pin-on-t1.txt")
-					NMISS=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top_miss"/ {print $2}' "$L/metrics-pin-on-t1.txt")
-					NROW2=$(awk -F' ' '/^locus:logit_rows_total\{.*path="rows"/ {print $2}' "$L/metrics-pin-on-t1.txt")
+					NTOP2=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top"/ {s += $2} END {print s + 0}' "$L/metrics-pin-on-t1.txt")
+					NMISS=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top_miss"/ {s += $2} END {print s + 0}' "$L/metrics-pin-on-t1.txt")
+					NROW2=$(awk -F' ' '/^locus:logit_rows_total\{.*path="rows"/ {s += $2} END {print s + 0}' "$L/metrics-pin-on-t1.txt")
 					NT1=$(( ${NTOP2:-0} - ${NTOP:-0} + ${NMISS:-0} )) 2>/dev/null || NT1=0
 					if [ "$NT1" -ge $((32 * 64)) ] 2>/dev/null && [ "${NROW2:-1}" -eq 0 ] 2>/dev/null; then
 						row "engine pin=on, sampled (T 1, no top-k/top-p), c=8" "${DTPS:-?} tok/s; of $NT1 rows, $(( ${NTOP2:-0} - ${NTOP:-0} )) sampled from the top-64 alone, ${NMISS:-?} fetched whole after them"
