@@ -51,11 +51,24 @@ def healthy(port, timeout=10.0):
     return False
 
 
+def port_base():
+    """A base for the engines' and nginx's ports (base .. base + 100) below
+    the kernel's ephemeral range: there a client socket of a test running
+    alongside could hold one of them (it did: "Address already in use")."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    span = max(1000, min(10000, low - 10200))
+    return 10000 + os.getpid() % span
+
+
 class Lab:
     def __init__(self, tmp, model):
         self.tmp = tmp
         self.model = model
-        self.base = 31000 + os.getpid() % 2000
+        self.base = port_base()
         self.lb = self.base + 100
         self.engines = {}
         self.nginx = None
