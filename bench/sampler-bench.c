@@ -86,12 +86,17 @@ int main(int argc, char **argv)
 	static const struct {
 		const char *name;
 		float temp, top_p, min_p;
-		int top_k;
+		int top_k, logprobs; /* logprobs < 0: none */
 	} cases[] = {
-	    {"T 1 (OpenAI defaults)", 1.0f, 1.0f, 0.0f, 0}, {"T 0.8, top_p 0.9", 0.8f, 0.9f, 0.0f, 0},
-	    {"T 0.8, top_p 0.95", 0.8f, 0.95f, 0.0f, 0},    {"T 0.7, min_p 0.1", 0.7f, 1.0f, 0.1f, 0},
-	    {"T 0.8, top_k 40, top_p 0.95", 0.8f, 0.95f, 0.05f, 40},
+	    {"T 1 (OpenAI defaults)", 1.0f, 1.0f, 0.0f, 0, -1},
+	    {"T 0.8, top_p 0.9", 0.8f, 0.9f, 0.0f, 0, -1},
+	    {"T 0.8, top_p 0.95", 0.8f, 0.95f, 0.0f, 0, -1},
+	    {"T 0.7, min_p 0.1", 0.7f, 1.0f, 0.1f, 0, -1},
+	    {"T 0.8, top_k 40, top_p 0.95", 0.8f, 0.95f, 0.05f, 40, -1},
+	    {"T 0.8, top_k 40, logprobs 5", 0.8f, 1.0f, 0.0f, 40, 5},
 	};
+	float lp;
+	struct sampler_logprob top[20];
 	static const char *const kinds[] = {"zipf", "peaked", "flat"};
 	float *rows = malloc(sizeof(float) * (size_t)V * ROWS), *work = malloc(sizeof(float) * (size_t)V);
 	int32_t *perm = malloc(sizeof(int32_t) * (size_t)V);
@@ -129,17 +134,20 @@ int main(int argc, char **argv)
 				double t0 = now_s();
 				for (int d = 0; d < DRAWS; d++) {
 					memcpy(work, rows + (size_t)(d % ROWS) * V, sizeof(float) * (size_t)V);
-					sampler_sample(&a, &w, work, NULL, NULL, 0);
+					sampler_sample(&a, &w, work, cases[c].logprobs >= 0 ? &lp : NULL, top,
+						       cases[c].logprobs);
 				}
 				double t1 = now_s();
 				for (int d = 0; d < DRAWS; d++) {
 					const struct kern_top *t = &tops[d % ROWS];
 					if (sampler_top_covers(&b, &w, t)) {
-						sampler_sample_top(&b, &w, t, NULL, NULL, 0);
+						sampler_sample_top(&b, &w, t, cases[c].logprobs >= 0 ? &lp : NULL, top,
+								   cases[c].logprobs);
 						decided++;
 					} else {
 						memcpy(work, rows + (size_t)(d % ROWS) * V, sizeof(float) * (size_t)V);
-						sampler_sample(&b, &w, work, NULL, NULL, 0);
+						sampler_sample(&b, &w, work, cases[c].logprobs >= 0 ? &lp : NULL, top,
+							       cases[c].logprobs);
 					}
 					total++;
 				}

@@ -305,6 +305,25 @@ static double logsumexp(const float *x, int32_t n, float mx)
 	return sum > 0 ? mx + log(sum) : -INFINITY; /* n = 0: the log of an empty sum */
 }
 
+/* The same for a whole row, with the terms from kern_exp_shift (float,
+ * vectorized) summed in double; NaN when a logit is; logsumexp itself when
+ * the maximum is not finite. */
+static double row_logsumexp(struct sampler_scratch *w, const float *x, int32_t V)
+{
+	float mx = x[argmax(x, V)];
+	if (!isfinite(mx))
+		return logsumexp(x, V, mx);
+	kern_exp_shift(x, w->prob1, V, mx, 1.0f);
+	double sum = 0;
+	bool nan = false;
+	for (int32_t i = 0; i < V; i++) {
+		nan |= x[i] != x[i];
+		if (x[i] > -INFINITY) /* kern_exp_shift gives ~1e-38 for -inf */
+			sum += w->prob1[i];
+	}
+	return nan ? NAN : sum > 0 ? mx + log(sum) : -INFINITY; /* sum >= 1: the maximum's own term */
+}
+
 /*
  * A draw from a whole row (top_k off) walks its tokens from the largest
  * logit down, ties by lower id: the candidates of a struct kern_top are
@@ -549,13 +568,14 @@ int32_t sampler_sample(struct sampler *s, struct sampler_scratch *w, float *logi
 	double lse = 0;
 	if (want_lp) {
 		memcpy(w->raw, logits, (size_t)V * sizeof(float));
-		lse = logsumexp(w->raw, V, w->raw[argmax(w->raw, V)]);
-		if (n_top > 0) {
-			for (int32_t i = 0; i < V; i++)
-				w->idx[i] = i;
-			select_top(w->idx, V, n_top, w->raw, NULL);
+		lse = row_logsumexp(w, w->raw, V);
+		if (n_top > 0) { /* n_top <= 20: the first of the candidates */
+			struct kern_top t;
+			kern_top_select(w->raw, V, &t);
+			if (n_top > t.n)
+				n_top = t.n;
 			for (int i = 0; i < n_top; i++)
-				top[i] = (struct sampler_logprob){w->idx[i], (float)(w->raw[w->idx[i]] - lse)};
+				top[i] = (struct sampler_logprob){t.id[i], (float)(t.logit[i] - lse)};
 		}
 	}
 	apply_penalties(s, w->mark, logits);
