@@ -645,10 +645,12 @@ int dispatcher_start(struct dispatcher **out, const struct dispatcher_init *in, 
 	d->notify_user = in->notify_user;
 	/* LOCUS_SAMPLE_FROM_TOP=1 takes the candidates path on any backend
 	 * (rows computed, candidates picked on the host): the tests check with
-	 * it that the path the CUDA backend takes samples as the rows do. */
+	 * it that the path the CUDA backend takes samples as the rows do; =0
+	 * takes whole rows on any backend (tests/gpu/run.sh compares the two
+	 * on the GPU). */
 	const char *ft = getenv("LOCUS_SAMPLE_FROM_TOP");
 	d->top_native = kern_backend_top_native(in->be);
-	d->top_path = d->top_native || (ft && !strcmp(ft, "1"));
+	d->top_path = ft && !strcmp(ft, "0") ? false : d->top_native || (ft && !strcmp(ft, "1"));
 	/* Everything admitted to the node (n_queued) can end up waiting at once
 	 * after preemptions: size the queue for all of it. */
 	d->cap_waiting = in->cfg.max_waiting + in->cfg.max_seqs + 1;

@@ -162,6 +162,62 @@ for m in s-Q8_0 l3-bf16; do
 	fi
 done
 
+# 4b. sampled through the engine: the device's candidates (and the rows fetched
+# after them) against whole rows (LOCUS_SAMPLE_FROM_TOP=0), the same seeded
+# requests one at a time, so both engines compute the same logits. An untied
+# output makes the rows flat enough that many draws land past the 64 (with
+# tied embeddings a random model repeats its last token).
+note "sampled: candidates vs whole rows"
+mk samp-bf16 --layers 2 --dim 512 --heads 4 --kv-heads 1 --ffn 1536 --type BF16 --output-type BF16 --tokenizer "$TOK"
+post() { # port, JSON body: the response, headers and body
+	{ exec 4<>"/dev/tcp/127.0.0.1/$1" &&
+		printf 'POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
+			"${#2}" "$2" >&4 && timeout 20 cat <&4; } 2>/dev/null
+	exec 4<&-
+}
+metric() { # file, path label: the count of logit rows
+	awk -v p="path=\"$2\"" '/^locus:logit_rows_total\{/ && index($0, p) {s += $2} END {print s + 0}' "$1" 2>/dev/null || echo 0
+}
+PIDS='"prompt":[1,300,301,302,303,304,305],"max_tokens":32,"ignore_eos":true'
+REQS=("{$PIDS,\"temperature\":1,\"seed\":11}" "{$PIDS,\"temperature\":0.8,\"top_p\":0.9,\"seed\":12}"
+	"{$PIDS,\"temperature\":0.7,\"min_p\":0.05,\"seed\":13}" "{$PIDS,\"temperature\":0.9,\"top_k\":40,\"logprobs\":2,\"seed\":14}")
+printf '[server]\nlisten = 127.0.0.1:18182\n[model]\npath = %s\n[backend]\ntype = cuda\n[numa]\npin = off\n[kv]\nmemory = 256MiB\n' \
+	"$W/samp-bf16.gguf" >"$W/e-s.conf"
+for mode in top whole; do
+	if [ $mode = top ]; then FT=; else FT=0; fi
+	LOCUS_SAMPLE_FROM_TOP=$FT "$BIN/engine" --config "$W/e-s.conf" >"$L/engine-s-$mode.log" 2>&1 &
+	EP=$!
+	for _ in $(seq 1 60); do
+		grep -q 'engine: ready' "$L/engine-s-$mode.log" && break
+		kill -0 "$EP" 2>/dev/null || break
+		sleep 0.5
+	done
+	: >"$L/sampled-$mode.txt"
+	if grep -q 'engine: ready' "$L/engine-s-$mode.log"; then
+		for r in "${REQS[@]}"; do
+			post 18182 "$r" | grep -o '"text":"\([^"\\]\|\\.\)*"' >>"$L/sampled-$mode.txt"
+		done
+		{ exec 3<>/dev/tcp/127.0.0.1/18182 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3; } \
+			>"$L/metrics-s-$mode.txt" 2>/dev/null
+		exec 3<&-
+	fi
+	kill "$EP" 2>/dev/null
+	wait "$EP" 2>/dev/null
+	EP=
+done
+NT=$(metric "$L/metrics-s-top.txt" top)
+NM=$(metric "$L/metrics-s-top.txt" top_miss)
+NW=$(metric "$L/metrics-s-whole.txt" rows)
+if [ "$(wc -l <"$L/sampled-top.txt")" -ne 4 ] || [ "$(wc -l <"$L/sampled-whole.txt")" -ne 4 ]; then
+	bad "sampled, candidates vs whole rows" "not 4 answers each (engine-s-*.log, sampled-*.txt)"
+elif ! cmp -s "$L/sampled-top.txt" "$L/sampled-whole.txt"; then
+	bad "sampled, candidates vs whole rows" "texts differ (sampled-top.txt, sampled-whole.txt)"
+elif [ "$NT" -gt 0 ] && [ "$NM" -gt 0 ] && [ "$NW" -ge 128 ]; then
+	row "sampled, candidates vs whole rows (samp-bf16, 4 x 32 tokens)" "same texts; $NT rows from the top-64 alone, $NM fetched after them; the other engine $NW whole rows"
+else
+	bad "sampled, candidates vs whole rows" "paths: top $NT, top_miss $NM, whole $NW (expected top > 0, top_miss > 0, whole >= 128)"
+fi
+
 # 5. Llama-3-8B-shaped bf16 (about 16 GB: in memory when /dev/shm has room)
 if [ "${SKIP_8B:-0}" = 1 ]; then
 	row "8B-shaped model" "skipped (SKIP_8B=1)"
