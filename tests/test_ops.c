@@ -266,8 +266,38 @@ static void test_top(void)
 	}
 }
 
+/*
+ * kern_exp_shift against exp in double: random arguments (x - shift) * scale
+ * from -80 to +10, every length from 1 to 40 (the vector body and its
+ * tail) and a long one; relative error at most 1e-6 against exp of the
+ * argument as float arithmetic rounds it (float exp is ~1e-7).
+ */
+static void test_exp_shift(void)
+{
+	float x[1000], y[1000];
+	double worst = 0;
+	for (int n = 1; n <= 1000; n = n < 40 ? n + 1 : 1000) {
+		float shift = frand() * 4, scale = 0.5f + (frand() + 1) * 1.5f;
+		for (int i = 0; i < n; i++)
+			x[i] = shift + (float)(-80 + 90 * (frand() + 1) / 2) / scale;
+		for (int i = 0; i < n; i++)
+			y[i] = NAN; /* poisoned */
+		kern_exp_shift(x, y, n, shift, scale);
+		for (int i = 0; i < n; i++) {
+			float a = (x[i] - shift) * scale; /* the argument as the kernel rounds it */
+			double want = exp((double)a);
+			double e = fabs(y[i] - want) / want;
+			worst = e > worst || e != e ? e : worst;
+		}
+		if (n == 1000)
+			break;
+	}
+	CHECK(worst <= 1e-6, "kern_exp_shift: relative error %.3g (bound 1e-6)", worst);
+}
+
 int main(void)
 {
+	test_exp_shift();
 	test_argmax();
 	test_top();
 	test_rmsnorm();
