@@ -244,7 +244,7 @@ static void radix_sort_top(int32_t *idx, int32_t n, const float *val, uint64_t *
 
 /* Moves the k first of idx[0..n) in that order to idx[0..k), sorted:
  * quickselect to partition (none when k = n), then a shell sort of the
- * head, or the radix sort when it is long and tmp (2k) is given. */
+ * head, or the radix sort when it is long (tmp: 2k). */
 static void select_top(int32_t *idx, int32_t n, int32_t k, const float *val, uint64_t *tmp)
 {
 	if (k > n)
@@ -271,7 +271,7 @@ static void select_top(int32_t *idx, int32_t n, int32_t k, const float *val, uin
 		else
 			break;
 	}
-	if (tmp && k > 256) {
+	if (k > 256) {
 		radix_sort_top(idx, k, val, tmp);
 		return;
 	}
@@ -322,6 +322,46 @@ static double row_logsumexp(struct sampler_scratch *w, const float *x, int32_t V
 			sum += w->prob1[i];
 	}
 	return nan ? NAN : sum > 0 ? mx + log(sum) : -INFINITY; /* sum >= 1: the maximum's own term */
+}
+
+/*
+ * The head of a draw from a whole row: t's sorted candidates, max lmax. The
+ * whole-row draw and the candidates' path both run these, so they do the
+ * same arithmetic entry for entry.
+ */
+/* top_p's cut within the head for a row of mass z (at temperature 1): the
+ * entries kept, or -1 with *cum the head's share when it holds less. */
+static int32_t head_top_p(const struct kern_top *t, float lmax, double z, float top_p, double *cum)
+{
+	double c = 0;
+	for (int32_t i = 0; i < t->n; i++) {
+		c += weight(t->logit[i], lmax, 1.0f) / z;
+		if (c >= top_p)
+			return i + 1;
+	}
+	*cum = c;
+	return -1;
+}
+
+/* min_p over the head's first n: how many pass (a prefix: sorted, NaN-free;
+ * at least the maximum). */
+static int32_t head_min_p(const struct kern_top *t, int32_t n, float thr)
+{
+	int32_t m = 0;
+	while (m < n && t->logit[m] >= thr)
+		m++;
+	return m > 0 ? m : 1;
+}
+
+/* The head's first n weights at 1/inv_t into wt; returns their sum. */
+static double head_weights(const struct kern_top *t, int32_t n, float lmax, float inv_t, float *wt)
+{
+	double tot = 0;
+	for (int32_t i = 0; i < n; i++) {
+		wt[i] = weight(t->logit[i], lmax, inv_t);
+		tot += wt[i];
+	}
+	return tot;
 }
 
 /*
@@ -465,16 +505,12 @@ static int32_t whole_row_draw(struct sampler *s, struct sampler_scratch *w, cons
 			z += weight(t.logit[i], lmax, 1.0f);
 		for (int b = 0; b < TAIL_BUCKETS; b++)
 			z += z1b[b];
-		bool cut = false;
-		for (int32_t i = 0; i < K && !cut; i++) {
-			cum += weight(t.logit[i], lmax, 1.0f) / z;
-			if (cum >= s->p.top_p) {
-				hn = i + 1;
-				bc = 0;
-				cut = true;
-			}
+		int32_t cut = head_top_p(&t, lmax, z, s->p.top_p, &cum);
+		if (cut > 0) {
+			hn = cut;
+			bc = 0;
 		}
-		for (int b = 0; b < TAIL_BUCKETS && !cut; b++) {
+		for (int b = 0; b < TAIL_BUCKETS && cut < 0; b++) {
 			if (cum + z1b[b] / z < s->p.top_p) {
 				cum += z1b[b] / z;
 				continue;
@@ -487,24 +523,16 @@ static int32_t whole_row_draw(struct sampler *s, struct sampler_scratch *w, cons
 			}
 			bc = b;
 			mc = j;
-			cut = true;
+			cut = 0;
 		}
 		/* not cut (rounding): keep everything */
 	}
 	/* min_p: a prefix of the head; in the tail the weights >= thr only */
-	int32_t hk = 0;
-	while (hk < hn && t.logit[hk] >= thr)
-		hk++;
-	if (hk == 0)
-		hk = 1;
+	const int32_t hk = head_min_p(&t, hn, thr);
 
 	/* the draw */
 	float hw[KERN_TOP_K];
-	double tot = 0, part = 0;
-	for (int32_t i = 0; i < hk; i++) {
-		hw[i] = weight(t.logit[i], lmax, inv_t);
-		tot += hw[i];
-	}
+	double tot = head_weights(&t, hk, lmax, inv_t, hw), part = 0;
 	for (int b = 0; b < bc; b++)
 		tot += ztb[b];
 	if (mc > 0) {
@@ -632,21 +660,13 @@ static int32_t top_whole_draw(const struct sampler *s, struct sampler_scratch *w
 	int32_t n = K;  /* entries of the draw among the candidates */
 	bool past = !all; /* the draw also covers the entries past them */
 	if (s->p.top_p < 1.0f) {
-		double z = 0;
+		double z = 0, cum;
 		if (all)
 			for (int32_t i = 0; i < K; i++)
 				z += weight(c->logit[i], lmax, 1.0f);
 		else
 			z = exp((double)c->lz);
-		double cum = 0;
-		int32_t cut = -1;
-		for (int32_t i = 0; i < K; i++) {
-			cum += weight(c->logit[i], lmax, 1.0f) / z;
-			if (cum >= s->p.top_p) {
-				cut = i + 1;
-				break;
-			}
-		}
+		int32_t cut = head_top_p(c, lmax, z, s->p.top_p, &cum);
 		if (cut < 0 && !all)
 			return -1; /* the nucleus is larger than the candidates */
 		if (cut > 0) {
@@ -659,18 +679,9 @@ static int32_t top_whole_draw(const struct sampler *s, struct sampler_scratch *w
 		if (past && c->logit[K - 1] >= thr)
 			return -1; /* entries past the candidates may pass the filter */
 		past = false;
-		int32_t m = 0;
-		while (m < n && c->logit[m] >= thr)
-			m++; /* the candidates are sorted and NaN-free: the kept ones are a prefix */
-		n = m > 0 ? m : 1;
+		n = head_min_p(c, n, thr);
 	}
-	double tot = 0;
-	float inv_t = 1.0f / s->p.temperature;
-	for (int32_t i = 0; i < n; i++) {
-		float e = weight(c->logit[i], lmax, inv_t);
-		w->prob[i] = e;
-		tot += e;
-	}
+	double tot = head_weights(c, n, lmax, 1.0f / s->p.temperature, w->prob);
 	if (past)
 		tot = exp((double)c->lz_t); /* the whole row's sum at this temperature */
 	double u = rng_uniform(rng) * tot, acc = 0;

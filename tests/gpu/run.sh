@@ -41,6 +41,32 @@ elapsed() { echo $(($(date +%s) - T0)); }
 note() { echo "[$(elapsed)s] $*"; }
 row() { echo "| $1 | $2 |" >>"$S"; }
 bad() { FAILED=1; row "$1" "FAIL: $2"; note "FAIL $1: $2"; }
+# engine_up CONF LOG SECONDS: starts the engine in the background (EP) and
+# waits until it says ready; fails when it exits or the time runs out
+engine_up() {
+	"$BIN/engine" --config "$1" >"$2" 2>&1 &
+	EP=$!
+	for _ in $(seq 1 $(($3 * 2))); do
+		grep -q 'engine: ready' "$2" && return 0
+		kill -0 "$EP" 2>/dev/null || return 1
+		sleep 0.5
+	done
+	return 1
+}
+engine_down() { # SIGTERM, 10 s to drain, then SIGKILL
+	kill "$EP" 2>/dev/null
+	for _ in $(seq 1 20); do kill -0 "$EP" 2>/dev/null || break; sleep 0.5; done
+	kill -9 "$EP" 2>/dev/null
+	wait "$EP" 2>/dev/null
+	EP=
+}
+get_metrics() { # PORT FILE: GET /metrics
+	{ exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3; } >"$2" 2>/dev/null
+	exec 3<&-
+}
+metric() { # FILE LABEL: the logit rows sampled by path LABEL (0 when absent)
+	awk -v p="path=\"$2\"" '/^locus:logit_rows_total\{/ && index($0, p) {s += $2} END {print s + 0}' "$1" 2>/dev/null || echo 0
+}
 finish() {
 	[ -n "$EP" ] && kill -9 "$EP" 2>/dev/null
 	echo "| total | $(elapsed) s |" >>"$S"
@@ -175,9 +201,6 @@ post() { # port, JSON body: the response, headers and body
 			"${#2}" "$2" >&4 && timeout 20 cat <&4; } 2>/dev/null
 	exec 4<&-
 }
-metric() { # file, path label: the count of logit rows
-	awk -v p="path=\"$2\"" '/^locus:logit_rows_total\{/ && index($0, p) {s += $2} END {print s + 0}' "$1" 2>/dev/null || echo 0
-}
 PIDS='"prompt":[1,300,301,302,303,304,305],"max_tokens":32,"ignore_eos":true'
 REQS=("{$PIDS,\"temperature\":1,\"seed\":11}" "{$PIDS,\"temperature\":0.8,\"top_p\":0.9,\"seed\":12}"
 	"{$PIDS,\"temperature\":0.7,\"min_p\":0.05,\"seed\":13}" "{$PIDS,\"temperature\":0.9,\"top_k\":40,\"logprobs\":2,\"seed\":14}")
@@ -185,25 +208,14 @@ printf '[server]\nlisten = 127.0.0.1:18182\n[model]\npath = %s\n[backend]\ntype 
 	"$W/samp-bf16.gguf" >"$W/e-s.conf"
 for mode in top whole; do
 	if [ $mode = top ]; then FT=; else FT=0; fi
-	LOCUS_SAMPLE_FROM_TOP=$FT "$BIN/engine" --config "$W/e-s.conf" >"$L/engine-s-$mode.log" 2>&1 &
-	EP=$!
-	for _ in $(seq 1 60); do
-		grep -q 'engine: ready' "$L/engine-s-$mode.log" && break
-		kill -0 "$EP" 2>/dev/null || break
-		sleep 0.5
-	done
 	: >"$L/sampled-$mode.txt"
-	if grep -q 'engine: ready' "$L/engine-s-$mode.log"; then
+	if LOCUS_SAMPLE_FROM_TOP=$FT engine_up "$W/e-s.conf" "$L/engine-s-$mode.log" 30; then
 		for r in "${REQS[@]}"; do
 			post 18182 "$r" | grep -o '"text":"\([^"\\]\|\\.\)*"' >>"$L/sampled-$mode.txt"
 		done
-		{ exec 3<>/dev/tcp/127.0.0.1/18182 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3; } \
-			>"$L/metrics-s-$mode.txt" 2>/dev/null
-		exec 3<&-
+		get_metrics 18182 "$L/metrics-s-$mode.txt"
 	fi
-	kill "$EP" 2>/dev/null
-	wait "$EP" 2>/dev/null
-	EP=
+	engine_down
 done
 NT=$(metric "$L/metrics-s-top.txt" top)
 NM=$(metric "$L/metrics-s-top.txt" top_miss)
@@ -289,14 +301,7 @@ else
 			[kv]
 			memory = 4GiB
 			EOF
-			"$BIN/engine" --config "$W/e-$pin.conf" >"$L/engine-$pin.log" 2>&1 &
-			EP=$!
-			for _ in $(seq 1 180); do
-				grep -q 'engine: ready' "$L/engine-$pin.log" && break
-				kill -0 "$EP" 2>/dev/null || break
-				sleep 0.5
-			done
-			if grep -q 'engine: ready' "$L/engine-$pin.log"; then
+			if engine_up "$W/e-$pin.conf" "$L/engine-$pin.log" 90; then
 				timeout 100 "$BIN/uring-bench" --url http://127.0.0.1:18181 -n 64 -c 8 --max-tokens 64 --ignore-eos \
 					--stream --warmup 8 >"$L/bench-$pin.txt" 2>&1 || bad "uring-bench pin=$pin" "see bench-$pin.txt"
 				f=$L/bench-$pin.txt
@@ -307,12 +312,10 @@ else
 					timeout 60 "$BIN/uring-bench" --url http://127.0.0.1:18181 -n 32 -c 8 --max-tokens 64 --ignore-eos \
 						--temperature 0.8 --top-k 40 >"$L/bench-sampled.txt" 2>&1 || bad "uring-bench sampled" "see bench-sampled.txt"
 					STPS=$(sed -n 's/.*, \([0-9.]*\) tokens\/s.*/\1/p' "$L/bench-sampled.txt")
-					{ exec 3<>/dev/tcp/127.0.0.1/18181 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3; } \
-						>"$L/metrics-pin-on.txt" 2>/dev/null
-					exec 3<&-
-					NTOP=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top"/ {s += $2} END {print s + 0}' "$L/metrics-pin-on.txt")
-					NROW=$(awk -F' ' '/^locus:logit_rows_total\{.*path="rows"/ {s += $2} END {print s + 0}' "$L/metrics-pin-on.txt")
-					if [ "${NTOP:-0}" -gt 0 ] 2>/dev/null && [ "${NROW:-1}" -eq 0 ] 2>/dev/null; then
+					get_metrics 18181 "$L/metrics-pin-on.txt"
+					NTOP=$(metric "$L/metrics-pin-on.txt" top)
+					NROW=$(metric "$L/metrics-pin-on.txt" rows)
+					if [ "$NTOP" -gt 0 ] && [ "$NROW" -eq 0 ]; then
 						row "engine pin=on, sampled (T 0.8, top-k 40), c=8" "${STPS:-?} tok/s; $NTOP rows sampled from the device's top-64, $NROW fetched whole"
 					else
 						bad "engine pin=on, sampled" "logit rows: top ${NTOP:-?}, whole ${NROW:-?} (expected top > 0, whole 0; metrics-pin-on.txt)"
@@ -323,27 +326,22 @@ else
 					timeout 60 "$BIN/uring-bench" --url http://127.0.0.1:18181 -n 32 -c 8 --max-tokens 64 --ignore-eos \
 						--temperature 1 >"$L/bench-sampled-t1.txt" 2>&1 || bad "uring-bench sampled T 1" "see bench-sampled-t1.txt"
 					DTPS=$(sed -n 's/.*, \([0-9.]*\) tokens\/s.*/\1/p' "$L/bench-sampled-t1.txt")
-					{ exec 3<>/dev/tcp/127.0.0.1/18181 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && timeout 5 cat <&3; } \
-						>"$L/metrics-pin-on-t1.txt" 2>/dev/null
-					exec 3<&-
-					NTOP2=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top"/ {s += $2} END {print s + 0}' "$L/metrics-pin-on-t1.txt")
-					NMISS=$(awk -F' ' '/^locus:logit_rows_total\{.*path="top_miss"/ {s += $2} END {print s + 0}' "$L/metrics-pin-on-t1.txt")
-					NROW2=$(awk -F' ' '/^locus:logit_rows_total\{.*path="rows"/ {s += $2} END {print s + 0}' "$L/metrics-pin-on-t1.txt")
-					NT1=$(( ${NTOP2:-0} - ${NTOP:-0} + ${NMISS:-0} )) 2>/dev/null || NT1=0
-					if [ "$NT1" -ge $((32 * 64)) ] 2>/dev/null && [ "${NROW2:-1}" -eq 0 ] 2>/dev/null; then
-						row "engine pin=on, sampled (T 1, no top-k/top-p), c=8" "${DTPS:-?} tok/s; of $NT1 rows, $(( ${NTOP2:-0} - ${NTOP:-0} )) sampled from the top-64 alone, ${NMISS:-?} fetched whole after them"
+					get_metrics 18181 "$L/metrics-pin-on-t1.txt"
+					NTOP2=$(metric "$L/metrics-pin-on-t1.txt" top)
+					NMISS=$(metric "$L/metrics-pin-on-t1.txt" top_miss)
+					NROW2=$(metric "$L/metrics-pin-on-t1.txt" rows)
+					NTOP1=$((NTOP2 - NTOP)) # this run's
+					NT1=$((NTOP1 + NMISS))
+					if [ "$NT1" -ge $((32 * 64)) ] && [ "$NROW2" -eq 0 ]; then
+						row "engine pin=on, sampled (T 1, no top-k/top-p), c=8" "${DTPS:-?} tok/s; of $NT1 rows, $NTOP1 sampled from the top-64 alone, ${NMISS:-?} fetched whole after them"
 					else
-						bad "engine pin=on, sampled T 1" "logit rows: top $(( ${NTOP2:-0} - ${NTOP:-0} )), top_miss ${NMISS:-?}, whole ${NROW2:-?} (expected top + top_miss >= 2048, whole 0; metrics-pin-on-t1.txt)"
+						bad "engine pin=on, sampled T 1" "logit rows: top $NTOP1, top_miss ${NMISS:-?}, whole ${NROW2:-?} (expected top + top_miss >= 2048, whole 0; metrics-pin-on-t1.txt)"
 					fi
 				fi
 			else
 				bad "engine pin=$pin" "not ready: $(tail -n1 "$L/engine-$pin.log")"
 			fi
-			kill "$EP" 2>/dev/null
-			for _ in $(seq 1 20); do kill -0 "$EP" 2>/dev/null || break; sleep 0.5; done
-			kill -9 "$EP" 2>/dev/null
-			wait "$EP" 2>/dev/null
-			EP=
+			engine_down
 			grep -q 'graphs off' "$L/engine-$pin.log" && bad "CUDA graphs, engine" "$(grep -m1 'graphs off' "$L/engine-$pin.log")"
 		done
 		rm -f "$M8"
