@@ -87,6 +87,14 @@ fi
 # called through wrappers that give only them the bundle's libraries.
 cp "$B/bin/"* "$W/real/"
 LIBS="$PWD/$B/lib"
+# the host's CUDA libraries, for a bundled module built without its rpath
+CUDA_LIB=
+if command -v nvcc >/dev/null; then
+	for d in lib64 lib; do
+		[ -e "$(dirname "$(command -v nvcc)")/../$d/libcublas.so" ] && { CUDA_LIB=$(cd "$(dirname "$(command -v nvcc)")/../$d" && pwd); break; }
+	done
+fi
+[ -n "$CUDA_LIB" ] && LIBS="$LIBS:$CUDA_LIB"
 for p in "$B/bin/"*; do
 	n=$(basename "$p")
 	[ "$n" = liblocus_cuda.so ] && continue
@@ -99,10 +107,15 @@ BIN=$W
 note "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version,pcie.link.gen.current --format=csv,noheader | tee "$L/device.txt"
 row "device" "$(head -n1 "$L/device.txt" | cut -d, -f1), sources ${HASH:0:12}"
-if command -v nvcc >/dev/null; then
-	ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d .)
-	CUDA_LIB=$(dirname "$(command -v nvcc)")/../lib64
-	note "module: nvcc $(nvcc --version | grep -o 'release [0-9.]*'), sm_$ARCH"
+ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d .)
+HOST_NVCC=$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*')
+if [ "${LOCUS_GPU_REBUILD:-0}" != 1 ] && [ "$ARCH" = "$(cat "$B/CUDA_ARCH" 2>/dev/null)" ] &&
+	[ "$HOST_NVCC" = "$(cat "$B/NVCC" 2>/dev/null)" ] && [ -f "$B/bin/liblocus_cuda.so" ] &&
+	! LD_LIBRARY_PATH="$LIBS" ldd "$W/real/liblocus_cuda.so" 2>&1 | grep -q 'not found'; then
+	# built for this very chip by the same nvcc: no need to spend a minute of device time
+	row "module" "the bundle's: sm_$ARCH, nvcc $HOST_NVCC like this host's (LOCUS_GPU_REBUILD=1 rebuilds it)"
+elif [ -n "$HOST_NVCC" ]; then
+	note "module: nvcc $HOST_NVCC, sm_$ARCH"
 	if timeout 240 nvcc -O3 -std=c++17 -lineinfo -arch="sm_$ARCH" -shared \
 		-Xcompiler -fPIC,-Wall,-Wextra,-fno-strict-aliasing -I. kernels/cuda/cuda_backend.cu kernels/cuda/cuda_tools.cu \
 		-o "$W/real/liblocus_cuda.so" -L"$CUDA_LIB" -Xlinker -rpath,"$CUDA_LIB" -lcublas -lcublasLt >"$L/nvcc.log" 2>&1; then

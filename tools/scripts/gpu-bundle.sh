@@ -23,4 +23,7 @@ for p in "${PROGS[@]}"; do ldd build-gpu/bin/"$p"; done | awk '$3 ~ /^\// {print
 # What the bundle was built from: tests/gpu/run.sh refuses to run on a tree
 # whose sources differ (programs and the module it rebuilds must agree).
 tools/scripts/src-hash.sh >"$B/SRC_HASH"
+# The module's chip and compiler: run.sh uses it as is where both match.
+grep -m1 '^LOCUS_CUDA_ARCH:' build-gpu/CMakeCache.txt | cut -d= -f2 >"$B/CUDA_ARCH" || true
+nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' >"$B/NVCC" || true
 echo "gpu-bundle: $(du -sh "$B" | cut -f1) in $B (sources $(cut -c1-12 "$B/SRC_HASH")): $(ls "$B/lib" | tr '\n' ' ')"
