@@ -96,7 +96,7 @@ static int kernel_checks(void *mod, int gpu)
 		fails++;
 		return 1;
 	}
-	static const int sizes[][2] = {{1, 1}, {3, 31}, {2, 33}, {5, 577}, {4, 4099}, {1, 49152}};
+	static const int sizes[][2] = {{1, 1}, {3, 31}, {2, 33}, {5, 577}, {4, 4099}, {1, 49152}, {3, 128256}, {2, 270001}};
 	char err[256];
 	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
 		int rows = sizes[si][0], n = sizes[si][1];
@@ -399,7 +399,7 @@ static void attn_checks(locus_cuda_kernel_check_fn run, int gpu)
 static void top_checks(locus_cuda_kernel_check_fn run, int gpu)
 {
 	static const int sizes[][2] = {{1, 1},     {2, 31},     {6, 40},      {3, 64},
-				       {5, 65},    {6, 577},    {6, 4099},    {6, 49152}, {6, 128256}};
+				       {5, 65},    {6, 577},    {6, 4099},    {6, 49152}, {6, 128256}, {6, 270001}};
 	char err[256], what[64];
 	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
 		int rows = sizes[si][0], n = sizes[si][1];

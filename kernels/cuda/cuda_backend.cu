@@ -140,6 +140,7 @@ struct cuda_backend {
 	struct hbuf hm; /* pinned host staging, the same layout as d_meta */
 	int32_t *h_meta; /* == hm.p */
 	struct kern_top *d_top; /* (max_batch_tokens) each logits row's candidates */
+	void *d_sel;            /* sel_scratch_bytes(max_batch_tokens, n_vocab): argmax and top-64 segments */
 	struct hbuf htop;       /* pinned, the same */
 	float *d_inv_t;         /* (max_batch_tokens) each logits row's inverse temperature, for k_top */
 	struct hbuf hinv;       /* pinned, the same */
@@ -160,6 +161,7 @@ struct cuda_backend {
 	int32_t *d_tiles;    /* (max_batch_tokens + 1) this step's attention tiles, when it has more than 64 tokens */
 	struct hbuf htiles;  /* pinned, the same */
 	int n_tiles;         /* 0: this step has none */
+	struct cu_prof *prof; /* LOCUS_CUDA_PROFILE=1, else NULL */
 	size_t q_bytes;      /* quantized copies for the decode GEMV */
 	int n_q;
 };
@@ -429,6 +431,86 @@ static int hbuf_alloc(struct hbuf *h, size_t bytes, int node)
 	return 0;
 }
 
+/*
+ * LOCUS_CUDA_PROFILE=1: the GPU time of each kind of operation, from
+ * events recorded on the stream between them (inside the CUDA graphs too,
+ * as event-record nodes), summed over the steps and printed at close, for
+ * decode steps (every token a logits row) and the others apart. The events
+ * cost about a microsecond each, so a profiled step is a little slower; an
+ * operation's time includes the gap before it (launch latency, a kernel's
+ * ramp-up). nsys needs no such help where it runs.
+ */
+#define PROF_MAX 2048 /* marks per step (about 10 per layer) */
+enum prof_kind { PK_START, PK_EMBED, PK_NORM, PK_QKV, PK_ROPE_KV, PK_ATTN, PK_O, PK_GU, PK_SWIGLU, PK_DOWN, PK_LOGITS,
+		 PK_ARGMAX, PK_TOP, PK_COPY, PK_N };
+static const char *const prof_name[PK_N] = {"",	     "embedding",    "add + rmsnorm", "qkv GEMM",   "bias + rope + KV",
+					    "attention", "o GEMM",       "gate|up GEMM",  "swiglu",     "down GEMM",
+					    "logits GEMM", "argmax",     "top-64",        "copies out"};
+struct cu_prof {
+	cudaEvent_t ev[PROF_MAX];
+	uint8_t kind[PROF_MAX];
+	int n; /* this step's marks */
+	uint8_t gkind[GRAPH_SLOTS][PROF_MAX]; /* the marks each graph records */
+	int gn[GRAPH_SLOTS];
+	double us[2][PK_N]; /* [decode step][kind] */
+	long steps[2];
+};
+
+static void prof_mark(struct cuda_backend *cb, int kind)
+{
+	struct cu_prof *p = cb->prof;
+	if (!p || p->n >= PROF_MAX)
+		return;
+	cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+	if (cudaStreamIsCapturing(cb->stream, &cs) != cudaSuccess)
+		return;
+	if (cudaEventRecordWithFlags(p->ev[p->n], cb->stream,
+				     cs == cudaStreamCaptureStatusActive ? cudaEventRecordExternal : cudaEventRecordDefault) ==
+	    cudaSuccess)
+		p->kind[p->n++] = (uint8_t)kind;
+}
+
+/* After the step's synchronize: its marks into the sums. */
+static void prof_add(struct cuda_backend *cb, bool decode)
+{
+	struct cu_prof *p = cb->prof;
+	for (int i = 1; i < p->n; i++) {
+		float ms = 0;
+		if (cudaEventElapsedTime(&ms, p->ev[i - 1], p->ev[i]) == cudaSuccess)
+			p->us[decode][p->kind[i]] += ms * 1e3;
+	}
+	(void)cudaGetLastError();
+	p->steps[decode]++;
+}
+
+static void prof_report(const struct cu_prof *p)
+{
+	for (int d = 1; d >= 0; d--) {
+		if (!p->steps[d])
+			continue;
+		double tot = 0;
+		for (int k = 1; k < PK_N; k++)
+			tot += p->us[d][k];
+		fprintf(stderr, "cuda profile: %ld %s steps, %.1f us of GPU time each (events between operations):\n",
+			p->steps[d], d ? "decode" : "prefill or mixed", tot / (double)p->steps[d]);
+		for (int k = 1; k < PK_N; k++)
+			if (p->us[d][k] > 0)
+				fprintf(stderr, "cuda profile:   %-18s %10.1f us %5.1f%%\n", prof_name[k],
+					p->us[d][k] / (double)p->steps[d], 100 * p->us[d][k] / tot);
+	}
+}
+
+static void prof_free(struct cuda_backend *cb)
+{
+	if (!cb->prof)
+		return;
+	for (int i = 0; i < PROF_MAX; i++)
+		if (cb->prof->ev[i])
+			cudaEventDestroy(cb->prof->ev[i]);
+	free(cb->prof);
+	cb->prof = NULL;
+}
+
 static void graphs_clear(struct cuda_backend *cb)
 {
 	for (int i = 0; i < cb->n_graphs; i++)
@@ -545,37 +627,54 @@ static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argma
 	step_meta m = {cb->d_meta, cb->d_meta + Tm, cb->d_meta + 2 * Tm, cb->d_meta + 3 * Tm, cb->d_meta + 5 * Tm};
 	int32_t *d_argmax = cb->d_meta + 4 * Tm;
 
+	if (cb->prof)
+		cb->prof->n = 0;
+	prof_mark(cb, PK_START);
 	k_embed<<<T, nt, 0, st>>>(cb->emb, m.tokens, cb->x, E);
+	prof_mark(cb, PK_EMBED);
 	for (int l = 0; l < hp->n_layer; l++) {
 		const struct cu_layer *L = &cb->layers[l];
 		__half *kc = cb->kc + (size_t)l * cb->layer_stride, *vc = cb->vc + (size_t)l * cb->layer_stride;
 		k_add_rmsnorm<<<T, nt, 0, st>>>(cb->x, l ? cb->tmp : NULL, NULL, L->attn_norm, cb->xb, E, hp->norm_eps);
+		prof_mark(cb, PK_NORM);
 		if (gemm(cb, &L->wqkv, cb->xb, T, cb->qkv, ldqkv))
 			return -EIO;
+		prof_mark(cb, PK_QKV);
 		k_qkv_post<<<T, 256, 0, st>>>(cb->qkv, ldqkv, L->bq, L->bk, L->bv, cb->inv_freq, m, kc, vc, hp->n_head,
 					     hp->n_head_kv, hd, bs, cb->blk_stride, hp->rope_type == KERN_ROPE_NEOX);
+		prof_mark(cb, PK_ROPE_KV);
 		attention(cb->qkv, ldqkv, m, kc, vc, hp->n_head, hp->n_head_kv, hd, bs, cb->blk_stride, cb->att, qd, T,
 			  cb->attn_split ? cb->attn_part : NULL, T > ATTN_SPLIT_MAX_T ? cb->d_tiles : NULL,
 			  T > ATTN_SPLIT_MAX_T ? cb->n_tiles : 0, st);
+		prof_mark(cb, PK_ATTN);
 		if (gemm(cb, &L->wo, cb->att, T, cb->tmp, E))
 			return -EIO;
+		prof_mark(cb, PK_O);
 		k_add_rmsnorm<<<T, nt, 0, st>>>(cb->x, cb->tmp, NULL, L->ffn_norm, cb->xb, E, hp->norm_eps);
+		prof_mark(cb, PK_NORM);
 		if (gemm(cb, &L->wgu, cb->xb, T, cb->gu, 2 * F))
 			return -EIO;
+		prof_mark(cb, PK_GU);
 		int64_t n = (int64_t)T * F;
 		int blocks = (int)((n + 255) / 256 < 65535 ? (n + 255) / 256 : 65535);
 		k_swiglu<<<blocks, 256, 0, st>>>(cb->gu, cb->h, F, n);
+		prof_mark(cb, PK_SWIGLU);
 		if (gemm(cb, &L->wdown, cb->h, T, cb->tmp, E))
 			return -EIO;
+		prof_mark(cb, PK_DOWN);
 	}
 	if (nl > 0) {
 		k_add_rmsnorm<<<nl, nt, 0, st>>>(cb->x, cb->tmp, m.logit_idx, cb->out_norm, cb->xb, E, hp->norm_eps);
+		prof_mark(cb, PK_NORM);
 		if (gemm(cb, &cb->output, cb->xb, nl, cb->logits, V))
 			return -EIO;
+		prof_mark(cb, PK_LOGITS);
 		if (want_argmax) {
-			k_argmax<<<nl, 1024, 0, st>>>(cb->logits, V, d_argmax);
+			argmax_launch(cb->logits, V, nl, cb->d_sel, d_argmax, st);
+			prof_mark(cb, PK_ARGMAX);
 			if (cudaMemcpyAsync(cb->h_meta + 4 * Tm, d_argmax, (size_t)nl * 4, cudaMemcpyDeviceToHost, st))
 				return -EIO;
+			prof_mark(cb, PK_COPY);
 		}
 	}
 	return 0;
@@ -597,8 +696,13 @@ static cudaGraphExec_t graph_get(struct cuda_backend *cb, int T)
 		}
 		return NULL;
 	}
-	if (cb->graph[slot].exec)
+	if (cb->graph[slot].exec) {
+		if (cb->prof) { /* the marks this graph records */
+			cb->prof->n = cb->prof->gn[slot];
+			memcpy(cb->prof->kind, cb->prof->gkind[slot], (size_t)cb->prof->n);
+		}
 		return cb->graph[slot].exec;
+	}
 	cudaGraph_t g = NULL;
 	cudaGraphExec_t x = NULL;
 	cudaError_t e = cudaStreamBeginCapture(cb->stream, cudaStreamCaptureModeThreadLocal);
@@ -620,6 +724,10 @@ static cudaGraphExec_t graph_get(struct cuda_backend *cb, int T)
 		return NULL;
 	}
 	cb->graph[slot].exec = x;
+	if (cb->prof) {
+		cb->prof->gn[slot] = cb->prof->n;
+		memcpy(cb->prof->gkind[slot], cb->prof->kind, (size_t)cb->prof->n);
+	}
 	return x;
 }
 
@@ -670,14 +778,18 @@ static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *
 					    st);
 		}
 		if (e == cudaSuccess)
-			k_top<<<nl, TOP_THREADS, 0, st>>>(cb->logits, V, b->inv_temp ? cb->d_inv_t : NULL, cb->d_top);
+			top_launch(cb->logits, V, b->inv_temp ? cb->d_inv_t : NULL, nl, cb->d_sel, cb->d_top, st);
+		prof_mark(cb, PK_TOP);
 		if (e == cudaSuccess)
 			e = cudaMemcpyAsync(cb->htop.p, cb->d_top, (size_t)nl * sizeof(struct kern_top),
 					    cudaMemcpyDeviceToHost, st);
+		prof_mark(cb, PK_COPY);
 		nvtxRangePop();
 	}
-	if (e == cudaSuccess && !rc && logits && nl > 0)
+	if (e == cudaSuccess && !rc && logits && nl > 0) {
 		e = cudaMemcpyAsync(logits, cb->logits, (size_t)nl * V * 4, cudaMemcpyDeviceToHost, st);
+		prof_mark(cb, PK_COPY);
+	}
 	/* Always wait: whatever was queued reads the pinned staging the next step rewrites. */
 	nvtxRangePushA("cuda: wait for the step");
 	cudaError_t e2 = cudaStreamSynchronize(st);
@@ -690,6 +802,8 @@ static int cuda_run(struct cuda_backend *cb, const struct kern_batch *b, float *
 		fprintf(stderr, "cuda backend: step failed: %s\n", rc ? "a cuBLAS call failed" : cudaGetErrorString(e));
 		return -EIO;
 	}
+	if (cb->prof)
+		prof_add(cb, nl == b->n_tokens);
 	if (argmax && nl > 0)
 		memcpy(argmax, cb->h_meta + 4 * Tm, (size_t)nl * 4);
 	if (top && nl > 0)
@@ -759,7 +873,8 @@ static int cuda_kv_copy(kern_backend_t *be, int32_t src, int32_t dst)
 static size_t cuda_mem_bytes(const kern_backend_t *be)
 {
 	const struct cuda_backend *cb = (const struct cuda_backend *)be;
-	return 2 * cb->kv_bytes + cb->scratch_bytes + (size_t)cb->base.max_batch_tokens * sizeof(struct kern_top);
+	return 2 * cb->kv_bytes + cb->scratch_bytes + (size_t)cb->base.max_batch_tokens * sizeof(struct kern_top) +
+	       sel_scratch_bytes(cb->base.max_batch_tokens, cb->w->hp.n_vocab);
 }
 
 static void free_mat(struct cu_mat *m)
@@ -777,6 +892,9 @@ static void cuda_close(kern_backend_t *be)
 	if (cb->stream)
 		cudaStreamSynchronize(cb->stream);
 	graphs_clear(cb);
+	if (cb->prof)
+		prof_report(cb->prof);
+	prof_free(cb);
 	if (cb->layers) {
 		for (int l = 0; l < cb->w->hp.n_layer; l++) {
 			struct cu_layer *L = &cb->layers[l];
@@ -805,6 +923,7 @@ static void cuda_close(kern_backend_t *be)
 	cudaFree(cb->d_meta);
 	hbuf_free(&cb->hm);
 	cudaFree(cb->d_top);
+	cudaFree(cb->d_sel);
 	cudaFree(cb->d_inv_t);
 	hbuf_free(&cb->htop);
 	hbuf_free(&cb->hinv);
@@ -959,6 +1078,17 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		cb->graphs_off = g && !strcmp(g, "0");
 		cb->attn_split = !(a && !strcmp(a, "0"));
 		cb->attn_tiled = !(ti && !strcmp(ti, "0")) && attn_tile_ok(hd);
+		const char *pe = getenv("LOCUS_CUDA_PROFILE");
+		if (pe && !strcmp(pe, "1")) {
+			cb->prof = (struct cu_prof *)calloc(1, sizeof(*cb->prof));
+			for (int i = 0; cb->prof && i < PROF_MAX; i++)
+				if (cudaEventCreate(&cb->prof->ev[i]) != cudaSuccess) {
+					prof_free(cb);
+					(void)cudaGetLastError();
+				}
+			fprintf(stderr, "cuda backend: LOCUS_CUDA_PROFILE=1: %s\n",
+				cb->prof ? "GPU time per operation, printed at close" : "cannot set up the events: no profile");
+		}
 	}
 	cb->kv_bytes = cb->layer_stride * (size_t)hp->n_layer * sizeof(__half);
 	if (cudaMalloc(&cb->kc, cb->kv_bytes) != cudaSuccess || cudaMalloc(&cb->vc, cb->kv_bytes) != cudaSuccess) {
@@ -1013,6 +1143,7 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 			goto err;
 		}
 		CU(cudaMalloc(&cb->d_top, Tz * sizeof(struct kern_top)), "cudaMalloc (top candidates)");
+		CU(cudaMalloc(&cb->d_sel, sel_scratch_bytes((int)Tz, (int)V)), "cudaMalloc (argmax and top-64 segments)");
 		CU(cudaMalloc(&cb->d_inv_t, Tz * sizeof(float)), "cudaMalloc (inverse temperatures)");
 		CU(cudaMalloc(&cb->d_tiles, (Tz + 1) * sizeof(int32_t)), "cudaMalloc (attention tiles)");
 	}

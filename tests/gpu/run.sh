@@ -67,6 +67,12 @@ get_metrics() { # PORT FILE: GET /metrics
 metric() { # FILE LABEL: the logit rows sampled by path LABEL (0 when absent)
 	awk -v p="path=\"$2\"" '/^locus:logit_rows_total\{/ && index($0, p) {s += $2} END {print s + 0}' "$1" 2>/dev/null || echo 0
 }
+prof_sum() { # FILE: the decode lines of a LOCUS_CUDA_PROFILE=1 report, on one line
+	awk '/^cuda profile: [0-9]+ decode steps/ {on = 1; printf "%s us: ", $6; next}
+	     /^cuda profile: [0-9]+ prefill/ {on = 0}
+	     on && /^cuda profile:   / {n = NF; printf "%s %s (%s), ", substr($0, 17, 18), $(n - 2), $n}' "$1" 2>/dev/null |
+		sed 's/  */ /g; s/, $//'
+}
 finish() {
 	[ -n "$EP" ] && kill -9 "$EP" 2>/dev/null
 	echo "| total | $(elapsed) s |" >>"$S"
@@ -292,6 +298,14 @@ else
 			DEC1=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$L/8b-generate-gemv-bf16.txt")
 			row "8B decode, batch 1, graphs, bf16 GEMV (LOCUS_CUDA_GEMV_BF16=1)" "${DEC1:-?} tok/s"
 		fi
+		# where a decode step's GPU time goes (LOCUS_CUDA_PROFILE=1: events
+		# between the operations, inside the graph), cuBLAS and our GEMV
+		for gv in 0 1; do
+			[ "$(elapsed)" -lt 420 ] || break
+			LOCUS_CUDA_PROFILE=1 LOCUS_CUDA_GEMV_BF16=$gv timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 64 \
+				--temp 0 --ignore-eos --ids --backend cuda -v --warmup >/dev/null 2>"$L/8b-profile-gemv$gv.txt"
+			row "8B decode step profile, $([ $gv = 1 ] && echo 'bf16 GEMV' || echo cuBLAS) (us per step)" "$(prof_sum "$L/8b-profile-gemv$gv.txt")"
+		done
 		# 6. engine, pinned and unpinned
 		for pin in on off; do
 			if [ "$(elapsed)" -gt 430 ]; then
