@@ -12,9 +12,12 @@
  * rounded to bf16); Q/K/V rows are concatenated into one matrix, and gate
  * and up into another, so each takes one GEMM. Norms, biases stay f32.
  * Q8_0, Q4_0, Q4_1, Q4_K and Q6_K matrices are also kept as they are in
- * the file: steps of up to GEMV_MAX_T tokens (decode) multiply them with a
- * fused dequantizing GEMV that reads 4.5-8.5 bits per weight instead of 16
- * (LOCUS_CUDA_GEMV=0: bf16 and cuBLAS only).
+ * the file: steps of up to GEMV_Q_MAX_T tokens (decode) multiply them with
+ * a fused dequantizing GEMV that reads 4.5-8.5 bits per weight instead of
+ * 16 (LOCUS_CUDA_GEMV=0: bf16 and cuBLAS only). Unquantized matrices go
+ * through our GEMV on the bf16 rows in steps of up to GEMV_BF16_MAX_T
+ * tokens, where kbench measured it ahead of cuBLAS (LOCUS_CUDA_GEMV_BF16=0:
+ * never, =1: up to GEMV_MAX_T tokens).
  *
  * A step (all on one stream, one host synchronization at the end):
  *   embed -> per layer [ add + rmsnorm -> GEMM qkv -> bias + rope + KV write
@@ -139,6 +142,7 @@ struct cuda_backend {
 
 	struct hbuf hm; /* pinned host staging, the same layout as d_meta */
 	int32_t *h_meta; /* == hm.p */
+	int32_t *h_meta_dev; /* h_meta as kernels see it (mapped pinned memory); NULL: not mapped */
 	struct kern_top *d_top; /* (max_batch_tokens) each logits row's candidates */
 	void *d_sel;            /* sel_scratch_bytes(max_batch_tokens, n_vocab): argmax and top-64 segments */
 	struct hbuf htop;       /* pinned, the same */
@@ -157,7 +161,7 @@ struct cuda_backend {
 	int32_t spare_block; /* = n_kv_blocks: padding tokens write here, nobody reads it */
 	bool attn_split;     /* LOCUS_CUDA_ATTN_SPLIT != 0 */
 	bool attn_tiled;     /* LOCUS_CUDA_ATTN_TILED != 0 and the head size fits k_attn_tile */
-	bool gemv_bf16;      /* LOCUS_CUDA_GEMV_BF16=1: decode steps of unquantized models through the GEMV on bf16 */
+	int gemv_bf16_max_t; /* steps of up to this many tokens use the GEMV on bf16 rows (LOCUS_CUDA_GEMV_BF16) */
 	int32_t *d_tiles;    /* (max_batch_tokens + 1) this step's attention tiles, when it has more than 64 tokens */
 	struct hbuf htiles;  /* pinned, the same */
 	int n_tiles;         /* 0: this step has none */
@@ -356,10 +360,10 @@ static void lt_init(struct cuda_backend *cb)
  * cached plan, or cublasGemmEx when there is none. */
 static cublasStatus_t gemm(struct cuda_backend *cb, const struct cu_mat *m, const bf16 *x, int T, float *y, int ldy)
 {
-	if (m->q && T <= GEMV_MAX_T &&
+	if (m->q && T <= GEMV_Q_MAX_T &&
 	    gemv_q(m->qtype, m->q, m->q_row_bytes, (int)m->rows, (int)m->k, x, T, y, ldy, cb->stream))
 		return CUBLAS_STATUS_SUCCESS; /* launch errors surface at the step's end */
-	if (!m->q && cb->gemv_bf16 && T <= GEMV_MAX_T && m->k % 32 == 0 &&
+	if (!m->q && T <= cb->gemv_bf16_max_t && m->k % 32 == 0 &&
 	    gemv_q(KERN_TYPE_BF16, (const uint8_t *)m->d, (size_t)m->k * 2, (int)m->rows, (int)m->k, x, T, y, ldy,
 		   cb->stream))
 		return CUBLAS_STATUS_SUCCESS;
@@ -441,11 +445,11 @@ static int hbuf_alloc(struct hbuf *h, size_t bytes, int node)
  * ramp-up). nsys needs no such help where it runs.
  */
 #define PROF_MAX 2048 /* marks per step (about 10 per layer) */
-enum prof_kind { PK_START, PK_EMBED, PK_NORM, PK_QKV, PK_ROPE_KV, PK_ATTN, PK_O, PK_GU, PK_SWIGLU, PK_DOWN, PK_LOGITS,
+enum prof_kind { PK_START, PK_EVENT, PK_EMBED, PK_NORM, PK_QKV, PK_ROPE_KV, PK_ATTN, PK_O, PK_GU, PK_SWIGLU, PK_DOWN, PK_LOGITS,
 		 PK_ARGMAX, PK_TOP, PK_COPY, PK_N };
-static const char *const prof_name[PK_N] = {"",	     "embedding",    "add + rmsnorm", "qkv GEMM",   "bias + rope + KV",
-					    "attention", "o GEMM",       "gate|up GEMM",  "swiglu",     "down GEMM",
-					    "logits GEMM", "argmax",     "top-64",        "copies out"};
+static const char *const prof_name[PK_N] = {
+    "",		   "(one event)", "embedding",	  "add + rmsnorm", "qkv GEMM", "bias + rope + KV", "attention", "o GEMM",
+    "gate|up GEMM", "swiglu",	   "down GEMM",	  "logits GEMM",   "argmax",   "top-64",	   "copies out"};
 struct cu_prof {
 	cudaEvent_t ev[PROF_MAX];
 	uint8_t kind[PROF_MAX];
@@ -491,7 +495,9 @@ static void prof_report(const struct cu_prof *p)
 		double tot = 0;
 		for (int k = 1; k < PK_N; k++)
 			tot += p->us[d][k];
-		fprintf(stderr, "cuda profile: %ld %s steps, %.1f us of GPU time each (events between operations):\n",
+		fprintf(stderr,
+			"cuda profile: %ld %s steps, %.1f us of GPU time each (events between the operations; each "
+			"occurrence of one includes an event's cost, the first line):\n",
 			p->steps[d], d ? "decode" : "prefill or mixed", tot / (double)p->steps[d]);
 		for (int k = 1; k < PK_N; k++)
 			if (p->us[d][k] > 0)
@@ -540,6 +546,12 @@ static int meta_reserve(struct cuda_backend *cb, size_t need)
 	cudaFree(cb->d_meta);
 	cb->hm = h;
 	cb->h_meta = h.p;
+	/* Pinned memory is mapped where addressing is unified: the argmax
+	 * kernel then writes the token ids straight to the host, no copy. */
+	if (cudaHostGetDevicePointer((void **)&cb->h_meta_dev, h.p, 0) != cudaSuccess) {
+		(void)cudaGetLastError();
+		cb->h_meta_dev = NULL;
+	}
 	cb->d_meta = d;
 	cb->meta_cap = cap;
 	graphs_clear(cb); /* they captured the old buffers */
@@ -630,6 +642,7 @@ static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argma
 	if (cb->prof)
 		cb->prof->n = 0;
 	prof_mark(cb, PK_START);
+	prof_mark(cb, PK_EVENT); /* nothing between: what a mark itself costs */
 	k_embed<<<T, nt, 0, st>>>(cb->emb, m.tokens, cb->x, E);
 	prof_mark(cb, PK_EMBED);
 	for (int l = 0; l < hp->n_layer; l++) {
@@ -669,7 +682,10 @@ static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argma
 		if (gemm(cb, &cb->output, cb->xb, nl, cb->logits, V))
 			return -EIO;
 		prof_mark(cb, PK_LOGITS);
-		if (want_argmax) {
+		if (want_argmax && cb->h_meta_dev) {
+			argmax_launch(cb->logits, V, nl, cb->d_sel, cb->h_meta_dev + 4 * Tm, st);
+			prof_mark(cb, PK_ARGMAX);
+		} else if (want_argmax) {
 			argmax_launch(cb->logits, V, nl, cb->d_sel, d_argmax, st);
 			prof_mark(cb, PK_ARGMAX);
 			if (cudaMemcpyAsync(cb->h_meta + 4 * Tm, d_argmax, (size_t)nl * 4, cudaMemcpyDeviceToHost, st))
@@ -1074,7 +1090,7 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 	{
 		const char *g = getenv("LOCUS_CUDA_GRAPHS"), *a = getenv("LOCUS_CUDA_ATTN_SPLIT"),
 			   *ti = getenv("LOCUS_CUDA_ATTN_TILED"), *gb = getenv("LOCUS_CUDA_GEMV_BF16");
-		cb->gemv_bf16 = gb && !strcmp(gb, "1");
+		cb->gemv_bf16_max_t = gb && !strcmp(gb, "0") ? 0 : gb && !strcmp(gb, "1") ? GEMV_MAX_T : GEMV_BF16_MAX_T;
 		cb->graphs_off = g && !strcmp(g, "0");
 		cb->attn_split = !(a && !strcmp(a, "0"));
 		cb->attn_tiled = !(ti && !strcmp(ti, "0")) && attn_tile_ok(hd);

@@ -121,6 +121,15 @@ static __global__ void k_qkv_post(float *qkv, int ld, const float *bq, const flo
 	const int32_t p = m.pos[t];
 	const int32_t blk = m.bt[m.bt_off[t] + p / bs];
 	const size_t base = (size_t)blk * blk_stride + (size_t)(p % bs) * hd;
+	/* the token's angles once (every head shares them), in double as the CPU's */
+	__shared__ float s_cos[ATTN_MAX_HD / 2], s_sin[ATTN_MAX_HD / 2];
+	for (int i = threadIdx.x; i < half; i += blockDim.x) {
+		double sn, cs;
+		sincos((double)p * inv_freq[i], &sn, &cs);
+		s_cos[i] = (float)cs;
+		s_sin[i] = (float)sn;
+	}
+	__syncthreads();
 	/* rotations: (head, pair) items over q heads then k heads */
 	for (int it = threadIdx.x; it < (n_head + n_kv) * half; it += blockDim.x) {
 		int h = it / half, i = it % half;
@@ -134,9 +143,7 @@ static __global__ void k_qkv_post(float *qkv, int ld, const float *bq, const flo
 			a += bias[hb + i0];
 			b += bias[hb + i1];
 		}
-		double s, c;
-		sincos((double)p * inv_freq[i], &s, &c);
-		float cf = (float)c, sf = (float)s;
+		const float cf = s_cos[i], sf = s_sin[i];
 		float ra = a * cf - b * sf, rb = a * sf + b * cf;
 		if (isk) {
 			int kh = h - n_head;
@@ -171,7 +178,7 @@ static __global__ void k_qkv_post(float *qkv, int ld, const float *bq, const flo
  */
 #define ATTN_SPLITS 16        /* ranges per token */
 #define ATTN_SPLIT_MAX_T 64   /* steps of at most this many tokens split their attention */
-#define ATTN_MIN_RANGE 64     /* positions per range at least (the rest of the ranges stay empty) */
+#define ATTN_MIN_RANGE 16     /* positions per range at least (the rest of the ranges stay empty) */
 
 static __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc,
 				   int n_head, int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out,
@@ -195,23 +202,43 @@ static __global__ void k_attention(const float *qkv, int ld, step_meta m, const 
 	len = len < ATTN_MIN_RANGE ? ATTN_MIN_RANGE : len; /* short contexts: fewer, fuller ranges */
 	const int32_t p0 = (int32_t)blockIdx.z * len;
 	const int32_t p1 = p0 + len < n_pos ? p0 + len : n_pos;
-	for (int32_t p = p0 + w; p < p1; p += ATTN_WARPS) {
-		size_t off = (size_t)bt[p / bs] * blk_stride + (size_t)kvh * bs * hd + (size_t)(p % bs) * hd;
-		const __half *kr = kc + off, *vr = vc + off;
-		float s = 0;
+	/* Two positions per iteration, their K and V rows loaded before any
+	 * use: a warp's positions are a chain of dependent loads otherwise
+	 * (decode is latency-bound at short contexts). Same order of updates. */
+	for (int32_t p = p0 + w; p < p1; p += 2 * ATTN_WARPS) {
+		const bool two = p + ATTN_WARPS < p1; /* the same for the whole warp */
+		float kv[2][ATTN_MAX_HD / WARP], vv[2][ATTN_MAX_HD / WARP];
 #pragma unroll
-		for (int j = 0; j < ATTN_MAX_HD / WARP; j++)
-			if (j < nd)
-				s += qr[j] * __half2float(kr[lane + j * WARP]);
-		s = warp_sum(s);
-		float nm = fmaxf(mx, s);
-		float corr = __expf(mx - nm), e = __expf(s - nm);
-		l = l * corr + e;
+		for (int u = 0; u < 2; u++) {
+			const int32_t pu = u && two ? p + ATTN_WARPS : p;
+			size_t off = (size_t)bt[pu / bs] * blk_stride + (size_t)kvh * bs * hd + (size_t)(pu % bs) * hd;
+			const __half *kr = kc + off, *vr = vc + off;
 #pragma unroll
-		for (int j = 0; j < ATTN_MAX_HD / WARP; j++)
-			if (j < nd)
-				acc[j] = acc[j] * corr + e * __half2float(vr[lane + j * WARP]);
-		mx = nm;
+			for (int j = 0; j < ATTN_MAX_HD / WARP; j++) {
+				kv[u][j] = j < nd ? __half2float(kr[lane + j * WARP]) : 0.0f;
+				vv[u][j] = j < nd ? __half2float(vr[lane + j * WARP]) : 0.0f;
+			}
+		}
+		float s[2] = {0, 0};
+#pragma unroll
+		for (int u = 0; u < 2; u++) {
+#pragma unroll
+			for (int j = 0; j < ATTN_MAX_HD / WARP; j++)
+				s[u] += qr[j] * kv[u][j];
+			s[u] = warp_sum(s[u]);
+		}
+#pragma unroll
+		for (int u = 0; u < 2; u++) {
+			if (u && !two)
+				break;
+			float nm = fmaxf(mx, s[u]);
+			float corr = __expf(mx - nm), e = __expf(s[u] - nm);
+			l = l * corr + e;
+#pragma unroll
+			for (int j = 0; j < ATTN_MAX_HD / WARP; j++)
+				acc[j] = acc[j] * corr + e * vv[u][j];
+			mx = nm;
+		}
 	}
 	if (lane == 0) {
 		sm[w] = mx;
@@ -808,7 +835,9 @@ static inline void top_launch(const float *x, int n, const float *inv_t, int row
  * consecutive blocks; each x load serves every row of the warp. f32
  * accumulation, x in bf16 as the GEMMs see it.
  */
-#define GEMV_MAX_T 8
+#define GEMV_MAX_T 8    /* the kernels' limit (cuda-check, kbench) */
+#define GEMV_Q_MAX_T 2  /* the backend's: cuBLAS on the bf16 copies is faster from 3 tokens (kbench, H100) */
+#define GEMV_BF16_MAX_T 2 /* the backend's k_gemv_bf16 instead of cuBLAS for unquantized rows (kbench, H100) */
 #define GEMV_WARPS 4
 #define GEMV_ROWS 2
 
@@ -823,17 +852,7 @@ __device__ __forceinline__ float f16_at(const uint8_t *p) /* 2-byte aligned */
  * sub-block j = b % 8 of super-block b / 8 (256 weights). */
 template <uint32_t TYPE> __device__ __forceinline__ void dequant8(const uint8_t *wr, int b, int sub, float *v)
 {
-	if (TYPE == KERN_TYPE_BF16) {
-		/* the backend's own bf16 rows: 8 weights in one 16-byte load */
-		uint4 raw = *(const uint4 *)(wr + (size_t)b * 64 + sub * 16);
-		const __nv_bfloat162 *h2 = (const __nv_bfloat162 *)&raw;
-#pragma unroll
-		for (int j = 0; j < 4; j++) {
-			float2 f = __bfloat1622float2(h2[j]);
-			v[2 * j] = f.x;
-			v[2 * j + 1] = f.y;
-		}
-	} else if (TYPE == KERN_TYPE_Q4_K) {
+	if (TYPE == KERN_TYPE_Q4_K) {
 		/* 144 bytes: d, dmin, scales[12] (6-bit scale and min per sub-block), qs[128];
 		 * element i: qs[32 (i / 64) + i % 32], low nibble when i % 64 < 32 */
 		const uint8_t *blk = wr + (size_t)(b >> 3) * 144;
@@ -871,28 +890,38 @@ template <uint32_t TYPE> __device__ __forceinline__ void dequant8(const uint8_t 
 			v[i] = ds * (float)(q - 32);
 		}
 	} else if (TYPE == KERN_TYPE_Q8_0) {
+		/* 34-byte blocks: 2-byte aligned, so the 8 quants come as 4 halves' worth */
 		const uint8_t *blk = wr + (size_t)b * 34;
 		const float d = f16_at(blk);
-		const int8_t *q = (const int8_t *)(blk + 2 + sub * 8);
+		const uint16_t *q16 = (const uint16_t *)(blk + 2 + sub * 8);
 #pragma unroll
-		for (int i = 0; i < 8; i++)
-			v[i] = d * (float)q[i];
+		for (int i = 0; i < 4; i++) {
+			const uint16_t u = q16[i];
+			v[2 * i] = d * (float)(int8_t)(u & 0xff);
+			v[2 * i + 1] = d * (float)(int8_t)(u >> 8);
+		}
 	} else if (TYPE == KERN_TYPE_Q4_0) {
 		const uint8_t *blk = wr + (size_t)b * 18;
 		const float d = f16_at(blk);
-		const uint8_t *qs = blk + 2 + (sub & 1) * 8;
+		const uint16_t *q16 = (const uint16_t *)(blk + 2 + (sub & 1) * 8);
 		const int sh = (sub >> 1) * 4;
 #pragma unroll
-		for (int i = 0; i < 8; i++)
-			v[i] = d * (float)(((qs[i] >> sh) & 15) - 8);
-	} else { /* Q4_1 */
+		for (int i = 0; i < 4; i++) {
+			const uint32_t u = (uint32_t)q16[i] >> sh;
+			v[2 * i] = d * (float)((int)(u & 15) - 8);
+			v[2 * i + 1] = d * (float)((int)((u >> 8) & 15) - 8);
+		}
+	} else { /* Q4_1: 20-byte blocks, 4-byte aligned */
 		const uint8_t *blk = wr + (size_t)b * 20;
-		const float d = f16_at(blk), m = f16_at(blk + 2);
-		const uint8_t *qs = blk + 4 + (sub & 1) * 8;
+		const float2 dm = __half22float2(*(const __half2 *)blk);
+		const uint32_t *q32 = (const uint32_t *)(blk + 4 + (sub & 1) * 8);
+		const uint32_t q0 = q32[0], q1 = q32[1];
 		const int sh = (sub >> 1) * 4;
 #pragma unroll
-		for (int i = 0; i < 8; i++)
-			v[i] = d * (float)((qs[i] >> sh) & 15) + m;
+		for (int i = 0; i < 4; i++) {
+			v[i] = dm.x * (float)((q0 >> (8 * i + sh)) & 15) + dm.y;
+			v[4 + i] = dm.x * (float)((q1 >> (8 * i + sh)) & 15) + dm.y;
+		}
 	}
 }
 
@@ -910,6 +939,9 @@ static __global__ void k_gemv_q(const uint8_t *w, size_t row_bytes, int rows, in
 #pragma unroll
 		for (int t = 0; t < NT; t++)
 			acc[r][t] = 0;
+	/* single-token steps: a few blocks' loads in flight at once */
+	constexpr int UNROLL = NT == 1 ? 4 : 1;
+#pragma unroll UNROLL
 	for (int b = lane >> 2; b < k / 32; b += WARP / 4) {
 		float xv[NT][8];
 #pragma unroll
@@ -954,6 +986,98 @@ static __global__ void k_gemv_q(const uint8_t *w, size_t row_bytes, int rows, in
 		}
 }
 
+/*
+ * The GEMV on bf16 rows (the backend's own copies), for T <= NT tokens: a
+ * warp per row, each lane 8 weights (16 bytes) per load, U loads in flight
+ * before any is used, so a warp keeps U x 512 bytes of the row on their
+ * way (a long row, such as down's 14336, is otherwise a chain of round
+ * trips); x comes from L1, the weights stream past it (ld.global.cs).
+ * k a multiple of 8.
+ */
+#define GEMV16_WARPS 8
+
+__device__ __forceinline__ void bf16x8(uint4 raw, float *f)
+{
+	const __nv_bfloat162 *h2 = (const __nv_bfloat162 *)&raw;
+#pragma unroll
+	for (int j = 0; j < 4; j++) {
+		float2 v = __bfloat1622float2(h2[j]);
+		f[2 * j] = v.x;
+		f[2 * j + 1] = v.y;
+	}
+}
+
+template <int NT, int U>
+static __global__ void __launch_bounds__(GEMV16_WARPS *WARP)
+	k_gemv_bf16(const bf16 *w, int rows, int k, const bf16 *x, int T, float *y, int ldy)
+{
+	const int lane = threadIdx.x % WARP, row = blockIdx.x * GEMV16_WARPS + threadIdx.x / WARP;
+	if (row >= rows)
+		return; /* the whole warp */
+	const uint4 *wr = (const uint4 *)(w + (size_t)row * k);
+	const int n8 = k / 8;
+	float acc[NT];
+#pragma unroll
+	for (int t = 0; t < NT; t++)
+		acc[t] = 0;
+	int c = lane;
+	for (; c + (U - 1) * WARP < n8; c += U * WARP) {
+		uint4 wv[U];
+#pragma unroll
+		for (int u = 0; u < U; u++)
+			wv[u] = __ldcs(wr + c + u * WARP);
+#pragma unroll
+		for (int u = 0; u < U; u++) {
+			float wf[8];
+			bf16x8(wv[u], wf);
+#pragma unroll
+			for (int t = 0; t < NT; t++) {
+				if (t < T) {
+					float xf[8];
+					bf16x8(*(const uint4 *)(x + (size_t)t * k + (size_t)(c + u * WARP) * 8), xf);
+#pragma unroll
+					for (int i = 0; i < 8; i++)
+						acc[t] += wf[i] * xf[i];
+				}
+			}
+		}
+	}
+	for (; c < n8; c += WARP) {
+		float wf[8];
+		bf16x8(__ldcs(wr + c), wf);
+#pragma unroll
+		for (int t = 0; t < NT; t++) {
+			if (t < T) {
+				float xf[8];
+				bf16x8(*(const uint4 *)(x + (size_t)t * k + (size_t)c * 8), xf);
+#pragma unroll
+				for (int i = 0; i < 8; i++)
+					acc[t] += wf[i] * xf[i];
+			}
+		}
+	}
+#pragma unroll
+	for (int t = 0; t < NT; t++) {
+		float a = warp_sum(acc[t]);
+		if (lane == 0 && t < T)
+			y[(size_t)t * ldy + row] = a;
+	}
+}
+
+static inline void gemv_bf16_launch(const bf16 *w, int rows, int k, const bf16 *x, int T, float *y, int ldy,
+				    cudaStream_t st)
+{
+	unsigned blocks = (unsigned)((rows + GEMV16_WARPS - 1) / GEMV16_WARPS), th = GEMV16_WARPS * WARP;
+	if (T <= 1)
+		k_gemv_bf16<1, 8><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
+	else if (T <= 2)
+		k_gemv_bf16<2, 4><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
+	else if (T <= 4)
+		k_gemv_bf16<4, 2><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
+	else
+		k_gemv_bf16<8, 2><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
+}
+
 template <uint32_t TYPE>
 static inline void gemv_launch(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y,
 			       int ldy, cudaStream_t st)
@@ -991,7 +1115,8 @@ static inline bool gemv_q(uint32_t qtype, const uint8_t *w, size_t row_bytes, in
 		gemv_launch<KERN_TYPE_Q6_K>(w, row_bytes, rows, k, x, T, y, ldy, st);
 		return true;
 	case KERN_TYPE_BF16:
-		gemv_launch<KERN_TYPE_BF16>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		(void)row_bytes; /* k * 2 */
+		gemv_bf16_launch((const bf16 *)w, rows, k, x, T, y, ldy, st);
 		return true;
 	default:
 		return false;

@@ -516,9 +516,10 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		}
 
 		/* ---- fused dequantizing GEMV (decode on quantized weights) ---- */
-		printf("\nGEMV on quantized rows (decode path for Q8_0, Q4_0, Q4_1, Q4_K, Q6_K up to T = %d; BF16: the\n"
-		       "LOCUS_CUDA_GEMV_BF16=1 path; bytes: the weights as stored; compare with the GEMM rows above at the same T)\n"
-		       "%-28s %4s %9s %9s %8s\n", GEMV_MAX_T, "type, shape", "T", "us", "GB/s w", "of copy");
+		printf("\nGEMV (the backend's decode path for Q8_0, Q4_0, Q4_1, Q4_K, Q6_K rows up to T = %d, for BF16\n"
+		       "rows, k_gemv_bf16, up to T = %d; bytes: the weights as stored; compare with the GEMM rows above at the\n"
+		       "same T)\n%-28s %4s %9s %9s %8s\n",
+		       GEMV_Q_MAX_T, GEMV_BF16_MAX_T, "type, shape", "T", "us", "GB/s w", "of copy");
 		{
 			const uint32_t qt[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K,
 					       KERN_TYPE_BF16};
