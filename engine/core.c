@@ -133,3 +133,18 @@ int engine_seq_feed(struct engine_core *c, struct kv_seq *s, const int32_t *toke
 		memcpy(logits_last, logits_all + (size_t)(n - 1) * V, (size_t)V * sizeof(float));
 	return 0;
 }
+
+int engine_seq_step_argmax(struct engine_core *c, struct kv_seq *s, int32_t token, float *logits, int32_t *next)
+{
+	int rc = kv_seq_reserve(&c->kv, s, s->n_pos + 1);
+	if (rc)
+		return rc;
+	batch_clear(&c->batch);
+	int si = batch_add_seq(&c->batch, s);
+	batch_add_token(&c->batch, si, token, s->n_pos, true);
+	rc = kern_backend_step_argmax(c->be, &c->batch.kb, kern_backend_argmax_only(c->be) ? NULL : logits, next);
+	if (rc)
+		return rc;
+	s->n_pos++;
+	return 0;
+}

@@ -69,5 +69,12 @@ void engine_core_close(struct engine_core *c);
  */
 int engine_seq_feed(struct engine_core *c, struct kv_seq *s, const int32_t *tokens, int64_t n, float *logits_last,
 		    float *logits_all);
+/*
+ * Feeds one token to s and sets *next to the argmax of its logits, picked
+ * by the backend where it can do so without handing the logits out (the
+ * CUDA backend: only the id crosses PCIe), as the engine serves greedy
+ * requests; otherwise through logits (n_vocab floats of scratch). 0 or -errno.
+ */
+int engine_seq_step_argmax(struct engine_core *c, struct kv_seq *s, int32_t token, float *logits, int32_t *next);
 
 #endif

@@ -499,11 +499,16 @@ int main(int argc, char **argv)
 	}
 
 	int64_t n_gen = 0, n_steps = 0;
+	/* Greedy without logprobs: decode steps take the backend's argmax, as
+	 * the engine serves such requests (on a GPU only the id comes back). */
+	const bool dev_argmax = sampler_is_argmax(&smp) && a.logprobs < 0;
+	int32_t next = -1; /* the backend's pick for the next token */
 	double t1 = now_ms();
 	while (n_gen < a.n_predict) {
 		float lp;
 		struct sampler_logprob top[20];
-		int32_t tok = sampler_sample(&smp, &sw, logits, a.logprobs >= 0 ? &lp : NULL, top, a.logprobs);
+		int32_t tok = next >= 0 ? next
+					: sampler_sample(&smp, &sw, logits, a.logprobs >= 0 ? &lp : NULL, top, a.logprobs);
 		sampler_accept(&smp, tok);
 		if (a.logprobs >= 0)
 			print_logprobs(c.vocab, tok, lp, top, a.logprobs);
@@ -517,7 +522,8 @@ int main(int argc, char **argv)
 		n_gen++;
 		if (out_token(&os, tok) || n_gen == a.n_predict)
 			break;
-		if ((frc = engine_seq_feed(&c, &seq, &tok, 1, logits, NULL))) {
+		if ((frc = dev_argmax ? engine_seq_step_argmax(&c, &seq, tok, logits, &next)
+				      : engine_seq_feed(&c, &seq, &tok, 1, logits, NULL))) {
 			fprintf(stderr, "\ngenerate: decode failed: %s\n", strerror(-frc));
 			goto out;
 		}

@@ -110,56 +110,78 @@ struct step_meta {
 /*
  * Token blockIdx.x of the fused QKV output (row stride ld: q, then k, then
  * v): biases, RoPE on q and k (angles in double, as the CPU backend
- * computes its table), q back in place, k and v into the f16 cache.
+ * computes its table), q back in place, k and v into the f16 cache. Block
+ * y takes heads y * QKV_POST_HEADS .. of the q, k, v heads in that order,
+ * so a token's work spreads over several SMs (one block per token left a
+ * decode step's 48 heads to one).
  */
-static __global__ void k_qkv_post(float *qkv, int ld, const float *bq, const float *bk, const float *bv,
-			   const double *inv_freq, step_meta m, __half *kc, __half *vc, int n_head, int n_kv, int hd,
-			   int bs, size_t blk_stride, int neox)
+#define QKV_POST_HEADS 4
+#define QKV_POST_THREADS 128
+
+static __global__ void __launch_bounds__(QKV_POST_THREADS)
+	k_qkv_post(float *qkv, int ld, const float *bq, const float *bk, const float *bv, const double *inv_freq,
+		   step_meta m, __half *kc, __half *vc, int n_head, int n_kv, int hd, int bs, size_t blk_stride, int neox)
 {
 	const int t = blockIdx.x, half = hd / 2, qd = n_head * hd, kvd = n_kv * hd;
 	float *q = qkv + (size_t)t * ld, *k = q + qd, *v = k + kvd;
 	const int32_t p = m.pos[t];
 	const int32_t blk = m.bt[m.bt_off[t] + p / bs];
 	const size_t base = (size_t)blk * blk_stride + (size_t)(p % bs) * hd;
-	/* the token's angles once (every head shares them), in double as the CPU's */
-	__shared__ float s_cos[ATTN_MAX_HD / 2], s_sin[ATTN_MAX_HD / 2];
-	for (int i = threadIdx.x; i < half; i += blockDim.x) {
-		double sn, cs;
-		sincos((double)p * inv_freq[i], &sn, &cs);
-		s_cos[i] = (float)cs;
-		s_sin[i] = (float)sn;
-	}
-	__syncthreads();
-	/* rotations: (head, pair) items over q heads then k heads */
-	for (int it = threadIdx.x; it < (n_head + n_kv) * half; it += blockDim.x) {
-		int h = it / half, i = it % half;
-		bool isk = h >= n_head;
-		float *vec = isk ? k + (size_t)(h - n_head) * hd : q + (size_t)h * hd;
-		const float *bias = isk ? bk : bq;
-		int hb = isk ? (h - n_head) * hd : h * hd;
-		int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-		float a = vec[i0], b = vec[i1];
-		if (bias) {
-			a += bias[hb + i0];
-			b += bias[hb + i1];
+	const int h0 = blockIdx.y * QKV_POST_HEADS, nrot = n_head + n_kv;
+	const int h1 = min(h0 + QKV_POST_HEADS, nrot + n_kv);
+	if (h0 < nrot) {
+		/* the token's angles (every head shares them), in double as the CPU's */
+		__shared__ float s_cos[ATTN_MAX_HD / 2], s_sin[ATTN_MAX_HD / 2];
+		for (int i = threadIdx.x; i < half; i += blockDim.x) {
+			double sn, cs;
+			sincos((double)p * inv_freq[i], &sn, &cs);
+			s_cos[i] = (float)cs;
+			s_sin[i] = (float)sn;
 		}
-		const float cf = s_cos[i], sf = s_sin[i];
-		float ra = a * cf - b * sf, rb = a * sf + b * cf;
-		if (isk) {
-			int kh = h - n_head;
-			__half *dst = kc + base + (size_t)kh * bs * hd;
-			dst[i0] = __float2half_rn(ra);
-			dst[i1] = __float2half_rn(rb);
-		} else {
-			vec[i0] = ra;
-			vec[i1] = rb;
+		__syncthreads(); /* h0 is the same for the whole block */
+		/* rotations: (head, pair) items over this block's q and k heads */
+		const int hr = min(h1, nrot);
+		for (int it = h0 * half + threadIdx.x; it < hr * half; it += blockDim.x) {
+			int h = it / half, i = it % half;
+			bool isk = h >= n_head;
+			float *vec = isk ? k + (size_t)(h - n_head) * hd : q + (size_t)h * hd;
+			const float *bias = isk ? bk : bq;
+			int hb = isk ? (h - n_head) * hd : h * hd;
+			int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+			float a = vec[i0], b = vec[i1];
+			if (bias) {
+				a += bias[hb + i0];
+				b += bias[hb + i1];
+			}
+			const float cf = s_cos[i], sf = s_sin[i];
+			float ra = a * cf - b * sf, rb = a * sf + b * cf;
+			if (isk) {
+				int kh = h - n_head;
+				__half *dst = kc + base + (size_t)kh * bs * hd;
+				dst[i0] = __float2half_rn(ra);
+				dst[i1] = __float2half_rn(rb);
+			} else {
+				vec[i0] = ra;
+				vec[i1] = rb;
+			}
 		}
 	}
-	for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
+	/* this block's v heads into the cache */
+	const int v0 = max(h0, nrot) - nrot, v1 = h1 - nrot;
+	for (int i = v0 * hd + threadIdx.x; i < v1 * hd; i += blockDim.x) {
 		int h = i / hd, d = i % hd;
 		float x = v[i] + (bv ? bv[i] : 0.0f);
 		vc[base + (size_t)h * bs * hd + d] = __float2half_rn(x);
 	}
+}
+
+static inline void qkv_post_launch(float *qkv, int ld, const float *bq, const float *bk, const float *bv,
+				   const double *inv_freq, step_meta m, __half *kc, __half *vc, int n_head, int n_kv,
+				   int hd, int bs, size_t blk_stride, int neox, int T, cudaStream_t st)
+{
+	dim3 grid((unsigned)T, (unsigned)((n_head + 2 * n_kv + QKV_POST_HEADS - 1) / QKV_POST_HEADS));
+	k_qkv_post<<<grid, QKV_POST_THREADS, 0, st>>>(qkv, ld, bq, bk, bv, inv_freq, m, kc, vc, n_head, n_kv, hd, bs,
+							blk_stride, neox);
 }
 
 /*
@@ -176,13 +198,40 @@ static __global__ void k_qkv_post(float *qkv, int ld, const float *bq, const flo
  * nsplit > 1: the block's (max, sum, unnormalized accumulator) in part,
  * for k_attn_merge.
  */
-#define ATTN_SPLITS 16        /* ranges per token */
+/* One warp merges a (token, head)'s nsplit <= 32 ranges (part written by
+ * other blocks: read past L1): out = sum_z acc_z e^(m_z - M) / sum_z l_z e^(m_z - M).
+ * Empty ranges have l == 0 exactly and are skipped; a NaN l is kept, so poison shows. */
+__device__ __forceinline__ void attn_merge_warp(const float *pp, int nsplit, int hd, bf16 *o)
+{
+	const int lane = threadIdx.x % WARP;
+	float mz = -INFINITY, lz = 0;
+	if (lane < nsplit) {
+		mz = __ldcg(pp + (size_t)lane * (hd + 2));
+		lz = __ldcg(pp + (size_t)lane * (hd + 2) + 1);
+	}
+	float gm = lz != 0 ? mz : -INFINITY;
+	for (int o2 = WARP / 2; o2 > 0; o2 >>= 1)
+		gm = fmaxf(gm, __shfl_xor_sync(0xffffffffu, gm, o2));
+	const float fz = lz != 0 ? __expf(mz - gm) : 0.0f;
+	const float gl = warp_sum(lz != 0 ? lz * fz : 0.0f);
+	for (int d = lane; d < hd; d += WARP) {
+		float s = 0;
+		for (int z = 0; z < nsplit; z++) {
+			const float l = __shfl_sync(0xffffffffu, lz, z), f = __shfl_sync(0xffffffffu, fz, z);
+			if (l != 0)
+				s += __ldcg(pp + (size_t)z * (hd + 2) + 2 + d) * f;
+		}
+		o[d] = __float2bfloat16(s / gl);
+	}
+}
+
+#define ATTN_SPLITS 16        /* ranges per token (at most 32: a warp merges them) */
 #define ATTN_SPLIT_MAX_T 64   /* steps of at most this many tokens split their attention */
 #define ATTN_MIN_RANGE 16     /* positions per range at least (the rest of the ranges stay empty) */
 
 static __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc,
 				   int n_head, int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out,
-				   int out_ld, int nsplit, float *part)
+				   int out_ld, int nsplit, float *part, unsigned *cnt)
 {
 	__shared__ float sm[ATTN_WARPS], sl[ATTN_WARPS];
 	__shared__ float sacc[ATTN_WARPS][ATTN_MAX_HD];
@@ -276,6 +325,22 @@ static __global__ void k_attention(const float *qkv, int ld, step_meta m, const 
 				s += sacc[i][d] * f[i];
 			pp[2 + d] = s;
 		}
+		/* The last of the (token, head)'s nsplit blocks to get here merges
+		 * them all (one launch fewer per layer than a merge kernel): each
+		 * block's writes are fenced before it counts itself in. */
+		__threadfence();
+		__syncwarp();
+		unsigned prev = 0;
+		if (lane == 0)
+			prev = atomicAdd(&cnt[(size_t)t * n_head + h], 1u);
+		prev = __shfl_sync(0xffffffffu, prev, 0);
+		if (prev != (unsigned)nsplit - 1)
+			return;
+		__threadfence();
+		attn_merge_warp(part + ((size_t)t * n_head + h) * nsplit * (hd + 2), nsplit, hd,
+				out + (size_t)t * out_ld + (size_t)h * hd);
+		if (lane == 0)
+			cnt[(size_t)t * n_head + h] = 0; /* ready for the next layer, the next step */
 		return;
 	}
 	bf16 *o = out + (size_t)t * out_ld + (size_t)h * hd;
@@ -284,34 +349,6 @@ static __global__ void k_attention(const float *qkv, int ld, step_meta m, const 
 		float s = 0;
 		for (int i = 0; i < ATTN_WARPS; i++)
 			s += sacc[i][d] * f[i];
-		o[d] = __float2bfloat16(s / gl);
-	}
-}
-
-/* Merges the nsplit ranges of block (token, head): out = sum_z acc_z e^(m_z - M) / sum_z l_z e^(m_z - M). */
-static __global__ void k_attn_merge(const float *part, int n_head, int nsplit, int hd, bf16 *out, int out_ld)
-{
-	const int t = blockIdx.x, h = blockIdx.y;
-	const float *pp = part + ((size_t)t * n_head + h) * nsplit * (hd + 2);
-	float gm = -INFINITY;
-	/* empty ranges have l == 0 exactly; a NaN l is kept, so poison shows */
-	for (int z = 0; z < nsplit; z++)
-		if (pp[(size_t)z * (hd + 2) + 1] != 0)
-			gm = fmaxf(gm, pp[(size_t)z * (hd + 2)]);
-	float gl = 0;
-	for (int z = 0; z < nsplit; z++) {
-		const float *q = pp + (size_t)z * (hd + 2);
-		if (q[1] != 0)
-			gl += q[1] * __expf(q[0] - gm);
-	}
-	bf16 *o = out + (size_t)t * out_ld + (size_t)h * hd;
-	for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-		float s = 0;
-		for (int z = 0; z < nsplit; z++) {
-			const float *q = pp + (size_t)z * (hd + 2);
-			if (q[1] != 0)
-				s += q[2 + d] * __expf(q[0] - gm);
-		}
 		o[d] = __float2bfloat16(s / gl);
 	}
 }
@@ -435,22 +472,21 @@ static inline int attn_tiles(int32_t T, const int32_t *seq, const int32_t *pos, 
 /* Attention for T tokens: by tiles when tiles are given (steps of more than
  * ATTN_SPLIT_MAX_T tokens), else one block per token and head, split along
  * the positions when T is small and part (ATTN_SPLIT_MAX_T x n_head x
- * ATTN_SPLITS x (hd + 2) floats) is given. */
+ * ATTN_SPLITS x (hd + 2) floats) and cnt (ATTN_SPLIT_MAX_T x n_head, zero,
+ * and left zero) are given. */
 static inline void attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head,
 			     int n_kv, int hd, int bs, size_t blk_stride, bf16 *out, int out_ld, int T, float *part,
-			     const int32_t *tiles, int n_tiles, cudaStream_t st)
+			     unsigned *cnt, const int32_t *tiles, int n_tiles, cudaStream_t st)
 {
 	if (tiles && n_tiles > 0) {
 		k_attn_tile<<<dim3(n_tiles, n_head), ATTN_TILE_THREADS, 0, st>>>(
 			qkv, ld, m, tiles, kc, vc, n_head, n_kv, hd, bs, blk_stride, 1.0f / sqrtf((float)hd), out, out_ld);
 		return;
 	}
-	const int ns = part && T <= ATTN_SPLIT_MAX_T ? ATTN_SPLITS : 1;
+	const int ns = part && cnt && T <= ATTN_SPLIT_MAX_T ? ATTN_SPLITS : 1;
 	k_attention<<<dim3(T, n_head, ns), ATTN_WARPS * WARP, 0, st>>>(qkv, ld, m, kc, vc, n_head, n_kv, hd, bs,
 									blk_stride, 1.0f / sqrtf((float)hd), out,
-									out_ld, ns, part);
-	if (ns > 1)
-		k_attn_merge<<<dim3(T, n_head), 128, 0, st>>>(part, n_head, ns, hd, out, out_ld);
+									out_ld, ns, part, cnt);
 }
 
 /* h[t][i] = silu(gu[t][i]) * gu[t][F + i], bf16. */
@@ -837,7 +873,8 @@ static inline void top_launch(const float *x, int n, const float *inv_t, int row
  */
 #define GEMV_MAX_T 8    /* the kernels' limit (cuda-check, kbench) */
 #define GEMV_Q_MAX_T 2  /* the backend's: cuBLAS on the bf16 copies is faster from 3 tokens (kbench, H100) */
-#define GEMV_BF16_MAX_T 2 /* the backend's k_gemv_bf16 instead of cuBLAS for unquantized rows (kbench, H100) */
+#define GEMV_BF16_MAX_T 1 /* the backend's k_gemv_bf16 instead of cuBLAS for unquantized rows: ahead on
+			   * every 8B shape at 1 token (86-103% of the copy bandwidth), behind at 2 (kbench, H100) */
 #define GEMV_WARPS 4
 #define GEMV_ROWS 2
 
@@ -1071,7 +1108,7 @@ static inline void gemv_bf16_launch(const bf16 *w, int rows, int k, const bf16 *
 	if (T <= 1)
 		k_gemv_bf16<1, 8><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
 	else if (T <= 2)
-		k_gemv_bf16<2, 4><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
+		k_gemv_bf16<2, 2><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
 	else if (T <= 4)
 		k_gemv_bf16<4, 2><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
 	else

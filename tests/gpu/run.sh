@@ -314,7 +314,7 @@ else
 			row "8B decode, batch 1, no graphs" "${DEC0:-?} tok/s"
 		fi
 		if [ "$(elapsed)" -lt 400 ]; then
-			# cuBLAS for every matrix product (the default takes our GEMV on the bf16 rows at 1-2 tokens)
+			# cuBLAS for every matrix product (the default takes our GEMV on the bf16 rows at 1 token)
 			LOCUS_CUDA_GEMV_BF16=0 timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 128 --temp 0 --ignore-eos \
 				--ids --backend cuda -v --warmup >/dev/null 2>"$L/8b-generate-cublas.txt"
 			DEC1=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$L/8b-generate-cublas.txt")
@@ -357,6 +357,17 @@ else
 				TPS=$(sed -n 's/.*, \([0-9.]*\) tokens\/s.*/\1/p' "$f")
 				row "engine pin=$pin, c=8, 64 tokens" "${TPS:-?} tok/s; ms: latency p99 $(awk '$1 == "latency" {print $6}' "$f"), TTFT p50 $(awk '$1 == "ttft" {print $3}' "$f"), ITL p50 $(awk '$1 == "itl" {print $3}' "$f")"
 				if [ "$pin" = on ]; then
+					# TTFT through the server, one request at a time: a 128-token
+					# prompt (token ids), max_tokens 1, 12 requests after 2 warm-ups
+					if command -v curl >/dev/null; then
+						TB="{\"prompt\":[$P],\"max_tokens\":1,\"temperature\":0}"
+						for i in $(seq 1 14); do
+							curl -s -o /dev/null -w '%{time_total}\n' -H 'Content-Type: application/json' \
+								-d "$TB" http://127.0.0.1:18181/v1/completions
+						done >"$L/ttft-128.txt" 2>&1
+						TT=$(tail -n 12 "$L/ttft-128.txt" | sort -n | awk '{a[NR] = $1 * 1000} END {if (NR) printf "median %.1f ms, min %.1f, max %.1f", (a[int((NR + 1) / 2)] + a[int(NR / 2) + 1]) / 2, a[1], a[NR]}')
+						row "engine pin=on, TTFT of a 128-token prompt, one request at a time (curl, max_tokens 1)" "${TT:-?} (target 15 ms)"
+					fi
 					# sampled: rows leave the device as their 64 best logits (logit_rows_total{path="top"})
 					timeout 60 "$BIN/uring-bench" --url http://127.0.0.1:18181 -n 32 -c 8 --max-tokens 64 --ignore-eos \
 						--temperature 0.8 --top-k 40 >"$L/bench-sampled.txt" 2>&1 || bad "uring-bench sampled" "see bench-sampled.txt"
