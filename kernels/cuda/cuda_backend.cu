@@ -135,7 +135,6 @@ struct cuda_backend {
 	/* device scratch, rows of max_batch_tokens */
 	float *x, *tmp, *qkv, *gu, *logits;
 	float *attn_part; /* split attention's partial results (steps of <= 64 tokens); NULL: never split */
-	unsigned *attn_cnt; /* (ATTN_SPLIT_MAX_T x n_head) split attention's arrival counters, zero between kernels */
 	bf16 *xb, *att, *h;
 	int32_t *d_meta; /* tokens, pos, bt_off, logit_idx, argmax, then block tables */
 	size_t meta_cap; /* int32 elements of d_meta and h_meta */
@@ -658,7 +657,7 @@ static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argma
 				bs, cb->blk_stride, hp->rope_type == KERN_ROPE_NEOX, T, st);
 		prof_mark(cb, PK_ROPE_KV);
 		attention(cb->qkv, ldqkv, m, kc, vc, hp->n_head, hp->n_head_kv, hd, bs, cb->blk_stride, cb->att, qd, T,
-			  cb->attn_split ? cb->attn_part : NULL, cb->attn_cnt, T > ATTN_SPLIT_MAX_T ? cb->d_tiles : NULL,
+			  cb->attn_split ? cb->attn_part : NULL, T > ATTN_SPLIT_MAX_T ? cb->d_tiles : NULL,
 			  T > ATTN_SPLIT_MAX_T ? cb->n_tiles : 0, st);
 		prof_mark(cb, PK_ATTN);
 		if (gemm(cb, &L->wo, cb->att, T, cb->tmp, E))
@@ -941,7 +940,6 @@ static void cuda_close(kern_backend_t *be)
 	hbuf_free(&cb->hm);
 	cudaFree(cb->d_top);
 	cudaFree(cb->d_sel);
-	cudaFree(cb->attn_cnt);
 	cudaFree(cb->d_inv_t);
 	hbuf_free(&cb->htop);
 	hbuf_free(&cb->hinv);
@@ -1163,8 +1161,6 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		CU(cudaMalloc(&cb->d_top, Tz * sizeof(struct kern_top)), "cudaMalloc (top candidates)");
 		CU(cudaMalloc(&cb->d_sel, sel_scratch_bytes((int)Tz, (int)V)), "cudaMalloc (argmax and top-64 segments)");
 		CU(cudaMalloc(&cb->d_inv_t, Tz * sizeof(float)), "cudaMalloc (inverse temperatures)");
-		CU(cudaMalloc(&cb->attn_cnt, (size_t)ATTN_SPLIT_MAX_T * hp->n_head * sizeof(unsigned)), "cudaMalloc (attention counters)");
-		CU(cudaMemset(cb->attn_cnt, 0, (size_t)ATTN_SPLIT_MAX_T * hp->n_head * sizeof(unsigned)), "attention counters");
 		CU(cudaMalloc(&cb->d_tiles, (Tz + 1) * sizeof(int32_t)), "cudaMalloc (attention tiles)");
 	}
 

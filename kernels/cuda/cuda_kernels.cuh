@@ -198,40 +198,13 @@ static inline void qkv_post_launch(float *qkv, int ld, const float *bq, const fl
  * nsplit > 1: the block's (max, sum, unnormalized accumulator) in part,
  * for k_attn_merge.
  */
-/* One warp merges a (token, head)'s nsplit <= 32 ranges (part written by
- * other blocks: read past L1): out = sum_z acc_z e^(m_z - M) / sum_z l_z e^(m_z - M).
- * Empty ranges have l == 0 exactly and are skipped; a NaN l is kept, so poison shows. */
-__device__ __forceinline__ void attn_merge_warp(const float *pp, int nsplit, int hd, bf16 *o)
-{
-	const int lane = threadIdx.x % WARP;
-	float mz = -INFINITY, lz = 0;
-	if (lane < nsplit) {
-		mz = __ldcg(pp + (size_t)lane * (hd + 2));
-		lz = __ldcg(pp + (size_t)lane * (hd + 2) + 1);
-	}
-	float gm = lz != 0 ? mz : -INFINITY;
-	for (int o2 = WARP / 2; o2 > 0; o2 >>= 1)
-		gm = fmaxf(gm, __shfl_xor_sync(0xffffffffu, gm, o2));
-	const float fz = lz != 0 ? __expf(mz - gm) : 0.0f;
-	const float gl = warp_sum(lz != 0 ? lz * fz : 0.0f);
-	for (int d = lane; d < hd; d += WARP) {
-		float s = 0;
-		for (int z = 0; z < nsplit; z++) {
-			const float l = __shfl_sync(0xffffffffu, lz, z), f = __shfl_sync(0xffffffffu, fz, z);
-			if (l != 0)
-				s += __ldcg(pp + (size_t)z * (hd + 2) + 2 + d) * f;
-		}
-		o[d] = __float2bfloat16(s / gl);
-	}
-}
-
-#define ATTN_SPLITS 16        /* ranges per token (at most 32: a warp merges them) */
+#define ATTN_SPLITS 16        /* ranges per token */
 #define ATTN_SPLIT_MAX_T 64   /* steps of at most this many tokens split their attention */
 #define ATTN_MIN_RANGE 16     /* positions per range at least (the rest of the ranges stay empty) */
 
 static __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc,
 				   int n_head, int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out,
-				   int out_ld, int nsplit, float *part, unsigned *cnt)
+				   int out_ld, int nsplit, float *part)
 {
 	__shared__ float sm[ATTN_WARPS], sl[ATTN_WARPS];
 	__shared__ float sacc[ATTN_WARPS][ATTN_MAX_HD];
@@ -325,22 +298,6 @@ static __global__ void k_attention(const float *qkv, int ld, step_meta m, const 
 				s += sacc[i][d] * f[i];
 			pp[2 + d] = s;
 		}
-		/* The last of the (token, head)'s nsplit blocks to get here merges
-		 * them all (one launch fewer per layer than a merge kernel): each
-		 * block's writes are fenced before it counts itself in. */
-		__threadfence();
-		__syncwarp();
-		unsigned prev = 0;
-		if (lane == 0)
-			prev = atomicAdd(&cnt[(size_t)t * n_head + h], 1u);
-		prev = __shfl_sync(0xffffffffu, prev, 0);
-		if (prev != (unsigned)nsplit - 1)
-			return;
-		__threadfence();
-		attn_merge_warp(part + ((size_t)t * n_head + h) * nsplit * (hd + 2), nsplit, hd,
-				out + (size_t)t * out_ld + (size_t)h * hd);
-		if (lane == 0)
-			cnt[(size_t)t * n_head + h] = 0; /* ready for the next layer, the next step */
 		return;
 	}
 	bf16 *o = out + (size_t)t * out_ld + (size_t)h * hd;
@@ -349,6 +306,34 @@ static __global__ void k_attention(const float *qkv, int ld, step_meta m, const 
 		float s = 0;
 		for (int i = 0; i < ATTN_WARPS; i++)
 			s += sacc[i][d] * f[i];
+		o[d] = __float2bfloat16(s / gl);
+	}
+}
+
+/* Merges the nsplit ranges of block (token, head): out = sum_z acc_z e^(m_z - M) / sum_z l_z e^(m_z - M). */
+static __global__ void k_attn_merge(const float *part, int n_head, int nsplit, int hd, bf16 *out, int out_ld)
+{
+	const int t = blockIdx.x, h = blockIdx.y;
+	const float *pp = part + ((size_t)t * n_head + h) * nsplit * (hd + 2);
+	float gm = -INFINITY;
+	/* empty ranges have l == 0 exactly; a NaN l is kept, so poison shows */
+	for (int z = 0; z < nsplit; z++)
+		if (pp[(size_t)z * (hd + 2) + 1] != 0)
+			gm = fmaxf(gm, pp[(size_t)z * (hd + 2)]);
+	float gl = 0;
+	for (int z = 0; z < nsplit; z++) {
+		const float *q = pp + (size_t)z * (hd + 2);
+		if (q[1] != 0)
+			gl += q[1] * __expf(q[0] - gm);
+	}
+	bf16 *o = out + (size_t)t * out_ld + (size_t)h * hd;
+	for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+		float s = 0;
+		for (int z = 0; z < nsplit; z++) {
+			const float *q = pp + (size_t)z * (hd + 2);
+			if (q[1] != 0)
+				s += q[2 + d] * __expf(q[0] - gm);
+		}
 		o[d] = __float2bfloat16(s / gl);
 	}
 }
@@ -472,21 +457,22 @@ static inline int attn_tiles(int32_t T, const int32_t *seq, const int32_t *pos, 
 /* Attention for T tokens: by tiles when tiles are given (steps of more than
  * ATTN_SPLIT_MAX_T tokens), else one block per token and head, split along
  * the positions when T is small and part (ATTN_SPLIT_MAX_T x n_head x
- * ATTN_SPLITS x (hd + 2) floats) and cnt (ATTN_SPLIT_MAX_T x n_head, zero,
- * and left zero) are given. */
+ * ATTN_SPLITS x (hd + 2) floats) is given. */
 static inline void attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head,
 			     int n_kv, int hd, int bs, size_t blk_stride, bf16 *out, int out_ld, int T, float *part,
-			     unsigned *cnt, const int32_t *tiles, int n_tiles, cudaStream_t st)
+			     const int32_t *tiles, int n_tiles, cudaStream_t st)
 {
 	if (tiles && n_tiles > 0) {
 		k_attn_tile<<<dim3(n_tiles, n_head), ATTN_TILE_THREADS, 0, st>>>(
 			qkv, ld, m, tiles, kc, vc, n_head, n_kv, hd, bs, blk_stride, 1.0f / sqrtf((float)hd), out, out_ld);
 		return;
 	}
-	const int ns = part && cnt && T <= ATTN_SPLIT_MAX_T ? ATTN_SPLITS : 1;
+	const int ns = part && T <= ATTN_SPLIT_MAX_T ? ATTN_SPLITS : 1;
 	k_attention<<<dim3(T, n_head, ns), ATTN_WARPS * WARP, 0, st>>>(qkv, ld, m, kc, vc, n_head, n_kv, hd, bs,
 									blk_stride, 1.0f / sqrtf((float)hd), out,
-									out_ld, ns, part, cnt);
+									out_ld, ns, part);
+	if (ns > 1)
+		k_attn_merge<<<dim3(T, n_head), 128, 0, st>>>(part, n_head, ns, hd, out, out_ld);
 }
 
 /* h[t][i] = silu(gu[t][i]) * gu[t][F + i], bf16. */
@@ -873,8 +859,9 @@ static inline void top_launch(const float *x, int n, const float *inv_t, int row
  */
 #define GEMV_MAX_T 8    /* the kernels' limit (cuda-check, kbench) */
 #define GEMV_Q_MAX_T 2  /* the backend's: cuBLAS on the bf16 copies is faster from 3 tokens (kbench, H100) */
-#define GEMV_BF16_MAX_T 1 /* the backend's k_gemv_bf16 instead of cuBLAS for unquantized rows: ahead on
-			   * every 8B shape at 1 token (86-103% of the copy bandwidth), behind at 2 (kbench, H100) */
+#define GEMV_BF16_MAX_T 2 /* the backend's k_gemv_bf16 instead of cuBLAS for unquantized rows: kbench on
+			   * an H100, Llama-3-8B shapes: ahead at 1 token (86-103% of the copy bandwidth), 5% ahead
+			   * over a layer at 2, behind at 4 */
 #define GEMV_WARPS 4
 #define GEMV_ROWS 2
 
@@ -976,8 +963,10 @@ static __global__ void k_gemv_q(const uint8_t *w, size_t row_bytes, int rows, in
 #pragma unroll
 		for (int t = 0; t < NT; t++)
 			acc[r][t] = 0;
-	/* single-token steps: a few blocks' loads in flight at once */
-	constexpr int UNROLL = NT == 1 ? 4 : 1;
+	/* single-token steps of the 32-weight block types: a few blocks' loads in
+	 * flight at once (kbench, H100: 3-11% faster; the K-quants, whose
+	 * dequantization needs more registers, ran up to 27% slower unrolled) */
+	constexpr int UNROLL = NT == 1 && (TYPE == KERN_TYPE_Q8_0 || TYPE == KERN_TYPE_Q4_0 || TYPE == KERN_TYPE_Q4_1) ? 4 : 1;
 #pragma unroll UNROLL
 	for (int b = lane >> 2; b < k / 32; b += WARP / 4) {
 		float xv[NT][8];

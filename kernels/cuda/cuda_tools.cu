@@ -111,7 +111,6 @@ static int attn_check(const struct lcu_check_args *a, char *errbuf, size_t errle
 	const int ld = (NH + 2 * NKV) * HD;
 	const size_t blk_stride = (size_t)NKV * BSZ * HD, cache_n = (size_t)a->n_blocks * blk_stride;
 	float *hq = NULL, *dqkv = NULL, *part = NULL;
-	unsigned *cnt = NULL;
 	__half *hk = NULL, *dk = NULL, *dv = NULL;
 	int32_t *hmeta = NULL, *dmeta = NULL;
 	uint16_t *hy = NULL;
@@ -173,14 +172,11 @@ static int attn_check(const struct lcu_check_args *a, char *errbuf, size_t errle
 	}
 	CU(cudaMalloc(&dy, (size_t)T * a->n * 2), "cudaMalloc");
 	CU(cudaMemset(dy, 0xff, (size_t)T * a->n * 2), "poison");
-	if (a->attn == LCU_ATTN_SPLIT) {
+	if (a->attn == LCU_ATTN_SPLIT)
 		CU(cudaMalloc(&part, (size_t)ATTN_SPLIT_MAX_T * NH * ATTN_SPLITS * (HD + 2) * 4), "cudaMalloc");
-		CU(cudaMalloc(&cnt, (size_t)ATTN_SPLIT_MAX_T * NH * sizeof(unsigned)), "cudaMalloc");
-		CU(cudaMemset(cnt, 0, (size_t)ATTN_SPLIT_MAX_T * NH * sizeof(unsigned)), "counters");
-	}
 	{
 		step_meta m = {dmeta + 2 * T, dmeta, dmeta + T, dmeta + 3 * T, dmeta + 4 * T};
-		attention(dqkv, ld, m, dk, dv, NH, NKV, HD, BSZ, blk_stride, dy, a->n, T, part, cnt,
+		attention(dqkv, ld, m, dk, dv, NH, NKV, HD, BSZ, blk_stride, dy, a->n, T, part,
 			  a->attn == LCU_ATTN_TILED ? dmeta + 4 * T + a->n_bt : NULL,
 			  a->attn == LCU_ATTN_TILED ? n_tiles : 0, 0);
 	}
@@ -201,7 +197,6 @@ err:
 	cudaFree(dmeta);
 	cudaFree(dy);
 	cudaFree(part);
-	cudaFree(cnt);
 	return rc;
 }
 
@@ -570,7 +565,6 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		const size_t blk_stride = (size_t)NKV * BS * HD;
 		__half *kc = (__half *)carve((size_t)nblk * blk_stride * 2), *vc = (__half *)carve((size_t)nblk * blk_stride * 2);
 		float *part = (float *)carve((size_t)ATTN_SPLIT_MAX_T * NH * ATTN_SPLITS * (HD + 2) * 4);
-		unsigned *acnt = (unsigned *)carve((size_t)ATTN_SPLIT_MAX_T * NH * sizeof(unsigned));
 		struct kern_top *tops = (struct kern_top *)carve((size_t)64 * sizeof(struct kern_top));
 		void *sel = carve(sel_scratch_bytes(64, V));
 		int32_t *tiles = (int32_t *)carve(((size_t)Tmax + 1) * 4);
@@ -578,7 +572,6 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 			snprintf(errbuf, errlen, "kbench: the 3 GiB pool is too small");
 			goto err;
 		}
-		CU(cudaMemset(acnt, 0, (size_t)ATTN_SPLIT_MAX_T * NH * sizeof(unsigned)), "attention counters");
 		/* rms weights, rope table: real values; qkv/x: the memset pattern */
 		{
 			float ones[E];
@@ -672,7 +665,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 				for (int split = 1; split >= 0; split--) {
 					float ms = kb_time(&t, runs, [&](int) {
 						attention(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride, xb, E, S,
-							  split ? part : NULL, acnt, NULL, 0, 0);
+							  split ? part : NULL, NULL, 0, 0);
 					});
 					printf("attention decode S=%-2d ctx=%-5d %s %9.2f %9.0f %7.0f%%\n", S, ctx,
 					       split ? "split" : "whole", ms * 1e3, by / (ms * 1e-3) / 1e9,
@@ -694,7 +687,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 			}
 			for (int tiled = 1; tiled >= 0; tiled--) {
 				float ms = kb_time(&t, quick ? 3 : 9, [&](int) {
-					attention(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride, xb, E, T, NULL, NULL,
+					attention(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride, xb, E, T, NULL,
 						  tiled ? tiles : NULL, tiled ? nt : 0, 0);
 				});
 				double fl = 4.0 * NH * HD * (double)T * (T + 1) / 2; /* QK^T and PV, causal */

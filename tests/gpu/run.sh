@@ -301,7 +301,7 @@ else
 		PRE=$(sed -n 's/.*prefill: [0-9]* tokens in \([0-9.]*\) ms.*/\1/p' "$L/8b-generate.txt")
 		if [ -n "$DEC" ] && [ -n "$WB" ]; then
 			BW=$(awk -v w="$WB" -v t="$DEC" 'BEGIN { printf "%.0f", w * 1048576 * t / 1e9 }')
-			FR=$(awk -v b="$BW" -v c="${COPY:-0}" 'BEGIN { if (c > 0) printf "%.0f%%", 100 * b / c; else print "?" }')
+			FR=$(awk -v b="$BW" -v c="${COPY:-0}" 'BEGIN { if (c > 0) printf "%.1f%%", 100 * b / c; else print "?" }')
 			row "8B decode, batch 1, graphs" "$DEC tok/s = $BW GB/s of weights, $FR of the copy bandwidth (target 85%)"
 			row "8B prefill, 128 tokens" "${PRE:-?} ms after a warm-up (TTFT target 15 ms)"
 		else
@@ -314,7 +314,7 @@ else
 			row "8B decode, batch 1, no graphs" "${DEC0:-?} tok/s"
 		fi
 		if [ "$(elapsed)" -lt 400 ]; then
-			# cuBLAS for every matrix product (the default takes our GEMV on the bf16 rows at 1 token)
+			# cuBLAS for every matrix product (the default takes our GEMV on the bf16 rows at 1-2 tokens)
 			LOCUS_CUDA_GEMV_BF16=0 timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 128 --temp 0 --ignore-eos \
 				--ids --backend cuda -v --warmup >/dev/null 2>"$L/8b-generate-cublas.txt"
 			DEC1=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$L/8b-generate-cublas.txt")
