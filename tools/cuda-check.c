@@ -83,6 +83,7 @@ static float frnd(void)
 
 /* ---- single kernels ---- */
 static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu);
+static void gemv_x8_checks(locus_cuda_kernel_check_fn run, int gpu);
 static void top_checks(locus_cuda_kernel_check_fn run, int gpu);
 static void attn_checks(locus_cuda_kernel_check_fn run, int gpu);
 static void qkv_post_checks(locus_cuda_kernel_check_fn run, int gpu);
@@ -175,6 +176,7 @@ static int kernel_checks(void *mod, int gpu)
 		free(x), free(w), free(y), free(ref), free(ids);
 	}
 	gemv_checks(run, gpu);
+	gemv_x8_checks(run, gpu);
 	top_checks(run, gpu);
 	attn_checks(run, gpu);
 	qkv_post_checks(run, gpu);
@@ -523,6 +525,81 @@ static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu)
 				printf("     %s\n", err);
 			free(qw), free(w), free(x), free(y), free(wd);
 		}
+}
+
+/* The int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1) on Q8_0, Q4_0, Q4_1 rows
+ * at 1-2 tokens, against the dequantized rows times x quantized as the CPU
+ * backend quantizes it (kern_act_quantize_row_ref, on x rounded to bf16
+ * as the GEMV gets it), in double: only the kernel's f32 sums differ. */
+static void gemv_x8_checks(locus_cuda_kernel_check_fn run, int gpu)
+{
+	static const uint32_t types[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1};
+	static const int shapes[][3] = {{1, 32, 1}, {7, 96, 2}, {33, 4096, 1}, {5, 14336, 2}, {130, 576, 2}, {17, 768, 1}};
+	const char *prev = getenv("LOCUS_CUDA_GEMV_X8");
+	char *saved = prev ? strdup(prev) : NULL;
+	setenv("LOCUS_CUDA_GEMV_X8", "1", 1);
+	char err[256], what[96];
+	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++)
+		for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+			int rows = shapes[si][0], k = shapes[si][1], T = shapes[si][2];
+			size_t rb = kern_row_bytes(types[ti], k);
+			uint8_t *qw = malloc((size_t)rows * rb);
+			float *w = malloc((size_t)k * 4), *x = malloc((size_t)T * k * 4), *y = malloc((size_t)T * rows * 4);
+			double *wd = malloc((size_t)rows * k * sizeof(double)), *xd = malloc((size_t)T * k * sizeof(double));
+			struct kern_act_q8 *aq = malloc((size_t)(k / 32) * sizeof(*aq));
+			if (!qw || !w || !x || !y || !wd || !xd || !aq) {
+				printf("FAIL out of memory\n");
+				fails++;
+				free(qw), free(w), free(x), free(y), free(wd), free(xd), free(aq);
+				break;
+			}
+			for (int r = 0; r < rows; r++) {
+				for (int i = 0; i < k; i++)
+					w[i] = frnd();
+				kern_quantize_row(types[ti], w, qw + (size_t)r * rb, k);
+				kern_dequantize_row(types[ti], qw + (size_t)r * rb, w, k);
+				for (int i = 0; i < k; i++)
+					wd[(size_t)r * k + i] = w[i];
+			}
+			for (size_t i = 0; i < (size_t)T * k; i++)
+				x[i] = frnd() * 2;
+			/* x as the kernel sees it: bf16, then quantized per 32 */
+			for (int t = 0; t < T; t++) {
+				for (int i = 0; i < k; i++)
+					w[i] = (float)bf16_round(x[(size_t)t * k + i]);
+				kern_act_quantize_row_ref(types[ti], w, aq, k);
+				for (int i = 0; i < k; i++)
+					xd[(size_t)t * k + i] = (double)aq[i / 32].d * aq[i / 32].qs[i % 32];
+			}
+			for (size_t i = 0; i < (size_t)T * rows; i++)
+				y[i] = NAN;
+			struct lcu_check_args a = {.kernel = LCU_GEMV, .gpu = gpu, .rows = rows, .n = k, .x = x, .y = y,
+						   .qtype = types[ti], .T = T, .qw = qw, .q_row_bytes = rb};
+			int rc = run(&a, err, sizeof(err));
+			double worst = 0;
+			for (int t = 0; t < T && !rc; t++)
+				for (int r = 0; r < rows; r++) {
+					double ref = 0, mag = 0;
+					for (int i = 0; i < k; i++) {
+						double p = wd[(size_t)r * k + i] * xd[(size_t)t * k + i];
+						ref += p;
+						mag += fabs(p);
+					}
+					double e = fabs(y[(size_t)t * rows + r] - ref) / (mag + 1e-30);
+					worst = !(e <= worst) ? e : worst; /* NaN sticks */
+				}
+			snprintf(what, sizeof(what), "gemv x8 %s %dx%d, T=%d", kern_type_name(types[ti]), rows, k, T);
+			report(!rc && worst <= 1e-5, "error %.2g of sum |w x_q| (bound %.0e; x quantized as the CPU does)",
+			       what, worst, 1e-5);
+			if (rc)
+				printf("     %s\n", err);
+			free(qw), free(w), free(x), free(y), free(wd), free(xd), free(aq);
+		}
+	if (saved)
+		setenv("LOCUS_CUDA_GEMV_X8", saved, 1);
+	else
+		unsetenv("LOCUS_CUDA_GEMV_X8");
+	free(saved);
 }
 
 /* ---- whole steps ---- */

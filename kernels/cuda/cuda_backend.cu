@@ -162,6 +162,7 @@ struct cuda_backend {
 	bool attn_split;     /* LOCUS_CUDA_ATTN_SPLIT != 0 */
 	bool attn_tiled;     /* LOCUS_CUDA_ATTN_TILED != 0 and the head size fits k_attn_tile */
 	int gemv_bf16_max_t; /* steps of up to this many tokens use the GEMV on bf16 rows (LOCUS_CUDA_GEMV_BF16) */
+	bool gemv_x8;        /* LOCUS_CUDA_GEMV_X8=1: Q8_0/Q4_0/Q4_1 through k_gemv_x8 (int8 activations) */
 	int32_t *d_tiles;    /* (max_batch_tokens + 1) this step's attention tiles, when it has more than 64 tokens */
 	struct hbuf htiles;  /* pinned, the same */
 	int n_tiles;         /* 0: this step has none */
@@ -360,6 +361,9 @@ static void lt_init(struct cuda_backend *cb)
  * cached plan, or cublasGemmEx when there is none. */
 static cublasStatus_t gemm(struct cuda_backend *cb, const struct cu_mat *m, const bf16 *x, int T, float *y, int ldy)
 {
+	if (m->q && T <= GEMV_Q_MAX_T && cb->gemv_x8 &&
+	    gemv_x8(m->qtype, m->q, m->q_row_bytes, (int)m->rows, (int)m->k, x, T, y, ldy, cb->stream))
+		return CUBLAS_STATUS_SUCCESS;
 	if (m->q && T <= GEMV_Q_MAX_T &&
 	    gemv_q(m->qtype, m->q, m->q_row_bytes, (int)m->rows, (int)m->k, x, T, y, ldy, cb->stream))
 		return CUBLAS_STATUS_SUCCESS; /* launch errors surface at the step's end */
@@ -1091,6 +1095,8 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		const char *g = getenv("LOCUS_CUDA_GRAPHS"), *a = getenv("LOCUS_CUDA_ATTN_SPLIT"),
 			   *ti = getenv("LOCUS_CUDA_ATTN_TILED"), *gb = getenv("LOCUS_CUDA_GEMV_BF16");
 		cb->gemv_bf16_max_t = gb && !strcmp(gb, "0") ? 0 : gb && !strcmp(gb, "1") ? GEMV_MAX_T : GEMV_BF16_MAX_T;
+		const char *gx = getenv("LOCUS_CUDA_GEMV_X8");
+		cb->gemv_x8 = gx && !strcmp(gx, "1");
 		cb->graphs_off = g && !strcmp(g, "0");
 		cb->attn_split = !(a && !strcmp(a, "0"));
 		cb->attn_tiled = !(ti && !strcmp(ti, "0")) && attn_tile_ok(hd);

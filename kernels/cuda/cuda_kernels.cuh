@@ -1149,6 +1149,205 @@ static inline bool gemv_q(uint32_t qtype, const uint8_t *w, size_t row_bytes, in
 	}
 }
 
+/*
+ * The GEMV with int8 activations, for Q8_0, Q4_0 and Q4_1 rows at 1-2
+ * tokens (LOCUS_CUDA_GEMV_X8=1, until a GPU run has set it against
+ * k_gemv_q). A block first quantizes the T rows of x into shared memory as
+ * the CPU backend quantizes its activations (kern_act_quantize_row_ref:
+ * per 32, d = max|x| / 127, q = x / d to nearest even, at most 127), then a
+ * lane takes one whole 32-weight block of a row per step: its quants as
+ * 32-bit words, 8 dp4a against x's, one float combination per block,
+ *   Q8_0  d_w d_x sum(w_q x_q)
+ *   Q4_0  d_w d_x (sum(w_q x_q) - 8 sum(x_q))
+ *   Q4_1  d_w d_x sum(w_q x_q) + m_w d_x sum(x_q),
+ * and no conversion per weight: k_gemv_q, which dequantizes each weight to
+ * f32, is bound by instructions on the 4-bit types (kbench, H100: 19-55% of
+ * the copy bandwidth). Blocks of GEMVX_WARPS warps, GEMVX_ROWS rows each;
+ * shared memory T k + T k / 4 bytes (k up to 19660 at 2 tokens).
+ */
+#define GEMVX_WARPS 8
+#define GEMVX_ROWS 2
+#define GEMVX_MAX_T 2
+#define GEMVX_SMEM_MAX (48 * 1024)
+
+/* Bytes of x's quantized copy for T tokens of k. */
+static inline __host__ __device__ size_t gemvx_smem(int T, int k)
+{
+	return (size_t)T * k + (size_t)T * (k / 32) * sizeof(float2);
+}
+
+/* 4 bytes from a 2-byte aligned address */
+__device__ __forceinline__ int ld_i32_a2(const uint8_t *p)
+{
+	const uint16_t *h = (const uint16_t *)p;
+	return (int)((uint32_t)h[0] | (uint32_t)h[1] << 16);
+}
+
+template <uint32_t TYPE, int NT>
+static __global__ void __launch_bounds__(GEMVX_WARPS *WARP)
+	k_gemv_x8(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y, int ldy)
+{
+	extern __shared__ __align__(16) uint8_t gx_smem[];
+	const int nb = k / 32;
+	int8_t *xq = (int8_t *)gx_smem;                       /* [NT][k] */
+	float2 *xs = (float2 *)(gx_smem + (size_t)NT * k);     /* [NT][nb]: d, sum of the block's quants */
+	for (int i = threadIdx.x; i < T * nb; i += blockDim.x) {
+		const int t = i / nb, b = i % nb;
+		const uint4 *xp = (const uint4 *)(x + (size_t)t * k + (size_t)b * 32);
+		float v[32];
+#pragma unroll
+		for (int j = 0; j < 4; j++)
+			bf16x8(xp[j], v + 8 * j);
+		float amax = 0;
+#pragma unroll
+		for (int j = 0; j < 32; j++)
+			amax = fmaxf(amax, fabsf(v[j]));
+		const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+		int sum = 0;
+		uint32_t pk[8];
+#pragma unroll
+		for (int j = 0; j < 8; j++) {
+			uint32_t word = 0;
+#pragma unroll
+			for (int u = 0; u < 4; u++) {
+				const int q = max(-127, min(127, __float2int_rn(v[4 * j + u] * id)));
+				sum += q;
+				word |= (uint32_t)(q & 0xff) << (8 * u);
+			}
+			pk[j] = word;
+		}
+		uint4 *dst = (uint4 *)(xq + (size_t)t * k + (size_t)b * 32);
+		dst[0] = make_uint4(pk[0], pk[1], pk[2], pk[3]);
+		dst[1] = make_uint4(pk[4], pk[5], pk[6], pk[7]);
+		xs[t * nb + b] = make_float2(d, (float)sum);
+	}
+	__syncthreads();
+	const int lane = threadIdx.x % WARP;
+	const int row0 = (blockIdx.x * GEMVX_WARPS + threadIdx.x / WARP) * GEMVX_ROWS;
+	if (row0 >= rows)
+		return; /* the whole warp, after the block's only barrier */
+	float acc[GEMVX_ROWS][NT];
+#pragma unroll
+	for (int r = 0; r < GEMVX_ROWS; r++)
+#pragma unroll
+		for (int t = 0; t < NT; t++)
+			acc[r][t] = 0;
+#pragma unroll 2
+	for (int b = lane; b < nb; b += WARP) {
+		int xw[NT][8];
+		float2 xd[NT];
+#pragma unroll
+		for (int t = 0; t < NT; t++) {
+			if (t < T) {
+				const int4 *xp = (const int4 *)(xq + (size_t)t * k + (size_t)b * 32);
+				const int4 lo = xp[0], hi = xp[1];
+				xw[t][0] = lo.x, xw[t][1] = lo.y, xw[t][2] = lo.z, xw[t][3] = lo.w;
+				xw[t][4] = hi.x, xw[t][5] = hi.y, xw[t][6] = hi.z, xw[t][7] = hi.w;
+				xd[t] = xs[t * nb + b];
+			}
+		}
+#pragma unroll
+		for (int r = 0; r < GEMVX_ROWS; r++) {
+			if (row0 + r >= rows)
+				break;
+			const uint8_t *wr = w + (size_t)(row0 + r) * row_bytes;
+			if (TYPE == KERN_TYPE_Q8_0) {
+				const uint8_t *blk = wr + (size_t)b * 34; /* d, then 32 int8: 2-byte aligned */
+				const float dw = f16_at(blk);
+				int wq[8];
+#pragma unroll
+				for (int j = 0; j < 8; j++)
+					wq[j] = ld_i32_a2(blk + 2 + 4 * j);
+#pragma unroll
+				for (int t = 0; t < NT; t++) {
+					if (t < T) {
+						int is = 0;
+#pragma unroll
+						for (int j = 0; j < 8; j++)
+							is = __dp4a(wq[j], xw[t][j], is);
+						acc[r][t] += dw * xd[t].x * (float)is;
+					}
+				}
+			} else {
+				/* Q4_0 (18 bytes: d, 16 of quants) or Q4_1 (20: d, m, 16 of
+				 * quants): byte i holds element i (low nibble) and i + 16 */
+				const bool q41 = TYPE == KERN_TYPE_Q4_1;
+				const uint8_t *blk = wr + (size_t)b * (q41 ? 20 : 18);
+				float dw, mw = 0;
+				int qw[4];
+				if (q41) {
+					const float2 dm = __half22float2(*(const __half2 *)blk);
+					dw = dm.x;
+					mw = dm.y;
+#pragma unroll
+					for (int j = 0; j < 4; j++)
+						qw[j] = *(const int *)(blk + 4 + 4 * j);
+				} else {
+					dw = f16_at(blk);
+#pragma unroll
+					for (int j = 0; j < 4; j++)
+						qw[j] = ld_i32_a2(blk + 2 + 4 * j);
+				}
+#pragma unroll
+				for (int t = 0; t < NT; t++) {
+					if (t < T) {
+						int is = 0;
+#pragma unroll
+						for (int j = 0; j < 4; j++) {
+							is = __dp4a(qw[j] & 0x0f0f0f0f, xw[t][j], is);
+							is = __dp4a((int)(((uint32_t)qw[j] >> 4) & 0x0f0f0f0fu), xw[t][4 + j], is);
+						}
+						acc[r][t] += q41 ? dw * xd[t].x * (float)is + mw * xd[t].x * xd[t].y
+								 : dw * xd[t].x * ((float)is - 8.0f * xd[t].y);
+					}
+				}
+			}
+		}
+	}
+#pragma unroll
+	for (int r = 0; r < GEMVX_ROWS; r++)
+#pragma unroll
+		for (int t = 0; t < NT; t++) {
+			float a = warp_sum(acc[r][t]);
+			if (lane == 0 && t < T && row0 + r < rows)
+				y[(size_t)t * ldy + row0 + r] = a;
+		}
+}
+
+template <uint32_t TYPE>
+static inline void gemv_x8_launch(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y,
+				  int ldy, cudaStream_t st)
+{
+	const int per_block = GEMVX_WARPS * GEMVX_ROWS;
+	unsigned blocks = (unsigned)((rows + per_block - 1) / per_block), th = GEMVX_WARPS * WARP;
+	if (T <= 1)
+		k_gemv_x8<TYPE, 1><<<blocks, th, gemvx_smem(1, k), st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+	else
+		k_gemv_x8<TYPE, 2><<<blocks, th, gemvx_smem(2, k), st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+}
+
+/* The int8-activation GEMV for type qtype; false when it has none for
+ * this type, T or k (the caller then takes gemv_q). */
+static inline bool gemv_x8(uint32_t qtype, const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T,
+			   float *y, int ldy, cudaStream_t st)
+{
+	if (T < 1 || T > GEMVX_MAX_T || k % 32 || gemvx_smem(T <= 1 ? 1 : 2, k) > GEMVX_SMEM_MAX)
+		return false;
+	switch (qtype) {
+	case KERN_TYPE_Q8_0:
+		gemv_x8_launch<KERN_TYPE_Q8_0>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
+	case KERN_TYPE_Q4_0:
+		gemv_x8_launch<KERN_TYPE_Q4_0>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
+	case KERN_TYPE_Q4_1:
+		gemv_x8_launch<KERN_TYPE_Q4_1>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* Types whose GGUF rows get a quantized copy for the GEMV. */
 static inline bool gemv_type(uint32_t t)
 {

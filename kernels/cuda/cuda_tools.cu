@@ -276,7 +276,14 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 		CU(cudaMemcpy(dx, xb16, in_n * 2, cudaMemcpyHostToDevice), "copy in");
 		CU(cudaMalloc(&dq, rows * a->q_row_bytes), "cudaMalloc");
 		CU(cudaMemcpy(dq, a->qw, rows * a->q_row_bytes, cudaMemcpyHostToDevice), "copy in");
-		gemv_q(a->qtype, dq, a->q_row_bytes, (int)rows, (int)n, (const bf16 *)dx, a->T, (float *)dy, (int)rows, 0);
+		{
+			/* LOCUS_CUDA_GEMV_X8=1: the int8-activation GEMV where it has the type */
+			const char *gx = getenv("LOCUS_CUDA_GEMV_X8");
+			if (!(gx && !strcmp(gx, "1") && gemv_x8(a->qtype, dq, a->q_row_bytes, (int)rows, (int)n,
+								   (const bf16 *)dx, a->T, (float *)dy, (int)rows, 0)))
+				gemv_q(a->qtype, dq, a->q_row_bytes, (int)rows, (int)n, (const bf16 *)dx, a->T, (float *)dy,
+				       (int)rows, 0);
+		}
 		break;
 	}
 	CU(cudaGetLastError(), "launch");
@@ -539,6 +546,28 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 						double gb = (double)wbytes / (ms * 1e-3) / 1e9;
 						char nm[48];
 						snprintf(nm, sizeof(nm), "%s %s", qn[qi], sh[si].name);
+						printf("%-28s %4d %9.1f %9.0f %7.0f%%\n", nm, T, ms * 1e3, gb, 100 * gb / c.copy_gbps);
+					}
+				}
+			/* the int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1) on the same rows */
+			for (int qi = 0; qi < 3; qi++)
+				for (size_t si = 0; si < sizeof(sh) / sizeof(sh[0]); si++) {
+					size_t rb = gemv_row_bytes(qt[qi], (size_t)sh[si].k), wbytes = rb * sh[si].rows;
+					int copies = (int)(((size_t)2 << 30) / wbytes);
+					copies = copies < 1 ? 1 : copies > 64 ? 64 : copies;
+					const bf16 *x = (const bf16 *)act;
+					float *y = (float *)(act + ((size_t)8 * sh[si].k * 2 + 255) / 256 * 256);
+					for (int T : {1, 2}) {
+						bool ok = true;
+						float ms = kb_time(&t, runs, [&](int i) {
+							ok = gemv_x8(qt[qi], pool + (size_t)(i % copies) * wbytes, rb, sh[si].rows, sh[si].k,
+								     x, T, y, sh[si].rows, 0) && ok;
+						});
+						if (!ok)
+							continue;
+						double gb = (double)wbytes / (ms * 1e-3) / 1e9;
+						char nm[48];
+						snprintf(nm, sizeof(nm), "%s x8 %s", qn[qi], sh[si].name);
 						printf("%-28s %4d %9.1f %9.0f %7.0f%%\n", nm, T, ms * 1e3, gb, 100 * gb / c.copy_gbps);
 					}
 				}

@@ -149,7 +149,7 @@ timeout 150 "$BIN/kbench" --quick >"$L/kbench.txt" 2>&1
 rc=$?
 head -n 70 "$L/kbench.txt"
 if [ $rc -eq 0 ]; then
-	row "kbench (kbench.txt in logs)" "gate|up at T=1: cuBLAS bf16 $(awk '/^gate\|up/ && $3 == 1 {print $4 " us, " $7 " GB/s"}' "$L/kbench.txt"); Q4_1 GEMV $(awk '/^Q4_1 gate\|up/ && $4 == 1 {print $5 " us, " $6 " GB/s, " $7 " of copy"}' "$L/kbench.txt"); at T=8: cuBLAS $(awk '/^gate\|up/ && $3 == 8 {print $4}' "$L/kbench.txt") us, Q4_1 GEMV $(awk '/^Q4_1 gate\|up/ && $4 == 8 {print $5}' "$L/kbench.txt") us; T=2048 GEMM: $(awk '/^gate\|up/ && $3 == 2048 {print $5 " TFLOP/s, " $6 " of peak"}' "$L/kbench.txt")"
+	row "kbench (kbench.txt in logs)" "gate|up at T=1: cuBLAS bf16 $(awk '/^gate\|up/ && $3 == 1 {print $4 " us, " $7 " GB/s"}' "$L/kbench.txt"); Q4_1 GEMV $(awk '/^Q4_1 gate\|up/ && $4 == 1 {print $5 " us, " $6 " GB/s, " $7 " of copy"}' "$L/kbench.txt"), int8-activation $(awk '/^Q4_1 x8 gate\|up/ && $5 == 1 {print $6 " us, " $8 " of copy"}' "$L/kbench.txt"); at T=8: cuBLAS $(awk '/^gate\|up/ && $3 == 8 {print $4}' "$L/kbench.txt") us, Q4_1 GEMV $(awk '/^Q4_1 gate\|up/ && $4 == 8 {print $5}' "$L/kbench.txt") us; T=2048 GEMM: $(awk '/^gate\|up/ && $3 == 2048 {print $5 " TFLOP/s, " $6 " of peak"}' "$L/kbench.txt")"
 else
 	bad "kbench" "rc $rc: $(tail -n1 "$L/kbench.txt")"
 fi
@@ -188,6 +188,12 @@ LOCUS_CUDA_GEMV_BF16=1 timeout 90 "$BIN/cuda-check" "$W/s-F16.gguf" "$W/hd96-f16
 rc=$?
 if [ $rc -eq 0 ]; then row "backend vs CPU, bf16 GEMV on decode" "3 float models, every logit within tolerance"
 else bad "backend vs CPU, bf16 GEMV on decode" "rc $rc (models-gemv-bf16.txt)"; fi
+
+LOCUS_CUDA_GEMV_X8=1 timeout 90 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_0.gguf" "$W/s-Q4_1.gguf" "$W/qwen2-q8.gguf" \
+	>"$L/models-gemv-x8.txt" 2>&1
+rc=$?
+if [ $rc -eq 0 ]; then row "backend vs CPU, int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1)" "4 models (Q8_0, Q4_0, Q4_1), every logit within tolerance"
+else bad "backend vs CPU, int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1)" "rc $rc (models-gemv-x8.txt)"; fi
 
 # 4. greedy generation, token ids
 note "greedy"
