@@ -529,13 +529,14 @@ __device__ __forceinline__ unsigned long long warp_max_u64(unsigned long long v)
 	return v;
 }
 
-/* part[row][segment] = the segment's best amax_key (0 when empty) */
+/* part[row][segment] = the segment's best amax_key (0 when empty); block
+ * (row, segment): rows on x, whose limit (2^31 - 1) is past any batch */
 static __global__ void __launch_bounds__(SEL_PART_THREADS) k_argmax_part(const float *x, int n, int S,
 									  unsigned long long *part)
 {
 	__shared__ unsigned long long red[SEL_PART_THREADS / WARP];
-	const int seg = (n + S - 1) / S, lo = blockIdx.x * seg, hi = min(n, lo + seg);
-	const float *r = x + (size_t)blockIdx.y * n;
+	const int seg = (n + S - 1) / S, lo = blockIdx.y * seg, hi = min(n, lo + seg);
+	const float *r = x + (size_t)blockIdx.x * n;
 	unsigned long long best = 0;
 	for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
 		unsigned long long k = amax_key(r[i], i);
@@ -549,7 +550,7 @@ static __global__ void __launch_bounds__(SEL_PART_THREADS) k_argmax_part(const f
 		best = threadIdx.x < blockDim.x / WARP ? red[threadIdx.x] : 0;
 		best = warp_max_u64(best);
 		if (threadIdx.x == 0)
-			part[(size_t)blockIdx.y * S + blockIdx.x] = best;
+			part[(size_t)blockIdx.x * S + blockIdx.y] = best;
 	}
 }
 
@@ -693,15 +694,16 @@ __device__ void block_top(int n, int K, G get, struct sel_smem *s, int32_t *out_
 }
 
 /* Pass 1: part[row][segment], the segment's candidates and sums at the
- * row's inverse temperature inv_t[row] (1 when inv_t is NULL). */
+ * row's inverse temperature inv_t[row] (1 when inv_t is NULL); block
+ * (row, segment). */
 static __global__ void __launch_bounds__(SEL_PART_THREADS) k_top_part(const float *x, int n, const float *inv_t, int S,
 								       struct top_part *part)
 {
 	__shared__ struct sel_smem s;
 	__shared__ float red[SEL_PART_THREADS / WARP];
-	const int seg = (n + S - 1) / S, lo = blockIdx.x * seg, len = max(0, min(n - lo, seg));
-	const float *r = x + (size_t)blockIdx.y * n + lo;
-	struct top_part *p = part + (size_t)blockIdx.y * S + blockIdx.x;
+	const int seg = (n + S - 1) / S, lo = blockIdx.y * seg, len = max(0, min(n - lo, seg));
+	const float *r = x + (size_t)blockIdx.x * n + lo;
+	struct top_part *p = part + (size_t)blockIdx.x * S + blockIdx.y;
 	const int tid = threadIdx.x, lane = tid % WARP, w = tid / WARP, nw = blockDim.x / WARP;
 
 	float m = -INFINITY, nan = 0;
@@ -722,7 +724,7 @@ static __global__ void __launch_bounds__(SEL_PART_THREADS) k_top_part(const floa
 		m = fmaxf(m, red[j]);
 	__syncthreads();
 	nan = block_sum(nan, red);
-	const float it = inv_t ? inv_t[blockIdx.y] : 1.0f;
+	const float it = inv_t ? inv_t[blockIdx.x] : 1.0f;
 	float sum = 0, sum_t = 0;
 	if (nan == 0 && m > -INFINITY)
 		for (int i = tid; i < len; i += blockDim.x) {
@@ -834,7 +836,7 @@ static inline size_t sel_scratch_bytes(int rows, int n)
 static inline void argmax_launch(const float *x, int n, int rows, void *scratch, int32_t *out, cudaStream_t st)
 {
 	const int S = sel_segments(n);
-	k_argmax_part<<<dim3(S, rows), SEL_PART_THREADS, 0, st>>>(x, n, S, (unsigned long long *)scratch);
+	k_argmax_part<<<dim3(rows, S), SEL_PART_THREADS, 0, st>>>(x, n, S, (unsigned long long *)scratch);
 	k_argmax_merge<<<rows, WARP, 0, st>>>((const unsigned long long *)scratch, S, out);
 }
 
@@ -843,7 +845,7 @@ static inline void top_launch(const float *x, int n, const float *inv_t, int row
 			      cudaStream_t st)
 {
 	const int S = sel_segments(n);
-	k_top_part<<<dim3(S, rows), SEL_PART_THREADS, 0, st>>>(x, n, inv_t, S, (struct top_part *)scratch);
+	k_top_part<<<dim3(rows, S), SEL_PART_THREADS, 0, st>>>(x, n, inv_t, S, (struct top_part *)scratch);
 	k_top_merge<<<rows, TOP_MERGE_THREADS, 0, st>>>((const struct top_part *)scratch, S, n, inv_t, out);
 }
 
