@@ -122,6 +122,61 @@ _Static_assert(sizeof(struct blk_q4_k) == 144, "q4_k layout");
 _Static_assert(sizeof(struct blk_q6_k) == 210, "q6_k layout");
 
 /* ---- scalar conversions ---- */
+
+/* IEEE half <-> float in integer arithmetic, for compilers without
+ * _Float16 on the target (clang 14 on x86 has it only with AVX512-FP16):
+ * the same results as the hardware conversions (round to nearest even,
+ * subnormals, infinities, NaNs quieted); test_quant checks them against
+ * _Float16 where both exist. */
+static inline float kern_f16_to_f32_soft(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, u;
+	if (e == 0x1f) {
+		u = sign | 0x7f800000u | m << 13 | (m ? 0x400000u : 0); /* inf; NaN, quiet */
+	} else if (e) {
+		u = sign | (e + 112) << 23 | m << 13;
+	} else if (m) { /* subnormal: m 2^-24, normalized */
+		int s = 0;
+		while (!(m & 0x400u)) {
+			m <<= 1;
+			s++;
+		}
+		u = sign | (uint32_t)(113 - s) << 23 | (m & 0x3ffu) << 13;
+	} else {
+		u = sign;
+	}
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+static inline uint16_t kern_f32_to_f16_soft(float x)
+{
+	uint32_t u;
+	memcpy(&u, &x, 4);
+	const uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+	if (a > 0x7f800000u) /* NaN: quiet, the top of the payload kept */
+		return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+	if (a >= 0x477ff000u) /* 65520 and up (and inf) round to inf */
+		return (uint16_t)(sign | 0x7c00u);
+	if (a >= 0x38800000u) { /* normal half: rebias, round 23 -> 10 bits to nearest even */
+		uint32_t r = a - 0x38000000u;
+		r += 0x0fffu + ((r >> 13) & 1u);
+		return (uint16_t)(sign | r >> 13);
+	}
+	/* below 2^-14: a subnormal half, units of 2^-24, to nearest even */
+	const uint32_t e = a >> 23;
+	if (e < 102) /* below 2^-25: rounds to zero (2^-25 itself is a tie to even 0) */
+		return (uint16_t)sign;
+	const uint32_t m = (a & 0x7fffffu) | 0x800000u, sh = 126 - e; /* value = m 2^-sh units, sh 14..24 */
+	uint32_t q = m >> sh;
+	const uint32_t rem = m & ((1u << sh) - 1), half = 1u << (sh - 1);
+	if (rem > half || (rem == half && (q & 1u)))
+		q++;
+	return (uint16_t)(sign | q);
+}
+
+#ifdef __FLT16_MAX__
 static inline float kern_f16_to_f32(uint16_t h)
 {
 	_Float16 f;
@@ -135,6 +190,16 @@ static inline uint16_t kern_f32_to_f16(float x)
 	memcpy(&h, &f, 2);
 	return h;
 }
+#else
+static inline float kern_f16_to_f32(uint16_t h)
+{
+	return kern_f16_to_f32_soft(h);
+}
+static inline uint16_t kern_f32_to_f16(float x)
+{
+	return kern_f32_to_f16_soft(x);
+}
+#endif
 static inline float kern_bf16_to_f32(uint16_t h)
 {
 	uint32_t u = (uint32_t)h << 16;

@@ -29,6 +29,9 @@
  * reading past them crashes; outputs are poisoned with NaN and every element
  * must be written (finite) inside [r0, r1) and untouched outside it.
  *
+ * Also the integer half <-> float conversions (kern_f16_to_f32_soft, used
+ * where the compiler has no _Float16) against _Float16, where it exists.
+ *
  * Exit 0 on success, 1 on the first failure (with a message).
  */
 #include <math.h>
@@ -519,9 +522,60 @@ static void test_batch_invariance(uint32_t type)
 	printf("  %-5s batch invariance: %d cases bitwise equal\n", kern_type_name(type), n_cases);
 }
 
+/* The integer half <-> float conversions (used where the compiler has no
+ * _Float16): known values everywhere; where _Float16 exists, bitwise equal
+ * to it on every half and on a sweep of floats (every 4099th bit pattern,
+ * NaNs, subnormals and the rounding ties among them, plus random ones). */
+static void test_f16_soft(void)
+{
+	static const struct {
+		float x;
+		uint16_t h;
+		int exact; /* x is the half itself: back to x */
+	} known[] = {{1.0f, 0x3c00, 1},		 {-2.0f, 0xc000, 1},	   {65504.0f, 0x7bff, 1},
+		     {65519.99f, 0x7bff, 0},	 {65520.0f, 0x7c00, 0},	   {0x1p-24f, 0x0001, 1},
+		     {0x1p-25f, 0x0000, 0},	 {0x1.8p-25f, 0x0001, 0},   {0x1.8p-24f, 0x0002, 0},
+		     {0x1p-14f, 0x0400, 1},	 {-0.0f, 0x8000, 1},	   {INFINITY, 0x7c00, 1},
+		     {-INFINITY, 0xfc00, 1},	 {0.333251953125f, 0x3555, 1}, {1.0009765625f, 0x3c01, 1},
+		     {1.00048828125f, 0x3c00, 0}};
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+		uint16_t h = kern_f32_to_f16_soft(known[i].x);
+		CHECK(h == known[i].h, "f32 -> f16 of %a: 0x%04x, expected 0x%04x", (double)known[i].x, h, known[i].h);
+		float back = kern_f16_to_f32_soft(known[i].h);
+		CHECK(!known[i].exact || !memcmp(&back, &known[i].x, 4), "f16 -> f32 of 0x%04x: %a", known[i].h,
+		      (double)back);
+	}
+	CHECK(kern_f16_to_f32_soft(0x0001) == 0x1p-24f && kern_f16_to_f32_soft(0x03ff) == 1023 * 0x1p-24f,
+	      "f16 -> f32 of subnormals");
+	CHECK(isnan(kern_f16_to_f32_soft(0x7e00)) && isnan(kern_f16_to_f32_soft(0x7c01)), "f16 -> f32 of NaNs");
+	CHECK((kern_f32_to_f16_soft(NAN) & 0x7e00) == 0x7e00, "f32 -> f16 of NaN: quiet");
+#ifdef __FLT16_MAX__
+	for (uint32_t h = 0; h < 65536; h++) {
+		float a = kern_f16_to_f32_soft((uint16_t)h), b = kern_f16_to_f32((uint16_t)h);
+		CHECK(!memcmp(&a, &b, 4), "f16 -> f32 of 0x%04x: %a, _Float16 gives %a", h, (double)a, (double)b);
+	}
+	for (uint64_t i = 0; i < (1ull << 32); i += 4099) {
+		uint32_t u = (uint32_t)i;
+		float x;
+		memcpy(&x, &u, 4);
+		CHECK(kern_f32_to_f16_soft(x) == kern_f32_to_f16(x), "f32 -> f16 of 0x%08x", u);
+	}
+	for (int i = 0; i < 1000000; i++) {
+		uint32_t u = (uint32_t)rng_u64();
+		float x;
+		memcpy(&x, &u, 4);
+		CHECK(kern_f32_to_f16_soft(x) == kern_f32_to_f16(x), "f32 -> f16 of 0x%08x", u);
+	}
+	printf("test_quant: integer half conversions equal _Float16's\n");
+#else
+	printf("test_quant: no _Float16 here: integer half conversions checked on known values only\n");
+#endif
+}
+
 int main(void)
 {
 	printf("test_quant: simd path %s\n", kern_simd_name());
+	test_f16_soft();
 	for (size_t i = 0; i < sizeof(g_types) / sizeof(g_types[0]); i++) {
 		uint32_t t = g_types[i];
 		test_roundtrip(t);
