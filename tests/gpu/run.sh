@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # tests/gpu/run.sh: everything a session with a lent GPU checks, in one run
-# (planned for about 5 minutes on an H100, bounded at 9). From the repository root:
+# (about 3 minutes on an H100, 2026-11-27; bounded at 9). From the repository root:
 #
 #   here:  tools/scripts/gpu-bundle.sh        programs + their libraries -> build-gpu/bundle
 #   there: tests/gpu/run.sh                   (device tool: carry ["build-gpu/bundle"])
 #
 # The GPU host has CUDA but not our Debian libraries: the programs come
-# built from the bundle (each run with LD_LIBRARY_PATH=bundle/lib, nothing
-# else is); the CUDA module is rebuilt there with that host's nvcc, so it
-# matches its driver (the bundled one is the fallback). The bundle must
+# built from the bundle (each run with LD_LIBRARY_PATH=bundle/lib plus the
+# host's CUDA libraries, nothing else is); the bundle's CUDA module is used
+# as is where the host's nvcc and chip are the ones it was built with (else
+# it is rebuilt there; LOCUS_GPU_REBUILD=1 forces that). The bundle must
 # come from these very sources (SRC_HASH), or the run stops at once.
 # Steps, each bounded by `timeout`:
 #   1. the device and the module;
@@ -17,12 +18,17 @@
 #   3. cuda-check on synthetic models of every weight type and awkward
 #      shapes (made there with mkmodel): every logit of prefill and decode
 #      against the CPU backend, with CUDA graphs, the quantized GEMV, split
-#      attention and cuBLASLt plans, and without them;
-#   4. greedy generation, CPU vs CUDA backend, token ids compared;
+#      attention and cuBLASLt plans, and without them; the bf16 GEMV at
+#      every decode size; the int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1);
+#   4. greedy generation, CPU vs CUDA backend, token ids compared; seeded
+#      sampling through the engine, candidates vs whole rows; greedy through
+#      the engine, CUDA vs CPU;
 #   5. a Llama-3-8B-shaped bf16 model: batch-1 decode (after a warm-up) as
-#      a fraction of the measured copy bandwidth, prefill of 128 tokens;
-#   6. the engine on that model under uring-bench, pinned and unpinned
-#      (TTFT after warm-up requests);
+#      a fraction of the measured copy bandwidth, with and without CUDA
+#      graphs and with cuBLAS only, prefill of 128 tokens, the decode step's
+#      profile (LOCUS_CUDA_PROFILE=1);
+#   6. the engine on that model under uring-bench, pinned and unpinned,
+#      greedy and sampled, and the TTFT of a 128-token prompt through it;
 #   steps 5-6 are skipped when too little time is left.
 # Output in $OUT (or /tmp/locus-gpu): summary.txt, written row by row, and
 # logs.tgz with every log. Env: SKIP_8B=1 (steps 5-6 off).
