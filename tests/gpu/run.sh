@@ -283,6 +283,29 @@ else
 	bad "greedy through the engine, CUDA vs CPU" "texts differ (greedy-engine-*.txt; a near tie or a bug); ${STG:-staging ?}"
 fi
 
+# 4d. a Llama-3.2-1B-shaped Q4_1 model: batch-1 decode through the
+# quantized GEMV (the default), the int8-activation one (LOCUS_CUDA_GEMV_X8=1)
+# and the bf16 copies (LOCUS_CUDA_GEMV=0, so k_gemv_bf16)
+note "1B-shaped Q4_1"
+mk q1b --layers 16 --dim 2048 --heads 32 --kv-heads 8 --ffn 8192 --vocab 128256 --rope-base 500000 --type Q4_1
+if [ -f "$W/q1b.gguf" ]; then
+	Q1=
+	for v in gemv x8 bf16; do
+		case $v in
+		gemv) EV= ;;
+		x8) EV=LOCUS_CUDA_GEMV_X8=1 ;;
+		bf16) EV=LOCUS_CUDA_GEMV=0 ;;
+		esac
+		env $EV timeout 60 "$BIN/generate" -m "$W/q1b.gguf" --prompt-ids "$(seq -s, 1000 1063)" -n 128 --temp 0 \
+			--ignore-eos --ids --backend cuda -v --warmup >"$L/q1b-$v.ids" 2>"$L/q1b-$v.txt"
+		D=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$L/q1b-$v.txt")
+		Q1="$Q1${Q1:+, }$v ${D:-?} tok/s"
+	done
+	WQ=$(sed -n 's/.* \([0-9.]*\) MiB weights.*/\1/p' "$L/q1b-gemv.txt" | head -n1)
+	row "1B-shaped Q4_1 decode, batch 1 (${WQ:-?} MiB as stored)" "$Q1"
+fi
+rm -f "$W/q1b.gguf"
+
 # 5. Llama-3-8B-shaped bf16 (about 16 GB: in memory when /dev/shm has room)
 if [ "${SKIP_8B:-0}" = 1 ]; then
 	row "8B-shaped model" "skipped (SKIP_8B=1)"
