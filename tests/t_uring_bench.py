@@ -356,6 +356,20 @@ def test_sampling_fields(srv, port):
     check(p.returncode == 2 and "--top-p" in p.stderr, "usage: --top-p 0 refused", p.stderr)
 
 
+def test_prompt_len(srv, port):
+    """--prompt-len N: prompts of exactly N token ids, a different first id per request."""
+    srv.bodies = []
+    p, js = bench(port, "/echo/v1/completions", "-n", 3, "-c", 1, "--prompt-len", 7)
+    got = [json.loads(b) for b in srv.bodies]
+    prompts = [g.get("prompt") for g in got]
+    check(p.returncode == 0 and len(prompts) == 3 and all(
+        isinstance(q, list) and len(q) == 7 and all(isinstance(i, int) and 1000 <= i < 2000 for i in q)
+        for q in prompts), "--prompt-len 7: three prompts of 7 ids in 1000..1999", prompts)
+    check(len({q[0] for q in prompts if q}) == 3, "--prompt-len: a different first id per request", prompts)
+    p = subprocess.run([UB, "--prompt-len", "4", "--prompt", "hi"], capture_output=True, text=True)
+    check(p.returncode == 2 and "--prompt-len" in p.stderr, "usage: --prompt-len with --prompt refused", p.stderr)
+
+
 def test_errors(port):
     reset(port)
     p, js = bench(port, "/bad/v1/completions", "-n", 60, "-c", 2, "--stream", "--timeout", 0.5)
@@ -397,6 +411,7 @@ def main():
     test_stall(port)
     test_targets(port, port_b)
     test_sampling_fields(srv, port)
+    test_prompt_len(srv, port)
     test_errors(port)
     loop.call_soon_threadsafe(loop.stop)
     loop_b.call_soon_threadsafe(loop_b.stop)

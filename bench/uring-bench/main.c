@@ -52,6 +52,9 @@ static void usage(FILE *f)
 	           "  --model NAME          \"model\" field (default: omitted)\n"
 	           "  --prompt TEXT         the prompt (default: a built-in list, used round robin)\n"
 	           "  --prompt-file FILE    prompts, one per line, used round robin\n"
+	           "  --prompt-len N        completions: prompts of exactly N token ids instead of text, a\n"
+	           "                        different first id in each of 64 variants (no shared prefix to\n"
+	           "                        reuse), ids 1000..1999: TTFT at a known prompt length\n"
 	           "  --max-tokens N        max_tokens (default 64)\n"
 	           "  --ignore-eos          ask the server to generate exactly max_tokens (vLLM, llama.cpp, Locus)\n"
 	           "  --temperature T       (default 0)\n"
@@ -205,7 +208,20 @@ static char *read_prompts(const char *path, struct ub_opts *o)
 	return buf;
 }
 
-static void build_request(const struct ub_opts *o, const struct ub_target *t, const char *prompt, struct ub_request *r)
+#define UB_ID_PROMPTS 64 /* --prompt-len variants */
+
+/* Variant v of the --prompt-len prompts: n ids in 1000..1999, the first
+ * one different in each variant (997 is prime to 1000). */
+static cJSON *id_prompt(int n, int v)
+{
+	cJSON *a = cJSON_CreateArray();
+	for (int i = 0; a && i < n; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateNumber(1000 + (v * 997 + i * 31) % 1000));
+	return a;
+}
+
+static void build_request(const struct ub_opts *o, const struct ub_target *t, const char *prompt, int variant,
+                          struct ub_request *r)
 {
 	const char *path = t->path[0] ? t->path : default_path(o->endpoint);
 	char auth[600] = "";
@@ -227,6 +243,8 @@ static void build_request(const struct ub_opts *o, const struct ub_target *t, co
 		cJSON_AddStringToObject(m, "role", "user");
 		cJSON_AddStringToObject(m, "content", prompt);
 		cJSON_AddItemToArray(msgs, m);
+	} else if (o->prompt_len > 0) {
+		cJSON_AddItemToObject(j, "prompt", id_prompt(o->prompt_len, variant));
 	} else {
 		cJSON_AddStringToObject(j, "prompt", prompt);
 	}
@@ -437,6 +455,7 @@ int main(int argc, char **argv)
 		O_MODEL,
 		O_PROMPT,
 		O_PROMPT_FILE,
+		O_PROMPT_LEN,
 		O_MAX_TOKENS,
 		O_IGNORE_EOS,
 		O_TEMP,
@@ -461,6 +480,7 @@ int main(int argc, char **argv)
 	    {"model", 1, 0, O_MODEL},
 	    {"prompt", 1, 0, O_PROMPT},
 	    {"prompt-file", 1, 0, O_PROMPT_FILE},
+	    {"prompt-len", 1, 0, O_PROMPT_LEN},
 	    {"max-tokens", 1, 0, O_MAX_TOKENS},
 	    {"ignore-eos", 0, 0, O_IGNORE_EOS},
 	    {"temperature", 1, 0, O_TEMP},
@@ -538,6 +558,9 @@ int main(int argc, char **argv)
 			break;
 		case O_PROMPT_FILE:
 			prompt_file = optarg;
+			break;
+		case O_PROMPT_LEN:
+			NUM(o.prompt_len, 1, 1 << 20, "--prompt-len");
 			break;
 		case O_MAX_TOKENS:
 			NUM(o.max_tokens, 1, 1e7, "--max-tokens");
@@ -623,8 +646,16 @@ int main(int argc, char **argv)
 		        o.n_targets);
 		return 2;
 	}
+	if (o.prompt_len > 0 && (prompt || prompt_file || o.endpoint != UB_EP_COMPLETIONS)) {
+		fprintf(stderr, "uring-bench: --prompt-len is for the completions endpoint, instead of --prompt and "
+		                "--prompt-file\n");
+		return 2;
+	}
 	char *prompt_buf = NULL;
-	if (prompt_file) {
+	if (o.prompt_len > 0) {
+		o.prompts = NULL;
+		o.n_prompts = UB_ID_PROMPTS;
+	} else if (prompt_file) {
 		if (!(prompt_buf = read_prompts(prompt_file, &o)))
 			return 2;
 	} else if (prompt) {
@@ -639,7 +670,7 @@ int main(int argc, char **argv)
 	struct ub_request *reqs = calloc((size_t)(n_reqs * o.n_targets), sizeof(*reqs));
 	for (int t = 0; t < o.n_targets; t++)
 		for (int i = 0; i < n_reqs; i++)
-			build_request(&o, &o.targets[t], o.prompts[i], &reqs[t * n_reqs + i]);
+			build_request(&o, &o.targets[t], o.prompts ? o.prompts[i] : NULL, i, &reqs[t * n_reqs + i]);
 
 	struct ub_run run = {.o = &o, .reqs = reqs, .n_reqs = n_reqs};
 	pthread_barrier_init(&run.barrier, NULL, (unsigned)o.threads + 1);

@@ -62,8 +62,9 @@ struct ub_opts {
 	double top_p; /* sent when < 1 */
 	const char *model;
 	const char *api_key;
-	char **prompts;
+	char **prompts; /* NULL with prompt_len */
 	int n_prompts;
+	int prompt_len; /* > 0: prompts of this many token ids (--prompt-len) */
 	const char *json_path;
 	bool csv;
 	int *cpus; /* worker i pinned to cpus[i % n_cpus] */

@@ -392,17 +392,12 @@ else
 				TPS=$(sed -n 's/.*, \([0-9.]*\) tokens\/s.*/\1/p' "$f")
 				row "engine pin=$pin, c=8, 64 tokens" "${TPS:-?} tok/s; ms: latency p99 $(awk '$1 == "latency" {print $6}' "$f"), TTFT p50 $(awk '$1 == "ttft" {print $3}' "$f"), ITL p50 $(awk '$1 == "itl" {print $3}' "$f")"
 				if [ "$pin" = on ]; then
-					# TTFT through the server, one request at a time: a 128-token
-					# prompt (token ids), max_tokens 1, 12 requests after 2 warm-ups
-					if command -v curl >/dev/null; then
-						TB="{\"prompt\":[$P],\"max_tokens\":1,\"temperature\":0}"
-						for i in $(seq 1 14); do
-							curl -s -o /dev/null -w '%{time_total}\n' -H 'Content-Type: application/json' \
-								-d "$TB" http://127.0.0.1:18181/v1/completions
-						done >"$L/ttft-128.txt" 2>&1
-						TT=$(tail -n 12 "$L/ttft-128.txt" | sort -n | awk '{a[NR] = $1 * 1000} END {if (NR) printf "median %.1f ms, min %.1f, max %.1f", (a[int((NR + 1) / 2)] + a[int(NR / 2) + 1]) / 2, a[1], a[NR]}')
-						row "engine pin=on, TTFT of a 128-token prompt, one request at a time (curl, max_tokens 1)" "${TT:-?} (target 15 ms)"
-					fi
+					# TTFT through the server, one request at a time: 128-token
+					# prompts of ids (uring-bench --prompt-len), max_tokens 1
+					timeout 60 "$BIN/uring-bench" --url http://127.0.0.1:18181 --prompt-len 128 -n 20 -c 1 \
+						--max-tokens 1 --stream --warmup 2 >"$L/ttft-128.txt" 2>&1 || bad "uring-bench TTFT" "see ttft-128.txt"
+					row "engine pin=on, TTFT of a 128-token prompt, one request at a time (uring-bench --prompt-len 128, 20 requests)" \
+						"ms: p50 $(awk '$1 == "ttft" {print $3}' "$L/ttft-128.txt"), p99 $(awk '$1 == "ttft" {print $6}' "$L/ttft-128.txt"), max $(awk '$1 == "ttft" {print $7}' "$L/ttft-128.txt") (target 15 ms)"
 					# sampled: rows leave the device as their 64 best logits (logit_rows_total{path="top"})
 					timeout 60 "$BIN/uring-bench" --url http://127.0.0.1:18181 -n 32 -c 8 --max-tokens 64 --ignore-eos \
 						--temperature 0.8 --top-k 40 >"$L/bench-sampled.txt" 2>&1 || bad "uring-bench sampled" "see bench-sampled.txt"
