@@ -470,136 +470,118 @@ static float bf16_round(float f)
 	return f;
 }
 
-/* The decode path's fused GEMV against dequantize-then-dot in double. */
+/* Sets environment variable name to val for a while; what was there
+ * before (NULL: unset), for env_restore. */
+static char *env_force(const char *name, const char *val)
+{
+	const char *prev = getenv(name);
+	char *saved = prev ? strdup(prev) : NULL;
+	setenv(name, val, 1);
+	return saved;
+}
+
+static void env_restore(const char *name, char *saved)
+{
+	if (saved)
+		setenv(name, saved, 1);
+	else
+		unsetenv(name);
+	free(saved);
+}
+
+/*
+ * One GEMV case: rows x k weights of type, T tokens, against the
+ * dequantized rows times x in double. x as the kernel sees it: rounded to
+ * bf16, and with x8 (the int8-activation GEMV) then quantized per 32 as the
+ * CPU backend quantizes it (kern_act_quantize_row_ref), so only the
+ * kernel's f32 sums differ: bound 1e-5 of sum |w x|, 1e-4 without x8.
+ */
+static void gemv_check(locus_cuda_kernel_check_fn run, int gpu, uint32_t type, int rows, int k, int T, bool x8)
+{
+	char err[256], what[96];
+	size_t rb = kern_row_bytes(type, k);
+	uint8_t *qw = malloc((size_t)rows * rb);
+	float *w = malloc((size_t)k * 4), *x = malloc((size_t)T * k * 4), *y = malloc((size_t)T * rows * 4);
+	double *wd = malloc((size_t)rows * k * sizeof(double)), *xd = malloc((size_t)T * k * sizeof(double));
+	struct kern_act_q8 *aq = malloc((size_t)(k / 32 + 1) * sizeof(*aq));
+	if (!qw || !w || !x || !y || !wd || !xd || !aq) {
+		printf("FAIL out of memory\n");
+		fails++;
+		goto out;
+	}
+	for (int r = 0; r < rows; r++) {
+		for (int i = 0; i < k; i++)
+			w[i] = frnd();
+		kern_quantize_row(type, w, qw + (size_t)r * rb, k);
+		kern_dequantize_row(type, qw + (size_t)r * rb, w, k);
+		for (int i = 0; i < k; i++)
+			wd[(size_t)r * k + i] = w[i];
+	}
+	for (size_t i = 0; i < (size_t)T * k; i++)
+		x[i] = frnd() * 2;
+	for (int t = 0; t < T; t++) {
+		for (int i = 0; i < k; i++)
+			w[i] = (float)bf16_round(x[(size_t)t * k + i]);
+		if (x8)
+			kern_act_quantize_row_ref(type, w, aq, k);
+		for (int i = 0; i < k; i++)
+			xd[(size_t)t * k + i] = x8 ? (double)aq[i / 32].d * aq[i / 32].qs[i % 32] : w[i];
+	}
+	for (size_t i = 0; i < (size_t)T * rows; i++)
+		y[i] = NAN;
+	struct lcu_check_args a = {.kernel = LCU_GEMV, .gpu = gpu, .rows = rows, .n = k, .x = x, .y = y,
+				   .qtype = type, .T = T, .qw = qw, .q_row_bytes = rb};
+	int rc = run(&a, err, sizeof(err));
+	double worst = 0;
+	for (int t = 0; t < T && !rc; t++)
+		for (int r = 0; r < rows; r++) {
+			double ref = 0, mag = 0;
+			for (int i = 0; i < k; i++) {
+				double p = wd[(size_t)r * k + i] * xd[(size_t)t * k + i];
+				ref += p;
+				mag += fabs(p);
+			}
+			double e = fabs(y[(size_t)t * rows + r] - ref) / (mag + 1e-30);
+			worst = !(e <= worst) ? e : worst; /* NaN sticks */
+		}
+	snprintf(what, sizeof(what), "gemv %s%s %dx%d, T=%d", x8 ? "x8 " : "", kern_type_name(type), rows, k, T);
+	if (x8)
+		report(!rc && worst <= 1e-5, "error %.2g of sum |w x_q| (bound %.0e; x quantized as the CPU does)", what,
+		       worst, 1e-5);
+	else
+		report(!rc && worst <= 1e-4, "error %.2g of sum |w x| (bound %.0e, f32 accumulation)", what, worst, 1e-4);
+	if (rc)
+		printf("     %s\n", err);
+out:
+	free(qw), free(w), free(x), free(y), free(wd), free(xd), free(aq);
+}
+
+/* The decode path's fused GEMV (k_gemv_q, k_gemv_bf16), every type. */
 static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu)
 {
 	static const uint32_t types[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K,
 					 KERN_TYPE_BF16};
 	static const int shapes[][3] = {{1, 32, 1},     {7, 96, 3},    {33, 4096, 8}, {5, 14336, 2},
 					{130, 576, 5},  {3, 256, 1},   {17, 768, 4}};
-	char err[256], what[96];
+	char *saved = env_force("LOCUS_CUDA_GEMV_X8", "0");
 	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++)
-		for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
-			int rows = shapes[si][0], k = shapes[si][1], T = shapes[si][2];
-			if (k % kern_type_block_elems(types[ti]))
-				continue; /* K-quants: rows of whole 256-weight super-blocks */
-			size_t rb = kern_row_bytes(types[ti], k);
-			uint8_t *qw = malloc((size_t)rows * rb);
-			float *w = malloc((size_t)k * 4), *x = malloc((size_t)T * k * 4), *y = malloc((size_t)T * rows * 4);
-			double *wd = malloc((size_t)rows * k * sizeof(double));
-			if (!qw || !w || !x || !y || !wd) {
-				printf("FAIL out of memory\n");
-				fails++;
-				return;
-			}
-			for (int r = 0; r < rows; r++) {
-				for (int i = 0; i < k; i++)
-					w[i] = frnd();
-				kern_quantize_row(types[ti], w, qw + (size_t)r * rb, k);
-				kern_dequantize_row(types[ti], qw + (size_t)r * rb, w, k);
-				for (int i = 0; i < k; i++)
-					wd[(size_t)r * k + i] = w[i];
-			}
-			for (size_t i = 0; i < (size_t)T * k; i++)
-				x[i] = frnd() * 2;
-			for (size_t i = 0; i < (size_t)T * rows; i++)
-				y[i] = NAN;
-			struct lcu_check_args a = {.kernel = LCU_GEMV, .gpu = gpu, .rows = rows, .n = k, .x = x, .y = y,
-						   .qtype = types[ti], .T = T, .qw = qw, .q_row_bytes = rb};
-			int rc = run(&a, err, sizeof(err));
-			double worst = 0;
-			for (int t = 0; t < T && !rc; t++)
-				for (int r = 0; r < rows; r++) {
-					double ref = 0, mag = 0;
-					for (int i = 0; i < k; i++) {
-						double p = wd[(size_t)r * k + i] * bf16_round(x[(size_t)t * k + i]);
-						ref += p;
-						mag += fabs(p);
-					}
-					double e = fabs(y[(size_t)t * rows + r] - ref) / (mag + 1e-30);
-					worst = !(e <= worst) ? e : worst; /* NaN sticks */
-				}
-			snprintf(what, sizeof(what), "gemv %s %dx%d, T=%d", kern_type_name(types[ti]), rows, k, T);
-			report(!rc && worst <= 1e-4, "error %.2g of sum |w x| (bound %.0e, f32 accumulation)", what, worst, 1e-4);
-			if (rc)
-				printf("     %s\n", err);
-			free(qw), free(w), free(x), free(y), free(wd);
-		}
+		for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
+			if (shapes[si][1] % kern_type_block_elems(types[ti]) == 0) /* K-quants: whole super-blocks */
+				gemv_check(run, gpu, types[ti], shapes[si][0], shapes[si][1], shapes[si][2], false);
+	env_restore("LOCUS_CUDA_GEMV_X8", saved);
 }
 
 /* The int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1) on Q8_0, Q4_0, Q4_1 rows
- * at 1-2 tokens, against the dequantized rows times x quantized as the CPU
- * backend quantizes it (kern_act_quantize_row_ref, on x rounded to bf16
- * as the GEMV gets it), in double: only the kernel's f32 sums differ. */
+ * at 1-2 tokens. */
 static void gemv_x8_checks(locus_cuda_kernel_check_fn run, int gpu)
 {
 	static const uint32_t types[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1};
 	static const int shapes[][3] = {{1, 32, 1}, {7, 96, 2}, {33, 4096, 1}, {5, 14336, 2}, {130, 576, 2}, {17, 768, 1}};
-	const char *prev = getenv("LOCUS_CUDA_GEMV_X8");
-	char *saved = prev ? strdup(prev) : NULL;
-	setenv("LOCUS_CUDA_GEMV_X8", "1", 1);
-	char err[256], what[96];
+	char *saved = env_force("LOCUS_CUDA_GEMV_X8", "1");
 	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++)
-		for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
-			int rows = shapes[si][0], k = shapes[si][1], T = shapes[si][2];
-			size_t rb = kern_row_bytes(types[ti], k);
-			uint8_t *qw = malloc((size_t)rows * rb);
-			float *w = malloc((size_t)k * 4), *x = malloc((size_t)T * k * 4), *y = malloc((size_t)T * rows * 4);
-			double *wd = malloc((size_t)rows * k * sizeof(double)), *xd = malloc((size_t)T * k * sizeof(double));
-			struct kern_act_q8 *aq = malloc((size_t)(k / 32) * sizeof(*aq));
-			if (!qw || !w || !x || !y || !wd || !xd || !aq) {
-				printf("FAIL out of memory\n");
-				fails++;
-				free(qw), free(w), free(x), free(y), free(wd), free(xd), free(aq);
-				break;
-			}
-			for (int r = 0; r < rows; r++) {
-				for (int i = 0; i < k; i++)
-					w[i] = frnd();
-				kern_quantize_row(types[ti], w, qw + (size_t)r * rb, k);
-				kern_dequantize_row(types[ti], qw + (size_t)r * rb, w, k);
-				for (int i = 0; i < k; i++)
-					wd[(size_t)r * k + i] = w[i];
-			}
-			for (size_t i = 0; i < (size_t)T * k; i++)
-				x[i] = frnd() * 2;
-			/* x as the kernel sees it: bf16, then quantized per 32 */
-			for (int t = 0; t < T; t++) {
-				for (int i = 0; i < k; i++)
-					w[i] = (float)bf16_round(x[(size_t)t * k + i]);
-				kern_act_quantize_row_ref(types[ti], w, aq, k);
-				for (int i = 0; i < k; i++)
-					xd[(size_t)t * k + i] = (double)aq[i / 32].d * aq[i / 32].qs[i % 32];
-			}
-			for (size_t i = 0; i < (size_t)T * rows; i++)
-				y[i] = NAN;
-			struct lcu_check_args a = {.kernel = LCU_GEMV, .gpu = gpu, .rows = rows, .n = k, .x = x, .y = y,
-						   .qtype = types[ti], .T = T, .qw = qw, .q_row_bytes = rb};
-			int rc = run(&a, err, sizeof(err));
-			double worst = 0;
-			for (int t = 0; t < T && !rc; t++)
-				for (int r = 0; r < rows; r++) {
-					double ref = 0, mag = 0;
-					for (int i = 0; i < k; i++) {
-						double p = wd[(size_t)r * k + i] * xd[(size_t)t * k + i];
-						ref += p;
-						mag += fabs(p);
-					}
-					double e = fabs(y[(size_t)t * rows + r] - ref) / (mag + 1e-30);
-					worst = !(e <= worst) ? e : worst; /* NaN sticks */
-				}
-			snprintf(what, sizeof(what), "gemv x8 %s %dx%d, T=%d", kern_type_name(types[ti]), rows, k, T);
-			report(!rc && worst <= 1e-5, "error %.2g of sum |w x_q| (bound %.0e; x quantized as the CPU does)",
-			       what, worst, 1e-5);
-			if (rc)
-				printf("     %s\n", err);
-			free(qw), free(w), free(x), free(y), free(wd), free(xd), free(aq);
-		}
-	if (saved)
-		setenv("LOCUS_CUDA_GEMV_X8", saved, 1);
-	else
-		unsetenv("LOCUS_CUDA_GEMV_X8");
-	free(saved);
+		for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
+			gemv_check(run, gpu, types[ti], shapes[si][0], shapes[si][1], shapes[si][2], true);
+	env_restore("LOCUS_CUDA_GEMV_X8", saved);
 }
 
 /* ---- whole steps ---- */

@@ -7,6 +7,8 @@
  */
 #include "kernels/cuda/cuda_kernels.cuh"
 
+#include <initializer_list>
+
 /* ---- single-kernel runs for tools/cuda-check ---- */
 
 static float bf16_bits_to_f32(uint16_t b)
@@ -470,6 +472,43 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 	uint8_t *pool = NULL;
 	const size_t pool_bytes = (size_t)3 << 30; /* weight copies, activations, KV */
 	int rc = -EIO;
+	/* Llama-3-8B's matrices: y[T][rows] = x[T][k] . W^T */
+	static const struct {
+		const char *name;
+		int k, rows;
+	} sh[] = {{"qkv 4096->6144", E, 6144}, {"o 4096->4096", E, E}, {"gate|up 4096->28672", E, 2 * F},
+		  {"down 14336->4096", F, E}, {"logits 4096->128256", E, V}};
+	const size_t n_sh = sizeof(sh) / sizeof(sh[0]);
+	/* One GEMV path on every shape: launch(type, weights, row bytes, rows,
+	 * k, x, T, y) for the types qt[0..nq) at each T of Ts, the weights
+	 * rotated over copies past the L2 cache (x and y in the pool's last GiB);
+	 * a launch that returns false (no kernel for it) prints no row. */
+	auto gemv_rows = [&](const uint32_t *qt, const char *const *qn, int nq, const char *tag,
+			     std::initializer_list<int> Ts, auto launch) {
+		uint8_t *act = pool + ((size_t)2 << 30);
+		for (int qi = 0; qi < nq; qi++)
+			for (size_t si = 0; si < n_sh; si++) {
+				size_t rb = gemv_row_bytes(qt[qi], (size_t)sh[si].k), wbytes = rb * sh[si].rows;
+				int copies = (int)(((size_t)2 << 30) / wbytes);
+				copies = copies < 1 ? 1 : copies > 64 ? 64 : copies;
+				const bf16 *x = (const bf16 *)act;
+				float *y = (float *)(act + ((size_t)8 * sh[si].k * 2 + 255) / 256 * 256);
+				for (int T : Ts) {
+					bool ok = true;
+					float ms = kb_time(&t, runs, [&](int i) {
+						ok = launch(qt[qi], pool + (size_t)(i % copies) * wbytes, rb, sh[si].rows, sh[si].k,
+							    x, T, y) &&
+						     ok;
+					});
+					if (!ok)
+						continue;
+					double gb = (double)wbytes / (ms * 1e-3) / 1e9;
+					char nm[48];
+					snprintf(nm, sizeof(nm), "%s %s%s", qn[qi], tag, sh[si].name);
+					printf("%-28s %4d %9.1f %9.0f %7.0f%%\n", nm, T, ms * 1e3, gb, 100 * gb / c.copy_gbps);
+				}
+			}
+	};
 	CU(cudaSetDevice(gpu), "cudaSetDevice");
 	CU(cudaMalloc(&pool, pool_bytes), "cudaMalloc (3 GiB)");
 	k_fill_bf16<<<4096, 256>>>((bf16 *)pool, pool_bytes / 2, 777u); /* finite read as bf16, f16 or f32 */
@@ -481,16 +520,11 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 	}
 	{
 		/* ---- GEMM: y[T][rows] = x[T][k] . W^T, weights rotated over >= 1 GiB ---- */
-		struct {
-			const char *name;
-			int k, rows;
-		} sh[] = {{"qkv 4096->6144", E, 6144}, {"o 4096->4096", E, E}, {"gate|up 4096->28672", E, 2 * F},
-			  {"down 14336->4096", F, E}, {"logits 4096->128256", E, V}};
 		const int Ts[] = {1, 2, 4, 8, 16, 128, 512, 2048};
 		printf("\nGEMM (cuBLAS, bf16 in, f32 accumulate and out)\n%-22s %6s %9s %9s %8s %9s %8s\n", "shape", "T",
 		       "us", "TFLOP/s", "of peak", "GB/s w", "of copy");
 		uint8_t *act = pool + ((size_t)2 << 30); /* 1 GiB: x and y */
-		for (size_t si = 0; si < sizeof(sh) / sizeof(sh[0]); si++) {
+		for (size_t si = 0; si < n_sh; si++) {
 			size_t wbytes = (size_t)sh[si].k * sh[si].rows * 2;
 			int copies = (int)(((size_t)2 << 30) / wbytes);
 			copies = copies < 1 ? 1 : copies > 64 ? 64 : copies;
@@ -530,25 +564,11 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		{
 			const uint32_t qt[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K,
 					       KERN_TYPE_BF16};
-			const char *qn[] = {"Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "BF16"};
-			for (int qi = 0; qi < 6; qi++)
-				for (size_t si = 0; si < sizeof(sh) / sizeof(sh[0]); si++) {
-					size_t rb = gemv_row_bytes(qt[qi], (size_t)sh[si].k), wbytes = rb * sh[si].rows;
-					int copies = (int)(((size_t)2 << 30) / wbytes);
-					copies = copies < 1 ? 1 : copies > 64 ? 64 : copies;
-					const bf16 *x = (const bf16 *)act;
-					float *y = (float *)(act + ((size_t)8 * sh[si].k * 2 + 255) / 256 * 256);
-					for (int T : {1, 2, 4, 8}) {
-						float ms = kb_time(&t, runs, [&](int i) {
-							gemv_q(qt[qi], pool + (size_t)(i % copies) * wbytes, rb, sh[si].rows, sh[si].k, x,
-							       T, y, sh[si].rows, 0);
-						});
-						double gb = (double)wbytes / (ms * 1e-3) / 1e9;
-						char nm[48];
-						snprintf(nm, sizeof(nm), "%s %s", qn[qi], sh[si].name);
-						printf("%-28s %4d %9.1f %9.0f %7.0f%%\n", nm, T, ms * 1e3, gb, 100 * gb / c.copy_gbps);
-					}
-				}
+			const char *const qn[] = {"Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "BF16"};
+			gemv_rows(qt, qn, 6, "", {1, 2, 4, 8},
+				  [](uint32_t ty, const uint8_t *w, size_t rb, int rows, int k, const bf16 *x, int T, float *y) {
+					  return gemv_q(ty, w, rb, rows, k, x, T, y, rows, 0);
+				  });
 		}
 		CU(cudaGetLastError(), "GEMV launch");
 
@@ -709,37 +729,14 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 	{
 		/* the int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1), last: it has not
 		 * run on a GPU yet, so a fault in it costs no other row */
-		struct {
-			const char *name;
-			int k, rows;
-		} sh[] = {{"qkv 4096->6144", E, 6144}, {"o 4096->4096", E, E}, {"gate|up 4096->28672", E, 2 * F},
-			  {"down 14336->4096", F, E}, {"logits 4096->128256", E, V}};
 		const uint32_t qt[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1};
-		const char *qn[] = {"Q8_0", "Q4_0", "Q4_1"};
-		uint8_t *act = pool + ((size_t)2 << 30);
+		const char *const qn[] = {"Q8_0", "Q4_0", "Q4_1"};
 		printf("\nGEMV with int8 activations (LOCUS_CUDA_GEMV_X8=1; bytes: the weights as stored)\n"
 		       "%-28s %4s %9s %9s %8s\n", "type, shape", "T", "us", "GB/s w", "of copy");
-		for (int qi = 0; qi < 3; qi++)
-			for (size_t si = 0; si < sizeof(sh) / sizeof(sh[0]); si++) {
-				size_t rb = gemv_row_bytes(qt[qi], (size_t)sh[si].k), wbytes = rb * sh[si].rows;
-				int copies = (int)(((size_t)2 << 30) / wbytes);
-				copies = copies < 1 ? 1 : copies > 64 ? 64 : copies;
-				const bf16 *x = (const bf16 *)act;
-				float *y = (float *)(act + ((size_t)8 * sh[si].k * 2 + 255) / 256 * 256);
-				for (int T : {1, 2}) {
-					bool ok = true;
-					float ms = kb_time(&t, runs, [&](int i) {
-						ok = gemv_x8(qt[qi], pool + (size_t)(i % copies) * wbytes, rb, sh[si].rows, sh[si].k,
-							     x, T, y, sh[si].rows, 0) && ok;
-					});
-					if (!ok)
-						continue;
-					double gb = (double)wbytes / (ms * 1e-3) / 1e9;
-					char nm[48];
-					snprintf(nm, sizeof(nm), "%s x8 %s", qn[qi], sh[si].name);
-					printf("%-28s %4d %9.1f %9.0f %7.0f%%\n", nm, T, ms * 1e3, gb, 100 * gb / c.copy_gbps);
-				}
-			}
+		gemv_rows(qt, qn, 3, "x8 ", {1, 2},
+			  [](uint32_t ty, const uint8_t *w, size_t rb, int rows, int k, const bf16 *x, int T, float *y) {
+				  return gemv_x8(ty, w, rb, rows, k, x, T, y, rows, 0);
+			  });
 		CU(cudaGetLastError(), "GEMV x8 launch");
 		CU(cudaDeviceSynchronize(), "GEMV x8");
 	}
