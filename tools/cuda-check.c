@@ -133,6 +133,46 @@ static int kernel_checks(void *mod, int gpu)
 		snprintf(what, sizeof(what), "rmsnorm %dx%d", rows, n);
 		report(!rc && worst <= 8e-3, "relative error %.2g (bound %.0e, bf16 output)", what, worst, 8e-3);
 
+		/* add + RMSNorm, the residual written back: x + add exactly (one f32
+		 * addition), then the norm of that */
+		{
+			const float *add = x + cnt;
+			float *xo = malloc(cnt * 4), *sum = malloc(cnt * 4);
+			if (!xo || !sum) {
+				printf("FAIL out of memory\n");
+				fails++;
+				free(xo), free(sum);
+				return 1;
+			}
+			for (size_t i = 0; i < cnt; i++) {
+				y[i] = NAN;
+				xo[i] = NAN;
+				sum[i] = x[i] + add[i];
+			}
+			a = (struct lcu_check_args){.kernel = LCU_RMSNORM, .gpu = gpu, .rows = rows, .n = n, .eps = 1e-5f,
+						    .x = x, .w = w, .y = y, .add = add, .x_out = xo};
+			rc = run(&a, err, sizeof(err));
+			worst = 0;
+			int wrong = rc ? 1 : memcmp(xo, sum, cnt * 4) != 0;
+			for (int r = 0; r < rows && !rc; r++) {
+				kern_rmsnorm(sum + (size_t)r * n, w, ref + (size_t)r * n, n, 1e-5f);
+				for (int i = 0; i < n; i++) {
+					double e = fabs((double)y[(size_t)r * n + i] - ref[(size_t)r * n + i]) /
+						   (fabs(ref[(size_t)r * n + i]) + 1e-6);
+					worst = !(e <= worst) ? e : worst;
+				}
+			}
+			snprintf(what, sizeof(what), "add + rmsnorm %dx%d", rows, n);
+			report(!rc && !wrong && worst <= 8e-3,
+			       "relative error %.2g (bound %.0e, bf16 output); the residual written back is x + add", what,
+			       worst, 8e-3);
+			if (wrong && !rc)
+				printf("     the residual written back is not x + add\n");
+			if (rc)
+				printf("     %s\n", err);
+			free(xo), free(sum);
+		}
+
 		/* SwiGLU: gu rows are [gate | up] */
 		a = (struct lcu_check_args){.kernel = LCU_SWIGLU, .gpu = gpu, .rows = rows, .n = n, .x = x, .y = y};
 		for (size_t i = 0; i < cnt; i++)
@@ -495,21 +535,27 @@ static void env_restore(const char *name, char *saved)
  * bf16, and with x8 (the int8-activation GEMV) then quantized per 32 as the
  * CPU backend quantizes it (kern_act_quantize_row_ref), so only the
  * kernel's f32 sums differ: bound 1e-5 of sum |w x|, 1e-4 without x8.
+ * glu: 2 x rows rows, gate then up, and the output h = silu(g) u rounded
+ * to bf16: bound 2^-8 |h| (the rounding) plus what the sums' bounds move h
+ * by (|dh/dg| <= 1.1 |u|, dh/du = silu(g)) plus 1e-6 |h| (__expf).
  */
-static void gemv_check(locus_cuda_kernel_check_fn run, int gpu, uint32_t type, int rows, int k, int T, bool x8)
+static void gemv_check(locus_cuda_kernel_check_fn run, int gpu, uint32_t type, int rows, int k, int T, bool x8,
+		       bool glu)
 {
 	char err[256], what[96];
+	const int wrows = glu ? 2 * rows : rows;
+	const double tol = x8 ? 1e-5 : 1e-4;
 	size_t rb = kern_row_bytes(type, k);
-	uint8_t *qw = malloc((size_t)rows * rb);
+	uint8_t *qw = malloc((size_t)wrows * rb);
 	float *w = malloc((size_t)k * 4), *x = malloc((size_t)T * k * 4), *y = malloc((size_t)T * rows * 4);
-	double *wd = malloc((size_t)rows * k * sizeof(double)), *xd = malloc((size_t)T * k * sizeof(double));
+	double *wd = malloc((size_t)wrows * k * sizeof(double)), *xd = malloc((size_t)T * k * sizeof(double));
 	struct kern_act_q8 *aq = malloc((size_t)(k / 32 + 1) * sizeof(*aq));
 	if (!qw || !w || !x || !y || !wd || !xd || !aq) {
 		printf("FAIL out of memory\n");
 		fails++;
 		goto out;
 	}
-	for (int r = 0; r < rows; r++) {
+	for (int r = 0; r < wrows; r++) {
 		for (int i = 0; i < k; i++)
 			w[i] = frnd();
 		kern_quantize_row(type, w, qw + (size_t)r * rb, k);
@@ -530,22 +576,36 @@ static void gemv_check(locus_cuda_kernel_check_fn run, int gpu, uint32_t type, i
 	for (size_t i = 0; i < (size_t)T * rows; i++)
 		y[i] = NAN;
 	struct lcu_check_args a = {.kernel = LCU_GEMV, .gpu = gpu, .rows = rows, .n = k, .x = x, .y = y,
-				   .qtype = type, .T = T, .qw = qw, .q_row_bytes = rb};
+				   .qtype = type, .T = T, .qw = qw, .q_row_bytes = rb, .glu = glu};
 	int rc = run(&a, err, sizeof(err));
 	double worst = 0;
 	for (int t = 0; t < T && !rc; t++)
 		for (int r = 0; r < rows; r++) {
-			double ref = 0, mag = 0;
-			for (int i = 0; i < k; i++) {
-				double p = wd[(size_t)r * k + i] * xd[(size_t)t * k + i];
-				ref += p;
-				mag += fabs(p);
+			double ref[2] = {0, 0}, mag[2] = {0, 0};
+			for (int j = 0; j < (glu ? 2 : 1); j++)
+				for (int i = 0; i < k; i++) {
+					double p = wd[((size_t)j * rows + r) * k + i] * xd[(size_t)t * k + i];
+					ref[j] += p;
+					mag[j] += fabs(p);
+				}
+			double got = y[(size_t)t * rows + r], e;
+			if (glu) {
+				double g = ref[0], u = ref[1], sg = g / (1 + exp(-g)), h = sg * u;
+				double bound = ldexp(1, -8) * fabs(h) + 1e-6 * fabs(h) +
+					       (1.1 * fabs(u) * tol * mag[0] + fabs(sg) * tol * mag[1]) * (1 + ldexp(1, -8)) +
+					       1e-30;
+				e = fabs(got - h) / bound;
+			} else {
+				e = fabs(got - ref[0]) / (mag[0] + 1e-30);
 			}
-			double e = fabs(y[(size_t)t * rows + r] - ref) / (mag + 1e-30);
 			worst = !(e <= worst) ? e : worst; /* NaN sticks */
 		}
-	snprintf(what, sizeof(what), "gemv %s%s %dx%d, T=%d", x8 ? "x8 " : "", kern_type_name(type), rows, k, T);
-	if (x8)
+	snprintf(what, sizeof(what), "gemv %s%s%s %dx%d, T=%d", glu ? "glu " : "", x8 ? "x8 " : "", kern_type_name(type),
+		 rows, k, T);
+	if (glu)
+		report(!rc && worst <= 1, "error %.2g of its bound (bf16 rounding + the sums' %.0e of sum |w x|)", what,
+		       worst, tol);
+	else if (x8)
 		report(!rc && worst <= 1e-5, "error %.2g of sum |w x_q| (bound %.0e; x quantized as the CPU does)", what,
 		       worst, 1e-5);
 	else
@@ -567,7 +627,14 @@ static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu)
 	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++)
 		for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
 			if (shapes[si][1] % kern_type_block_elems(types[ti]) == 0) /* K-quants: whole super-blocks */
-				gemv_check(run, gpu, types[ti], shapes[si][0], shapes[si][1], shapes[si][2], false);
+				gemv_check(run, gpu, types[ti], shapes[si][0], shapes[si][1], shapes[si][2], false, false);
+	/* the gate|up GEMV with its SwiGLU, at the 1-2 tokens it takes */
+	static const int glu_shapes[][3] = {{1, 32, 1}, {7, 96, 2}, {37, 4096, 1}, {5, 14336, 2}, {130, 576, 1}};
+	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++)
+		for (size_t si = 0; si < sizeof(glu_shapes) / sizeof(glu_shapes[0]); si++)
+			if (glu_shapes[si][1] % kern_type_block_elems(types[ti]) == 0)
+				gemv_check(run, gpu, types[ti], glu_shapes[si][0], glu_shapes[si][1], glu_shapes[si][2],
+					   false, true);
 	env_restore("LOCUS_CUDA_GEMV_X8", saved);
 }
 
@@ -580,7 +647,8 @@ static void gemv_x8_checks(locus_cuda_kernel_check_fn run, int gpu)
 	char *saved = env_force("LOCUS_CUDA_GEMV_X8", "1");
 	for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++)
 		for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
-			gemv_check(run, gpu, types[ti], shapes[si][0], shapes[si][1], shapes[si][2], true);
+			for (int glu = 0; glu < 2; glu++)
+				gemv_check(run, gpu, types[ti], shapes[si][0], shapes[si][1], shapes[si][2], true, glu);
 	env_restore("LOCUS_CUDA_GEMV_X8", saved);
 }
 

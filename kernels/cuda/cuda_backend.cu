@@ -26,6 +26,10 @@
  *   logits -> argmax on the device (only ids cross PCIe when the caller
  *   does not want the logits themselves), and for step_top each row's 64
  *   best logits and log-sum-exps (top_launch), from which the host samples.
+ *   Where a GEMV takes gate|up, it applies the swiglu itself (its GLU form).
+ *   LOCUS_CUDA_PDL=1 launches the kernels with programmatic dependent
+ *   launch (sm_90+; cuda_kernels.cuh, pdl_wait): each may start during the
+ *   previous one's tail.
  * Matrix products: cuBLASLt, bf16 inputs, f32 accumulation and output, with
  * an explicit workspace; each shape's layouts and heuristic algorithm are
  * found once and cached (LOCUS_CUDA_LT=0, or a shape without one:
@@ -163,6 +167,7 @@ struct cuda_backend {
 	bool attn_tiled;     /* LOCUS_CUDA_ATTN_TILED != 0 and the head size fits k_attn_tile */
 	int gemv_bf16_max_t; /* steps of up to this many tokens use the GEMV on bf16 rows (LOCUS_CUDA_GEMV_BF16) */
 	bool gemv_x8;        /* LOCUS_CUDA_GEMV_X8=1: Q8_0/Q4_0/Q4_1 through k_gemv_x8 (int8 activations) */
+	bool pdl;            /* LOCUS_CUDA_PDL=1 on sm_90+, not profiling: programmatic dependent launch */
 	int32_t *d_tiles;    /* (max_batch_tokens + 1) this step's attention tiles, when it has more than 64 tokens */
 	struct hbuf htiles;  /* pinned, the same */
 	int n_tiles;         /* 0: this step has none */
@@ -356,18 +361,27 @@ static void lt_init(struct cuda_backend *cb)
 	}
 }
 
-/* y[T][ldy] (f32) = x[T][k] (bf16) . m^T: the fused GEMV over the
- * quantized rows for a few tokens; otherwise cuBLASLt with the shape's
- * cached plan, or cublasGemmEx when there is none. */
+/* The GEMV for this step, if one takes it: over the quantized rows for a
+ * few tokens, or over the bf16 ones (gemv_q, gemv_x8); with h, the GLU
+ * form (m is gate|up; h[T][ldy] = swiglu, bf16). False: nothing launched. */
+static bool gemv_try(struct cuda_backend *cb, const struct cu_mat *m, const bf16 *x, int T, float *y, int ldy, bf16 *h)
+{
+	const int rows = (int)(h ? m->rows / 2 : m->rows), k = (int)m->k;
+	if (m->q && T <= GEMV_Q_MAX_T)
+		return (cb->gemv_x8 && gemv_x8(m->qtype, m->q, m->q_row_bytes, rows, k, x, T, y, ldy, cb->stream, h, cb->pdl)) ||
+		       gemv_q(m->qtype, m->q, m->q_row_bytes, rows, k, x, T, y, ldy, cb->stream, h, cb->pdl);
+	if (!m->q && T <= cb->gemv_bf16_max_t && m->k % 32 == 0)
+		return gemv_q(KERN_TYPE_BF16, (const uint8_t *)m->d, (size_t)m->k * 2, rows, k, x, T, y, ldy, cb->stream,
+			      h, cb->pdl);
+	return false;
+}
+
+/* y[T][ldy] (f32) = x[T][k] (bf16) . m^T: the GEMV where one takes the
+ * step (launch errors surface at the step's end); otherwise cuBLASLt with
+ * the shape's cached plan, or cublasGemmEx when there is none. */
 static cublasStatus_t gemm(struct cuda_backend *cb, const struct cu_mat *m, const bf16 *x, int T, float *y, int ldy)
 {
-	if (m->q && T <= GEMV_Q_MAX_T &&
-	    ((cb->gemv_x8 && gemv_x8(m->qtype, m->q, m->q_row_bytes, (int)m->rows, (int)m->k, x, T, y, ldy, cb->stream)) ||
-	     gemv_q(m->qtype, m->q, m->q_row_bytes, (int)m->rows, (int)m->k, x, T, y, ldy, cb->stream)))
-		return CUBLAS_STATUS_SUCCESS; /* launch errors surface at the step's end */
-	if (!m->q && T <= cb->gemv_bf16_max_t && m->k % 32 == 0 &&
-	    gemv_q(KERN_TYPE_BF16, (const uint8_t *)m->d, (size_t)m->k * 2, (int)m->rows, (int)m->k, x, T, y, ldy,
-		   cb->stream))
+	if (gemv_try(cb, m, x, T, y, ldy, NULL))
 		return CUBLAS_STATUS_SUCCESS;
 	const float one = 1.0f, zero = 0.0f;
 	struct lt_plan *p = lt_plan_get(cb, (int)m->rows, T, (int)m->k, ldy);
@@ -448,11 +462,12 @@ static int hbuf_alloc(struct hbuf *h, size_t bytes, int node)
  * ramp-up). nsys needs no such help where it runs.
  */
 #define PROF_MAX 2048 /* marks per step (about 10 per layer) */
-enum prof_kind { PK_START, PK_EVENT, PK_EMBED, PK_NORM, PK_QKV, PK_ROPE_KV, PK_ATTN, PK_O, PK_GU, PK_SWIGLU, PK_DOWN, PK_LOGITS,
-		 PK_ARGMAX, PK_TOP, PK_COPY, PK_N };
+enum prof_kind { PK_START, PK_EVENT, PK_EMBED, PK_NORM, PK_QKV, PK_ROPE_KV, PK_ATTN, PK_O, PK_GU, PK_SWIGLU, PK_GU_GLU,
+		 PK_DOWN, PK_LOGITS, PK_ARGMAX, PK_TOP, PK_COPY, PK_N };
 static const char *const prof_name[PK_N] = {
-    "",		   "(one event)", "embedding",	  "add + rmsnorm", "qkv GEMM", "bias + rope + KV", "attention", "o GEMM",
-    "gate|up GEMM", "swiglu",	   "down GEMM",	  "logits GEMM",   "argmax",   "top-64",	   "copies out"};
+    "",		   "(one event)", "embedding",	     "add + rmsnorm", "qkv GEMM",    "bias + rope + KV",
+    "attention",   "o GEMM",	  "gate|up GEMM",    "swiglu",	      "gate|up+swiglu", "down GEMM",
+    "logits GEMM", "argmax",	  "top-64",	     "copies out"};
 struct cu_prof {
 	cudaEvent_t ev[PROF_MAX];
 	uint8_t kind[PROF_MAX];
@@ -639,6 +654,7 @@ static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argma
 	const int qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, ldqkv = qd + 2 * kvd, V = hp->n_vocab;
 	const int bs = cb->base.kv_block_size, nt = norm_threads(E);
 	cudaStream_t st = cb->stream;
+	const bool pdl = cb->pdl;
 	step_meta m = {cb->d_meta, cb->d_meta + Tm, cb->d_meta + 2 * Tm, cb->d_meta + 3 * Tm, cb->d_meta + 5 * Tm};
 	int32_t *d_argmax = cb->d_meta + 4 * Tm;
 
@@ -646,48 +662,56 @@ static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argma
 		cb->prof->n = 0;
 	prof_mark(cb, PK_START);
 	prof_mark(cb, PK_EVENT); /* nothing between: what a mark itself costs */
-	k_embed<<<T, nt, 0, st>>>(cb->emb, m.tokens, cb->x, E);
+	/* the first kernel follows a copy, not a kernel: launched plainly */
+	launch(k_embed, dim3(T), dim3(nt), 0, st, false, cb->emb, m.tokens, cb->x, E);
 	prof_mark(cb, PK_EMBED);
 	for (int l = 0; l < hp->n_layer; l++) {
 		const struct cu_layer *L = &cb->layers[l];
 		__half *kc = cb->kc + (size_t)l * cb->layer_stride, *vc = cb->vc + (size_t)l * cb->layer_stride;
-		k_add_rmsnorm<<<T, nt, 0, st>>>(cb->x, l ? cb->tmp : NULL, NULL, L->attn_norm, cb->xb, E, hp->norm_eps);
+		launch(k_add_rmsnorm, dim3(T), dim3(nt), 0, st, pdl, cb->x, (const float *)(l ? cb->tmp : NULL), nullptr,
+		       L->attn_norm, cb->xb, E, hp->norm_eps);
 		prof_mark(cb, PK_NORM);
 		if (gemm(cb, &L->wqkv, cb->xb, T, cb->qkv, ldqkv))
 			return -EIO;
 		prof_mark(cb, PK_QKV);
 		qkv_post_launch(cb->qkv, ldqkv, L->bq, L->bk, L->bv, cb->inv_freq, m, kc, vc, hp->n_head, hp->n_head_kv, hd,
-				bs, cb->blk_stride, hp->rope_type == KERN_ROPE_NEOX, T, st);
+				bs, cb->blk_stride, hp->rope_type == KERN_ROPE_NEOX, T, st, pdl);
 		prof_mark(cb, PK_ROPE_KV);
 		attention(cb->qkv, ldqkv, m, kc, vc, hp->n_head, hp->n_head_kv, hd, bs, cb->blk_stride, cb->att, qd, T,
 			  cb->attn_split ? cb->attn_part : NULL, T > ATTN_SPLIT_MAX_T ? cb->d_tiles : NULL,
-			  T > ATTN_SPLIT_MAX_T ? cb->n_tiles : 0, st);
+			  T > ATTN_SPLIT_MAX_T ? cb->n_tiles : 0, st, pdl);
 		prof_mark(cb, PK_ATTN);
 		if (gemm(cb, &L->wo, cb->att, T, cb->tmp, E))
 			return -EIO;
 		prof_mark(cb, PK_O);
-		k_add_rmsnorm<<<T, nt, 0, st>>>(cb->x, cb->tmp, NULL, L->ffn_norm, cb->xb, E, hp->norm_eps);
+		launch(k_add_rmsnorm, dim3(T), dim3(nt), 0, st, pdl, cb->x, (const float *)cb->tmp, nullptr, L->ffn_norm,
+		       cb->xb, E, hp->norm_eps);
 		prof_mark(cb, PK_NORM);
-		if (gemm(cb, &L->wgu, cb->xb, T, cb->gu, 2 * F))
-			return -EIO;
-		prof_mark(cb, PK_GU);
-		int64_t n = (int64_t)T * F;
-		int blocks = (int)((n + 255) / 256 < 65535 ? (n + 255) / 256 : 65535);
-		k_swiglu<<<blocks, 256, 0, st>>>(cb->gu, cb->h, F, n);
-		prof_mark(cb, PK_SWIGLU);
+		/* gate|up with the SwiGLU in the GEMV where a GEMV takes it */
+		if (!gemv_try(cb, &L->wgu, cb->xb, T, NULL, F, cb->h)) {
+			if (gemm(cb, &L->wgu, cb->xb, T, cb->gu, 2 * F))
+				return -EIO;
+			prof_mark(cb, PK_GU);
+			swiglu_launch(cb->gu, cb->h, F, T, st, pdl);
+			prof_mark(cb, PK_SWIGLU);
+		} else {
+			prof_mark(cb, PK_GU_GLU);
+		}
 		if (gemm(cb, &L->wdown, cb->h, T, cb->tmp, E))
 			return -EIO;
 		prof_mark(cb, PK_DOWN);
 	}
 	if (nl > 0) {
-		k_add_rmsnorm<<<nl, nt, 0, st>>>(cb->x, cb->tmp, m.logit_idx, cb->out_norm, cb->xb, E, hp->norm_eps);
+		launch(k_add_rmsnorm, dim3(nl), dim3(nt), 0, st, pdl, cb->x, (const float *)cb->tmp, m.logit_idx,
+		       (const float *)cb->out_norm, cb->xb, E, hp->norm_eps);
 		prof_mark(cb, PK_NORM);
 		if (gemm(cb, &cb->output, cb->xb, nl, cb->logits, V))
 			return -EIO;
 		prof_mark(cb, PK_LOGITS);
 		if (want_argmax) {
 			/* straight into the host staging where it is mapped, else copied there */
-			argmax_launch(cb->logits, V, nl, cb->d_sel, cb->h_meta_dev ? cb->h_meta_dev + 4 * Tm : d_argmax, st);
+			argmax_launch(cb->logits, V, nl, cb->d_sel, cb->h_meta_dev ? cb->h_meta_dev + 4 * Tm : d_argmax, st,
+				      pdl);
 			prof_mark(cb, PK_ARGMAX);
 			if (!cb->h_meta_dev) {
 				if (cudaMemcpyAsync(cb->h_meta + 4 * Tm, d_argmax, (size_t)nl * 4, cudaMemcpyDeviceToHost, st))
@@ -1109,6 +1133,35 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 				}
 			fprintf(stderr, "cuda backend: LOCUS_CUDA_PROFILE=1: %s\n",
 				cb->prof ? "GPU time per operation, printed at close" : "cannot set up the events: no profile");
+		}
+		/* Programmatic dependent launch (cuda_kernels.cuh, pdl_wait): off
+		 * while profiling, whose event records sit between the kernels. */
+		const char *pd = getenv("LOCUS_CUDA_PDL");
+		if (pd && !strcmp(pd, "1")) {
+			/* the kernels' waits exist only in code built for sm_90 or later:
+			 * PTX of an older target, compiled for this chip at load, has none */
+			int major = 0;
+			cudaFuncAttributes fa;
+			const char *why = NULL;
+			if (cb->prof)
+				why = "off while LOCUS_CUDA_PROFILE=1";
+			else if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cb->device) != cudaSuccess ||
+				 major < 9)
+				why = "off: needs compute capability 9.0 or later";
+			else if (cudaFuncGetAttributes(&fa, k_add_rmsnorm) != cudaSuccess || fa.ptxVersion < 90)
+				why = "off: the module was built for a target before sm_90 (LOCUS_CUDA_ARCH)";
+			else {
+				/* one empty launch with the attribute: a driver that refuses
+				 * it turns it off here rather than failing every step */
+				launch(k_swiglu, dim3(1), dim3(32), 0, cb->stream, true, (const float *)NULL, (bf16 *)NULL, 1,
+				       (int64_t)0);
+				if (cudaStreamSynchronize(cb->stream) != cudaSuccess || cudaGetLastError() != cudaSuccess)
+					why = "off: the driver refused a launch with it";
+			}
+			(void)cudaGetLastError();
+			cb->pdl = !why;
+			fprintf(stderr, "cuda backend: LOCUS_CUDA_PDL=1: %s\n",
+				why ? why : "kernels start during their predecessor's tail (programmatic dependent launch)");
 		}
 	}
 	cb->kv_bytes = cb->layer_stride * (size_t)hp->n_layer * sizeof(__half);

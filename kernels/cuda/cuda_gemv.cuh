@@ -108,14 +108,72 @@ template <uint32_t TYPE> __device__ __forceinline__ void dequant8(const uint8_t 
 	}
 }
 
-template <uint32_t TYPE, int NT>
-static __global__ void k_gemv_q(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y,
-				int ldy)
+/*
+ * The end of a GEMV warp: its R rows' sums over the warp, for T <= NT
+ * tokens, into y[t][row0 + r] (rows past rows skipped), or with GLU (R = 2:
+ * gate, up) swiglu of the two into h[t][row0].
+ */
+template <int R, int NT, bool GLU>
+__device__ __forceinline__ void gemv_store(float (&acc)[R][NT], int lane, int row0, int rows, int T, float *y, int ldy,
+					   bf16 *h)
 {
+#pragma unroll
+	for (int t = 0; t < NT; t++) {
+		float a[R];
+#pragma unroll
+		for (int r = 0; r < R; r++)
+			a[r] = warp_sum(acc[r][t]);
+		if (lane != 0 || t >= T)
+			continue;
+		if (GLU) {
+			h[(size_t)t * ldy + row0] = __float2bfloat16(swiglu1(a[0], a[R - 1]));
+		} else {
+#pragma unroll
+			for (int r = 0; r < R; r++)
+				if (row0 + r < rows)
+					y[(size_t)t * ldy + row0 + r] = a[r];
+		}
+	}
+}
+
+/*
+ * GLU (the gate|up product of a decode step, its SwiGLU fused): the matrix
+ * has 2 rows rows, gate then up; the warp takes gate row i and up row
+ * rows + i and writes h[t][i] = swiglu(gate, up) (bf16, row stride ldy)
+ * instead of y: one kernel and one trip of the 2 x 14336 products through
+ * memory less per layer. Up to GEMV_GLU_MAX_T tokens.
+ */
+#define GEMV_GLU_MAX_T 2
+
+/* The first bytes (up to 4 KiB) of a warp's row into L2: issued before
+ * pdl_wait, they overlap the previous kernel's tail. */
+__device__ __forceinline__ void gemv_prefetch_row(const uint8_t *wr, size_t row_bytes, int lane)
+{
+	if ((size_t)lane * 128 < row_bytes)
+		prefetch_l2(wr + (size_t)lane * 128);
+}
+
+template <uint32_t TYPE, int NT, bool GLU>
+static __global__ void k_gemv_q(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y,
+				int ldy, bf16 *h)
+{
+	static_assert(!GLU || GEMV_ROWS == 2, "a GLU warp takes one gate and one up row");
+	pdl_trigger();
 	const int lane = threadIdx.x % WARP, sub = lane & 3;
-	const int row0 = (blockIdx.x * GEMV_WARPS + threadIdx.x / WARP) * GEMV_ROWS;
+	const int wid = blockIdx.x * GEMV_WARPS + threadIdx.x / WARP;
+	const int row0 = GLU ? wid : wid * GEMV_ROWS;
 	if (row0 >= rows)
 		return; /* the whole warp */
+	const uint8_t *wr[GEMV_ROWS];
+	bool ok[GEMV_ROWS];
+#pragma unroll
+	for (int r = 0; r < GEMV_ROWS; r++) {
+		ok[r] = GLU || row0 + r < rows;
+		wr[r] = w + (size_t)(GLU ? row0 + r * rows : row0 + r) * row_bytes;
+		if (ok[r])
+			gemv_prefetch_row(wr[r], row_bytes, lane);
+	}
+	pdl_wait();
 	float acc[GEMV_ROWS][NT];
 #pragma unroll
 	for (int r = 0; r < GEMV_ROWS; r++)
@@ -145,9 +203,9 @@ static __global__ void k_gemv_q(const uint8_t *w, size_t row_bytes, int rows, in
 		}
 #pragma unroll
 		for (int r = 0; r < GEMV_ROWS; r++) {
-			if (row0 + r < rows) {
+			if (ok[r]) {
 				float v[8];
-				dequant8<TYPE>(w + (size_t)(row0 + r) * row_bytes, b, sub, v);
+				dequant8<TYPE>(wr[r], b, sub, v);
 #pragma unroll
 				for (int t = 0; t < NT; t++) {
 					if (t < T) {
@@ -161,23 +219,17 @@ static __global__ void k_gemv_q(const uint8_t *w, size_t row_bytes, int rows, in
 			}
 		}
 	}
-#pragma unroll
-	for (int r = 0; r < GEMV_ROWS; r++)
-#pragma unroll
-		for (int t = 0; t < NT; t++) {
-			float a = warp_sum(acc[r][t]);
-			if (lane == 0 && t < T && row0 + r < rows)
-				y[(size_t)t * ldy + row0 + r] = a;
-		}
+	gemv_store<GEMV_ROWS, NT, GLU>(acc, lane, row0, rows, T, y, ldy, h);
 }
 
 /*
  * The GEMV on bf16 rows (the backend's own copies), for T <= NT tokens: a
- * warp per row, each lane 8 weights (16 bytes) per load, U loads in flight
- * before any is used, so a warp keeps U x 512 bytes of the row on their
- * way (a long row, such as down's 14336, is otherwise a chain of round
- * trips); x comes from L1, the weights stream past it (ld.global.cs).
- * k a multiple of 8.
+ * warp per row (GLU: a gate row and its up row), each lane 8 weights (16
+ * bytes) per load, U loads per row in flight before any is used, so a
+ * warp keeps U x 512 bytes of the row on their way (a long row, such as
+ * down's 14336, is otherwise a chain of round trips); x comes from L1, the
+ * weights stream past it (ld.global.cs). The first U loads are issued
+ * before pdl_wait. k a multiple of 8.
  */
 #define GEMV16_WARPS 8
 
@@ -192,116 +244,149 @@ __device__ __forceinline__ void bf16x8(uint4 raw, float *f)
 	}
 }
 
-template <int NT, int U>
-static __global__ void __launch_bounds__(GEMV16_WARPS *WARP)
-	k_gemv_bf16(const bf16 *w, int rows, int k, const bf16 *x, int T, float *y, int ldy)
+/* acc[t] += the 8 weights w . x[t][c * 8 ..] */
+template <int NT>
+__device__ __forceinline__ void gemv16_dot(uint4 w, const bf16 *x, int k, int c, int T, float (&acc)[NT])
 {
-	const int lane = threadIdx.x % WARP, row = blockIdx.x * GEMV16_WARPS + threadIdx.x / WARP;
-	if (row >= rows)
-		return; /* the whole warp */
-	const uint4 *wr = (const uint4 *)(w + (size_t)row * k);
-	const int n8 = k / 8;
-	float acc[NT];
-#pragma unroll
-	for (int t = 0; t < NT; t++)
-		acc[t] = 0;
-	int c = lane;
-	for (; c + (U - 1) * WARP < n8; c += U * WARP) {
-		uint4 wv[U];
-#pragma unroll
-		for (int u = 0; u < U; u++)
-			wv[u] = __ldcs(wr + c + u * WARP);
-#pragma unroll
-		for (int u = 0; u < U; u++) {
-			float wf[8];
-			bf16x8(wv[u], wf);
-#pragma unroll
-			for (int t = 0; t < NT; t++) {
-				if (t < T) {
-					float xf[8];
-					bf16x8(*(const uint4 *)(x + (size_t)t * k + (size_t)(c + u * WARP) * 8), xf);
-#pragma unroll
-					for (int i = 0; i < 8; i++)
-						acc[t] += wf[i] * xf[i];
-				}
-			}
-		}
-	}
-	for (; c < n8; c += WARP) {
-		float wf[8];
-		bf16x8(__ldcs(wr + c), wf);
-#pragma unroll
-		for (int t = 0; t < NT; t++) {
-			if (t < T) {
-				float xf[8];
-				bf16x8(*(const uint4 *)(x + (size_t)t * k + (size_t)c * 8), xf);
-#pragma unroll
-				for (int i = 0; i < 8; i++)
-					acc[t] += wf[i] * xf[i];
-			}
-		}
-	}
+	float wf[8];
+	bf16x8(w, wf);
 #pragma unroll
 	for (int t = 0; t < NT; t++) {
-		float a = warp_sum(acc[t]);
-		if (lane == 0 && t < T)
-			y[(size_t)t * ldy + row] = a;
+		if (t < T) {
+			float xf[8];
+			bf16x8(*(const uint4 *)(x + (size_t)t * k + (size_t)c * 8), xf);
+#pragma unroll
+			for (int i = 0; i < 8; i++)
+				acc[t] += wf[i] * xf[i];
+		}
 	}
 }
 
-static inline void gemv_bf16_launch(const bf16 *w, int rows, int k, const bf16 *x, int T, float *y, int ldy,
-				    cudaStream_t st)
+template <int NT, int U, bool GLU>
+static __global__ void __launch_bounds__(GEMV16_WARPS *WARP)
+	k_gemv_bf16(const bf16 *w, int rows, int k, const bf16 *x, int T, float *y, int ldy, bf16 *h)
 {
-	unsigned blocks = (unsigned)((rows + GEMV16_WARPS - 1) / GEMV16_WARPS), th = GEMV16_WARPS * WARP;
-	if (T <= 1)
-		k_gemv_bf16<1, 8><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
+	constexpr int R = GLU ? 2 : 1;
+	pdl_trigger();
+	const int lane = threadIdx.x % WARP, row = blockIdx.x * GEMV16_WARPS + threadIdx.x / WARP;
+	if (row >= rows)
+		return; /* the whole warp */
+	const uint4 *wr[R];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+		wr[r] = (const uint4 *)(w + (size_t)(row + r * rows) * k);
+	const int n8 = k / 8;
+	float acc[R][NT];
+#pragma unroll
+	for (int r = 0; r < R; r++)
+#pragma unroll
+		for (int t = 0; t < NT; t++)
+			acc[r][t] = 0;
+	int c = lane;
+	uint4 wv[R][U];
+	const bool body = c + (U - 1) * WARP < n8;
+	if (body) /* the weights: no kernel writes them, so before the wait */
+#pragma unroll
+		for (int r = 0; r < R; r++)
+#pragma unroll
+			for (int u = 0; u < U; u++)
+				wv[r][u] = __ldcs(wr[r] + c + u * WARP);
+	pdl_wait();
+	if (body) {
+		for (;;) {
+#pragma unroll
+			for (int r = 0; r < R; r++)
+#pragma unroll
+				for (int u = 0; u < U; u++)
+					gemv16_dot<NT>(wv[r][u], x, k, c + u * WARP, T, acc[r]);
+			c += U * WARP;
+			if (c + (U - 1) * WARP >= n8)
+				break;
+#pragma unroll
+			for (int r = 0; r < R; r++)
+#pragma unroll
+				for (int u = 0; u < U; u++)
+					wv[r][u] = __ldcs(wr[r] + c + u * WARP);
+		}
+	}
+	for (; c < n8; c += WARP)
+#pragma unroll
+		for (int r = 0; r < R; r++)
+			gemv16_dot<NT>(__ldcs(wr[r] + c), x, k, c, T, acc[r]);
+	gemv_store<R, NT, GLU>(acc, lane, row, rows, T, y, ldy, h);
+}
+
+static inline void gemv_bf16_launch(const bf16 *w, int rows, int k, const bf16 *x, int T, float *y, int ldy, bf16 *h,
+				    cudaStream_t st, bool pdl)
+{
+	const dim3 grid((unsigned)((rows + GEMV16_WARPS - 1) / GEMV16_WARPS)), th(GEMV16_WARPS * WARP);
+	if (h) { /* T <= GEMV_GLU_MAX_T; as many loads in flight per warp as without */
+		if (T <= 1)
+			launch(k_gemv_bf16<1, 4, true>, grid, th, 0, st, pdl, w, rows, k, x, T, y, ldy, h);
+		else
+			launch(k_gemv_bf16<2, 1, true>, grid, th, 0, st, pdl, w, rows, k, x, T, y, ldy, h);
+	} else if (T <= 1)
+		launch(k_gemv_bf16<1, 8, false>, grid, th, 0, st, pdl, w, rows, k, x, T, y, ldy, h);
 	else if (T <= 2)
-		k_gemv_bf16<2, 2><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
+		launch(k_gemv_bf16<2, 2, false>, grid, th, 0, st, pdl, w, rows, k, x, T, y, ldy, h);
 	else if (T <= 4)
-		k_gemv_bf16<4, 2><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
+		launch(k_gemv_bf16<4, 2, false>, grid, th, 0, st, pdl, w, rows, k, x, T, y, ldy, h);
 	else
-		k_gemv_bf16<8, 2><<<blocks, th, 0, st>>>(w, rows, k, x, T, y, ldy);
+		launch(k_gemv_bf16<8, 2, false>, grid, th, 0, st, pdl, w, rows, k, x, T, y, ldy, h);
 }
 
 template <uint32_t TYPE>
 static inline void gemv_launch(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y,
-			       int ldy, cudaStream_t st)
+			       int ldy, bf16 *h, cudaStream_t st, bool pdl)
 {
-	const int per_block = GEMV_WARPS * GEMV_ROWS;
-	unsigned blocks = (unsigned)((rows + per_block - 1) / per_block), th = GEMV_WARPS * WARP;
-	if (T <= 1)
-		k_gemv_q<TYPE, 1><<<blocks, th, 0, st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+	const dim3 grid((unsigned)(h ? (rows + GEMV_WARPS - 1) / GEMV_WARPS
+				     : (rows + GEMV_WARPS * GEMV_ROWS - 1) / (GEMV_WARPS * GEMV_ROWS))),
+		th(GEMV_WARPS * WARP);
+	if (h) { /* T <= GEMV_GLU_MAX_T */
+		if (T <= 1)
+			launch(k_gemv_q<TYPE, 1, true>, grid, th, 0, st, pdl, w, row_bytes, rows, k, x, T, y, ldy, h);
+		else
+			launch(k_gemv_q<TYPE, 2, true>, grid, th, 0, st, pdl, w, row_bytes, rows, k, x, T, y, ldy, h);
+	} else if (T <= 1)
+		launch(k_gemv_q<TYPE, 1, false>, grid, th, 0, st, pdl, w, row_bytes, rows, k, x, T, y, ldy, h);
 	else if (T <= 2)
-		k_gemv_q<TYPE, 2><<<blocks, th, 0, st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+		launch(k_gemv_q<TYPE, 2, false>, grid, th, 0, st, pdl, w, row_bytes, rows, k, x, T, y, ldy, h);
 	else if (T <= 4)
-		k_gemv_q<TYPE, 4><<<blocks, th, 0, st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+		launch(k_gemv_q<TYPE, 4, false>, grid, th, 0, st, pdl, w, row_bytes, rows, k, x, T, y, ldy, h);
 	else
-		k_gemv_q<TYPE, 8><<<blocks, th, 0, st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+		launch(k_gemv_q<TYPE, 8, false>, grid, th, 0, st, pdl, w, row_bytes, rows, k, x, T, y, ldy, h);
 }
 
-/* The fused GEMV for type qtype; false when the type has none. */
+/*
+ * The fused GEMV for type qtype: y[t][0..rows) = x[t] . w^T, or with h
+ * (GLU: w holds 2 rows rows, gate then up) h[t][0..rows) = swiglu, bf16,
+ * both of row stride ldy. False when the type has none, or h and T past
+ * GEMV_GLU_MAX_T.
+ */
 static inline bool gemv_q(uint32_t qtype, const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T,
-			  float *y, int ldy, cudaStream_t st)
+			  float *y, int ldy, cudaStream_t st, bf16 *h = nullptr, bool pdl = false)
 {
+	if (h && T > GEMV_GLU_MAX_T)
+		return false;
 	switch (qtype) {
 	case KERN_TYPE_Q8_0:
-		gemv_launch<KERN_TYPE_Q8_0>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		gemv_launch<KERN_TYPE_Q8_0>(w, row_bytes, rows, k, x, T, y, ldy, h, st, pdl);
 		return true;
 	case KERN_TYPE_Q4_0:
-		gemv_launch<KERN_TYPE_Q4_0>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		gemv_launch<KERN_TYPE_Q4_0>(w, row_bytes, rows, k, x, T, y, ldy, h, st, pdl);
 		return true;
 	case KERN_TYPE_Q4_1:
-		gemv_launch<KERN_TYPE_Q4_1>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		gemv_launch<KERN_TYPE_Q4_1>(w, row_bytes, rows, k, x, T, y, ldy, h, st, pdl);
 		return true;
 	case KERN_TYPE_Q4_K:
-		gemv_launch<KERN_TYPE_Q4_K>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		gemv_launch<KERN_TYPE_Q4_K>(w, row_bytes, rows, k, x, T, y, ldy, h, st, pdl);
 		return true;
 	case KERN_TYPE_Q6_K:
-		gemv_launch<KERN_TYPE_Q6_K>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		gemv_launch<KERN_TYPE_Q6_K>(w, row_bytes, rows, k, x, T, y, ldy, h, st, pdl);
 		return true;
 	case KERN_TYPE_BF16:
 		(void)row_bytes; /* k * 2 */
-		gemv_bf16_launch((const bf16 *)w, rows, k, x, T, y, ldy, st);
+		gemv_bf16_launch((const bf16 *)w, rows, k, x, T, y, ldy, h, st, pdl);
 		return true;
 	default:
 		return false;
@@ -342,11 +427,26 @@ __device__ __forceinline__ int ld_i32_a2(const uint8_t *p)
 	return (int)((uint32_t)h[0] | (uint32_t)h[1] << 16);
 }
 
-template <uint32_t TYPE, int NT>
+template <uint32_t TYPE, int NT, bool GLU>
 static __global__ void __launch_bounds__(GEMVX_WARPS *WARP)
-	k_gemv_x8(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y, int ldy)
+	k_gemv_x8(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y, int ldy, bf16 *h)
 {
+	static_assert(!GLU || GEMVX_ROWS == 2, "a GLU warp takes one gate and one up row");
 	extern __shared__ __align__(16) uint8_t gx_smem[];
+	pdl_trigger();
+	const int lane = threadIdx.x % WARP;
+	const int wid = blockIdx.x * GEMVX_WARPS + threadIdx.x / WARP;
+	const int row0 = GLU ? wid : wid * GEMVX_ROWS;
+	const uint8_t *wr[GEMVX_ROWS];
+	bool ok[GEMVX_ROWS];
+#pragma unroll
+	for (int r = 0; r < GEMVX_ROWS; r++) {
+		ok[r] = row0 < rows && (GLU || row0 + r < rows);
+		wr[r] = w + (size_t)(GLU ? row0 + r * rows : row0 + r) * row_bytes;
+		if (ok[r])
+			gemv_prefetch_row(wr[r], row_bytes, lane);
+	}
+	pdl_wait();
 	const int nb = k / 32;
 	int8_t *xq = (int8_t *)gx_smem;                       /* [NT][k] */
 	float2 *xs = (float2 *)(gx_smem + (size_t)NT * k);     /* [NT][nb]: d, sum of the block's quants */
@@ -381,8 +481,6 @@ static __global__ void __launch_bounds__(GEMVX_WARPS *WARP)
 		xs[t * nb + b] = make_float2(d, (float)sum);
 	}
 	__syncthreads();
-	const int lane = threadIdx.x % WARP;
-	const int row0 = (blockIdx.x * GEMVX_WARPS + threadIdx.x / WARP) * GEMVX_ROWS;
 	if (row0 >= rows)
 		return; /* the whole warp, after the block's only barrier */
 	float acc[GEMVX_ROWS][NT];
@@ -407,11 +505,10 @@ static __global__ void __launch_bounds__(GEMVX_WARPS *WARP)
 		}
 #pragma unroll
 		for (int r = 0; r < GEMVX_ROWS; r++) {
-			if (row0 + r >= rows)
+			if (!ok[r])
 				break;
-			const uint8_t *wr = w + (size_t)(row0 + r) * row_bytes;
 			if (TYPE == KERN_TYPE_Q8_0) {
-				const uint8_t *blk = wr + (size_t)b * 34; /* d, then 32 int8: 2-byte aligned */
+				const uint8_t *blk = wr[r] + (size_t)b * 34; /* d, then 32 int8: 2-byte aligned */
 				const float dw = f16_at(blk);
 				int wq[8];
 #pragma unroll
@@ -431,7 +528,7 @@ static __global__ void __launch_bounds__(GEMVX_WARPS *WARP)
 				/* Q4_0 (18 bytes: d, 16 of quants) or Q4_1 (20: d, m, 16 of
 				 * quants): byte i holds element i (low nibble) and i + 16 */
 				const bool q41 = TYPE == KERN_TYPE_Q4_1;
-				const uint8_t *blk = wr + (size_t)b * (q41 ? 20 : 18);
+				const uint8_t *blk = wr[r] + (size_t)b * (q41 ? 20 : 18);
 				float dw, mw = 0;
 				int qw[4];
 				if (q41) {
@@ -463,44 +560,42 @@ static __global__ void __launch_bounds__(GEMVX_WARPS *WARP)
 			}
 		}
 	}
-#pragma unroll
-	for (int r = 0; r < GEMVX_ROWS; r++)
-#pragma unroll
-		for (int t = 0; t < NT; t++) {
-			float a = warp_sum(acc[r][t]);
-			if (lane == 0 && t < T && row0 + r < rows)
-				y[(size_t)t * ldy + row0 + r] = a;
-		}
+	gemv_store<GEMVX_ROWS, NT, GLU>(acc, lane, row0, rows, T, y, ldy, h);
 }
 
 template <uint32_t TYPE>
 static inline void gemv_x8_launch(const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T, float *y,
-				  int ldy, cudaStream_t st)
+				  int ldy, bf16 *h, cudaStream_t st, bool pdl)
 {
-	const int per_block = GEMVX_WARPS * GEMVX_ROWS;
-	unsigned blocks = (unsigned)((rows + per_block - 1) / per_block), th = GEMVX_WARPS * WARP;
+	const dim3 grid((unsigned)(h ? (rows + GEMVX_WARPS - 1) / GEMVX_WARPS
+				     : (rows + GEMVX_WARPS * GEMVX_ROWS - 1) / (GEMVX_WARPS * GEMVX_ROWS))),
+		th(GEMVX_WARPS * WARP);
+	const size_t sm = gemvx_smem(T <= 1 ? 1 : 2, k);
 	if (T <= 1)
-		k_gemv_x8<TYPE, 1><<<blocks, th, gemvx_smem(1, k), st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+		launch(h ? k_gemv_x8<TYPE, 1, true> : k_gemv_x8<TYPE, 1, false>, grid, th, sm, st, pdl, w, row_bytes, rows,
+		       k, x, T, y, ldy, h);
 	else
-		k_gemv_x8<TYPE, 2><<<blocks, th, gemvx_smem(2, k), st>>>(w, row_bytes, rows, k, x, T, y, ldy);
+		launch(h ? k_gemv_x8<TYPE, 2, true> : k_gemv_x8<TYPE, 2, false>, grid, th, sm, st, pdl, w, row_bytes, rows,
+		       k, x, T, y, ldy, h);
 }
 
-/* The int8-activation GEMV for type qtype; false when it has none for
- * this type, T or k (the caller then takes gemv_q). */
+/* The int8-activation GEMV for type qtype, as gemv_q (h: GLU); false when
+ * it has none for this type, T or k (the caller then takes gemv_q). */
 static inline bool gemv_x8(uint32_t qtype, const uint8_t *w, size_t row_bytes, int rows, int k, const bf16 *x, int T,
-			   float *y, int ldy, cudaStream_t st)
+			   float *y, int ldy, cudaStream_t st, bf16 *h = nullptr, bool pdl = false)
 {
-	if (T < 1 || T > GEMVX_MAX_T || k % 32 || gemvx_smem(T <= 1 ? 1 : 2, k) > GEMVX_SMEM_MAX)
+	if (T < 1 || T > GEMVX_MAX_T || (h && T > GEMV_GLU_MAX_T) || k % 32 ||
+	    gemvx_smem(T <= 1 ? 1 : 2, k) > GEMVX_SMEM_MAX)
 		return false;
 	switch (qtype) {
 	case KERN_TYPE_Q8_0:
-		gemv_x8_launch<KERN_TYPE_Q8_0>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		gemv_x8_launch<KERN_TYPE_Q8_0>(w, row_bytes, rows, k, x, T, y, ldy, h, st, pdl);
 		return true;
 	case KERN_TYPE_Q4_0:
-		gemv_x8_launch<KERN_TYPE_Q4_0>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		gemv_x8_launch<KERN_TYPE_Q4_0>(w, row_bytes, rows, k, x, T, y, ldy, h, st, pdl);
 		return true;
 	case KERN_TYPE_Q4_1:
-		gemv_x8_launch<KERN_TYPE_Q4_1>(w, row_bytes, rows, k, x, T, y, ldy, st);
+		gemv_x8_launch<KERN_TYPE_Q4_1>(w, row_bytes, rows, k, x, T, y, ldy, h, st, pdl);
 		return true;
 	default:
 		return false;

@@ -39,6 +39,65 @@ typedef __nv_bfloat16 bf16;
 
 /* ---- device kernels ---- */
 
+/*
+ * Programmatic dependent launch (sm_90 and later; the backend's
+ * LOCUS_CUDA_PDL=1): a kernel launched with it (launch(..., pdl)) may be
+ * scheduled while the kernel before it on the stream still runs, so its
+ * start overlaps that kernel's tail instead of following it by a launch
+ * gap. The rule every kernel here keeps, however it was launched:
+ *   pdl_trigger() on entry: the next kernel may be scheduled from now on
+ *     (it still waits before it touches anything of ours);
+ *   pdl_wait() before the first read of memory an earlier kernel writes
+ *     and before any write: it returns once the previous kernel has
+ *     completed and its writes are visible. Only what no kernel writes
+ *     (the weights) may be read before it.
+ * No kernel completes before its wait returns, so waiting on the previous
+ * kernel waits on every earlier one. Both are no-ops in a kernel launched
+ * without the attribute, and on older chips.
+ */
+__device__ __forceinline__ void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* A hint to bring the 128-byte line at p into L2 (weights, before pdl_wait). */
+__device__ __forceinline__ void prefetch_l2(const void *p)
+{
+	asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+/*
+ * Launches kernel k on st, with programmatic dependent launch when pdl
+ * (see pdl_wait); errors surface through cudaGetLastError, as a <<<>>>
+ * launch's do. Arguments convert to the kernel's parameter types (a bare
+ * NULL does not: pass nullptr).
+ */
+template <typename... P, typename... A>
+static inline void launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, bool pdl,
+			  A &&...args)
+{
+	cudaLaunchAttribute at[1];
+	at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+	at[0].val.programmaticStreamSerializationAllowed = 1;
+	cudaLaunchConfig_t cfg = {};
+	cfg.gridDim = grid;
+	cfg.blockDim = block;
+	cfg.dynamicSmemBytes = smem;
+	cfg.stream = st;
+	cfg.attrs = pdl ? at : NULL;
+	cfg.numAttrs = pdl ? 1 : 0;
+	(void)cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(args)...);
+}
+
 __device__ __forceinline__ float warp_sum(float v)
 {
 	for (int o = WARP / 2; o > 0; o >>= 1)
@@ -68,6 +127,8 @@ static __device__ float block_sum(float v, float *sh)
 /* x[t] = embedding row tokens[t], bf16 -> f32. */
 static __global__ void k_embed(const bf16 *emb, const int32_t *tokens, float *x, int E)
 {
+	pdl_trigger();
+	pdl_wait();
 	const bf16 *row = emb + (size_t)tokens[blockIdx.x] * E;
 	float *o = x + (size_t)blockIdx.x * E;
 	for (int i = threadIdx.x; i < E; i += blockDim.x)
@@ -78,28 +139,58 @@ static __global__ void k_embed(const bf16 *emb, const int32_t *tokens, float *x,
  * Row i: r = x[src] (+ add[src], written back to x when add is given);
  * y[i] = r / sqrt(mean(r^2) + eps) * w, as bf16. src = idx ? idx[i] : i; rows picked
  * by idx (the logit rows) are not written back, so repeated indices are safe.
+ * A decode step's rows are one block each, so the kernel is a chain of
+ * memory round trips: the first NORM_PER_THREAD x blockDim.x elements of
+ * the row (all of it up to 8192 at 1024 threads) are loaded at once into
+ * registers, w before pdl_wait, and written from there; longer rows take
+ * the rest in a second, looping pass.
  */
+#define NORM_PER_THREAD 8
+
 static __global__ void k_add_rmsnorm(float *x, const float *add, const int32_t *idx, const float *w, bf16 *y, int E,
-			      float eps)
+				     float eps)
 {
 	__shared__ float sh[32];
+	pdl_trigger();
+	const int nt = blockDim.x, tid = threadIdx.x;
+	float wv[NORM_PER_THREAD], v[NORM_PER_THREAD];
+#pragma unroll
+	for (int j = 0; j < NORM_PER_THREAD; j++)
+		wv[j] = tid + j * nt < E ? w[tid + j * nt] : 0.0f;
+	pdl_wait();
 	int src = idx ? idx[blockIdx.x] : blockIdx.x;
 	float *xr = x + (size_t)src * E;
 	const float *ar = add ? add + (size_t)src * E : NULL;
 	const bool wb = ar && !idx; /* picked rows are read only: x stays as it is */
 	float ss = 0;
-	for (int i = threadIdx.x; i < E; i += blockDim.x) {
-		float v = ar ? xr[i] + ar[i] : xr[i];
+#pragma unroll
+	for (int j = 0; j < NORM_PER_THREAD; j++) {
+		const int i = tid + j * nt;
+		v[j] = i < E ? (ar ? xr[i] + ar[i] : xr[i]) : 0.0f;
+		ss += v[j] * v[j];
+	}
+	/* the rest of a long row: written back now, read again below */
+	for (int i = tid + NORM_PER_THREAD * nt; i < E; i += nt) {
+		float r = ar ? xr[i] + ar[i] : xr[i];
 		if (wb)
-			xr[i] = v;
-		ss += v * v;
+			xr[i] = r;
+		ss += r * r;
 	}
 	ss = block_sum(ss, sh);
-	float r = rsqrtf(ss / (float)E + eps);
+	const float r = rsqrtf(ss / (float)E + eps);
 	bf16 *yr = y + (size_t)blockIdx.x * E;
-	for (int i = threadIdx.x; i < E; i += blockDim.x) {
-		float v = ar && !wb ? xr[i] + ar[i] : xr[i]; /* same thread, same i: its own write */
-		yr[i] = __float2bfloat16(v * r * w[i]);
+#pragma unroll
+	for (int j = 0; j < NORM_PER_THREAD; j++) {
+		const int i = tid + j * nt;
+		if (i < E) {
+			if (wb)
+				xr[i] = v[j];
+			yr[i] = __float2bfloat16(v[j] * r * wv[j]);
+		}
+	}
+	for (int i = tid + NORM_PER_THREAD * nt; i < E; i += nt) {
+		float v2 = ar && !wb ? xr[i] + ar[i] : xr[i]; /* same thread, same i: its own write */
+		yr[i] = __float2bfloat16(v2 * r * w[i]);
 	}
 }
 
@@ -122,6 +213,8 @@ static __global__ void __launch_bounds__(QKV_POST_THREADS)
 	k_qkv_post(float *qkv, int ld, const float *bq, const float *bk, const float *bv, const double *inv_freq,
 		   step_meta m, __half *kc, __half *vc, int n_head, int n_kv, int hd, int bs, size_t blk_stride, int neox)
 {
+	pdl_trigger();
+	pdl_wait();
 	const int t = blockIdx.x, half = hd / 2, qd = n_head * hd, kvd = n_kv * hd;
 	float *q = qkv + (size_t)t * ld, *k = q + qd, *v = k + kvd;
 	const int32_t p = m.pos[t];
@@ -177,11 +270,11 @@ static __global__ void __launch_bounds__(QKV_POST_THREADS)
 
 static inline void qkv_post_launch(float *qkv, int ld, const float *bq, const float *bk, const float *bv,
 				   const double *inv_freq, step_meta m, __half *kc, __half *vc, int n_head, int n_kv,
-				   int hd, int bs, size_t blk_stride, int neox, int T, cudaStream_t st)
+				   int hd, int bs, size_t blk_stride, int neox, int T, cudaStream_t st, bool pdl = false)
 {
 	dim3 grid((unsigned)T, (unsigned)((n_head + 2 * n_kv + QKV_POST_HEADS - 1) / QKV_POST_HEADS));
-	k_qkv_post<<<grid, QKV_POST_THREADS, 0, st>>>(qkv, ld, bq, bk, bv, inv_freq, m, kc, vc, n_head, n_kv, hd, bs,
-							blk_stride, neox);
+	launch(k_qkv_post, grid, dim3(QKV_POST_THREADS), 0, st, pdl, qkv, ld, bq, bk, bv, inv_freq, m, kc, vc, n_head,
+	       n_kv, hd, bs, blk_stride, neox);
 }
 
 /*
@@ -201,6 +294,8 @@ static inline void qkv_post_launch(float *qkv, int ld, const float *bq, const fl
 #define ATTN_SPLITS 16        /* ranges per token */
 #define ATTN_SPLIT_MAX_T 64   /* steps of at most this many tokens split their attention */
 #define ATTN_MIN_RANGE 16     /* positions per range at least (the rest of the ranges stay empty) */
+#define ATTN_UNROLL 4         /* positions a warp loads at once */
+static_assert(ATTN_SPLITS <= WARP, "k_attn_merge reads a range per lane");
 
 static __global__ void k_attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc,
 				   int n_head, int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out,
@@ -208,6 +303,8 @@ static __global__ void k_attention(const float *qkv, int ld, step_meta m, const 
 {
 	__shared__ float sm[ATTN_WARPS], sl[ATTN_WARPS];
 	__shared__ float sacc[ATTN_WARPS][ATTN_MAX_HD];
+	pdl_trigger();
+	pdl_wait();
 	const int t = blockIdx.x, h = blockIdx.y, lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
 	const int kvh = h / (n_head / n_kv), nd = hd / WARP;
 	const float *q = qkv + (size_t)t * ld + (size_t)h * hd;
@@ -224,16 +321,21 @@ static __global__ void k_attention(const float *qkv, int ld, step_meta m, const 
 	len = len < ATTN_MIN_RANGE ? ATTN_MIN_RANGE : len; /* short contexts: fewer, fuller ranges */
 	const int32_t p0 = (int32_t)blockIdx.z * len;
 	const int32_t p1 = p0 + len < n_pos ? p0 + len : n_pos;
-	/* Two positions per iteration, their K and V rows loaded before any
-	 * use: a warp's positions are a chain of dependent loads otherwise
-	 * (decode is latency-bound at short contexts). Same order of updates. */
-	for (int32_t p = p0 + w; p < p1; p += 2 * ATTN_WARPS) {
-		const bool two = p + ATTN_WARPS < p1; /* the same for the whole warp */
-		float kv[2][ATTN_MAX_HD / WARP], vv[2][ATTN_MAX_HD / WARP];
+	/* ATTN_UNROLL positions per iteration, their block-table entries, then
+	 * their K and V rows, loaded before any use: a warp's positions are a
+	 * chain of dependent loads otherwise (decode is latency-bound at short
+	 * contexts). The same order of updates as one at a time. */
+	for (int32_t p = p0 + w; p < p1; p += ATTN_UNROLL * ATTN_WARPS) {
+		const int nu = min(ATTN_UNROLL, (int)((p1 - p + ATTN_WARPS - 1) / ATTN_WARPS)); /* the whole warp's */
+		int32_t blk[ATTN_UNROLL];
 #pragma unroll
-		for (int u = 0; u < 2; u++) {
-			const int32_t pu = u && two ? p + ATTN_WARPS : p;
-			size_t off = (size_t)bt[pu / bs] * blk_stride + (size_t)kvh * bs * hd + (size_t)(pu % bs) * hd;
+		for (int u = 0; u < ATTN_UNROLL; u++)
+			blk[u] = bt[(u < nu ? p + u * ATTN_WARPS : p) / bs];
+		float kv[ATTN_UNROLL][ATTN_MAX_HD / WARP], vv[ATTN_UNROLL][ATTN_MAX_HD / WARP];
+#pragma unroll
+		for (int u = 0; u < ATTN_UNROLL; u++) {
+			const int32_t pu = u < nu ? p + u * ATTN_WARPS : p;
+			size_t off = (size_t)blk[u] * blk_stride + (size_t)kvh * bs * hd + (size_t)(pu % bs) * hd;
 			const __half *kr = kc + off, *vr = vc + off;
 #pragma unroll
 			for (int j = 0; j < ATTN_MAX_HD / WARP; j++) {
@@ -241,17 +343,18 @@ static __global__ void k_attention(const float *qkv, int ld, step_meta m, const 
 				vv[u][j] = j < nd ? __half2float(vr[lane + j * WARP]) : 0.0f;
 			}
 		}
-		float s[2] = {0, 0};
+		float s[ATTN_UNROLL];
 #pragma unroll
-		for (int u = 0; u < 2; u++) {
+		for (int u = 0; u < ATTN_UNROLL; u++) {
+			s[u] = 0;
 #pragma unroll
 			for (int j = 0; j < ATTN_MAX_HD / WARP; j++)
 				s[u] += qr[j] * kv[u][j];
 			s[u] = warp_sum(s[u]);
 		}
 #pragma unroll
-		for (int u = 0; u < 2; u++) {
-			if (u && !two)
+		for (int u = 0; u < ATTN_UNROLL; u++) {
+			if (u >= nu)
 				break;
 			float nm = fmaxf(mx, s[u]);
 			float corr = __expf(mx - nm), e = __expf(s[u] - nm);
@@ -310,31 +413,47 @@ static __global__ void k_attention(const float *qkv, int ld, step_meta m, const 
 	}
 }
 
-/* Merges the nsplit ranges of block (token, head): out = sum_z acc_z e^(m_z - M) / sum_z l_z e^(m_z - M). */
+/*
+ * Merges the nsplit (<= ATTN_SPLITS) ranges of block (token, head):
+ * out = sum_z acc_z e^(m_z - M) / sum_z l_z e^(m_z - M). The first warp
+ * reads every range's (m, l) at once, a lane each, and reduces them with
+ * shuffles; then each output dimension's nsplit loads are independent and
+ * in flight together (a loop over the ranges per thread was three chains
+ * of nsplit round trips to L2, several microseconds per layer of a decode
+ * step). Empty ranges have l == 0 exactly and count for nothing; a NaN l
+ * is kept, so poison shows.
+ */
 static __global__ void k_attn_merge(const float *part, int n_head, int nsplit, int hd, bf16 *out, int out_ld)
 {
+	__shared__ float wz[ATTN_SPLITS];
+	__shared__ float sgl;
+	pdl_trigger();
+	pdl_wait();
 	const int t = blockIdx.x, h = blockIdx.y;
 	const float *pp = part + ((size_t)t * n_head + h) * nsplit * (hd + 2);
-	float gm = -INFINITY;
-	/* empty ranges have l == 0 exactly; a NaN l is kept, so poison shows */
-	for (int z = 0; z < nsplit; z++)
-		if (pp[(size_t)z * (hd + 2) + 1] != 0)
-			gm = fmaxf(gm, pp[(size_t)z * (hd + 2)]);
-	float gl = 0;
-	for (int z = 0; z < nsplit; z++) {
-		const float *q = pp + (size_t)z * (hd + 2);
-		if (q[1] != 0)
-			gl += q[1] * __expf(q[0] - gm);
+	if (threadIdx.x < WARP) {
+		const int z = threadIdx.x;
+		const bool used = z < nsplit && pp[(size_t)z * (hd + 2) + 1] != 0;
+		const float mz = used ? pp[(size_t)z * (hd + 2)] : -INFINITY, lz = used ? pp[(size_t)z * (hd + 2) + 1] : 0.0f;
+		float gm = mz;
+		for (int o = WARP / 2; o > 0; o >>= 1)
+			gm = fmaxf(gm, __shfl_xor_sync(0xffffffffu, gm, o));
+		const float f = used ? __expf(mz - gm) : 0.0f;
+		const float gl = warp_sum(lz * f);
+		if (z < ATTN_SPLITS)
+			wz[z] = used ? f : -1.0f; /* -1: skipped */
+		if (z == 0)
+			sgl = gl;
 	}
+	__syncthreads();
 	bf16 *o = out + (size_t)t * out_ld + (size_t)h * hd;
 	for (int d = threadIdx.x; d < hd; d += blockDim.x) {
 		float s = 0;
-		for (int z = 0; z < nsplit; z++) {
-			const float *q = pp + (size_t)z * (hd + 2);
-			if (q[1] != 0)
-				s += q[2 + d] * __expf(q[0] - gm);
-		}
-		o[d] = __float2bfloat16(s / gl);
+#pragma unroll
+		for (int z = 0; z < ATTN_SPLITS; z++)
+			if (z < nsplit && wz[z] >= 0.0f)
+				s += pp[(size_t)z * (hd + 2) + 2 + d] * wz[z];
+		o[d] = __float2bfloat16(s / sgl);
 	}
 }
 
@@ -363,6 +482,8 @@ static __global__ void __launch_bounds__(ATTN_TILE_THREADS)
 	__shared__ float ks[ATTN_TILE_K][ATTN_TILE_MAX_HD + 1]; /* +1: the score loop's lanes hit distinct banks */
 	__shared__ float vs[ATTN_TILE_K][ATTN_TILE_MAX_HD];
 	__shared__ float ss[ATTN_TILE_Q][ATTN_TILE_K + 1]; /* +1: a warp's 4 queries read distinct banks */
+	pdl_trigger();
+	pdl_wait();
 	const int tid = threadIdx.x, h = blockIdx.y, kvh = h / (n_head / n_kv);
 	const int t0 = tiles[blockIdx.x], nq = tiles[blockIdx.x + 1] - t0;
 	const int32_t p0 = m.pos[t0], plast = p0 + nq - 1;
@@ -460,29 +581,43 @@ static inline int attn_tiles(int32_t T, const int32_t *seq, const int32_t *pos, 
  * ATTN_SPLITS x (hd + 2) floats) is given. */
 static inline void attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head,
 			     int n_kv, int hd, int bs, size_t blk_stride, bf16 *out, int out_ld, int T, float *part,
-			     const int32_t *tiles, int n_tiles, cudaStream_t st)
+			     const int32_t *tiles, int n_tiles, cudaStream_t st, bool pdl = false)
 {
+	const float scale = 1.0f / sqrtf((float)hd);
 	if (tiles && n_tiles > 0) {
-		k_attn_tile<<<dim3(n_tiles, n_head), ATTN_TILE_THREADS, 0, st>>>(
-			qkv, ld, m, tiles, kc, vc, n_head, n_kv, hd, bs, blk_stride, 1.0f / sqrtf((float)hd), out, out_ld);
+		launch(k_attn_tile, dim3(n_tiles, n_head), dim3(ATTN_TILE_THREADS), 0, st, pdl, qkv, ld, m, tiles, kc, vc,
+		       n_head, n_kv, hd, bs, blk_stride, scale, out, out_ld);
 		return;
 	}
 	const int ns = part && T <= ATTN_SPLIT_MAX_T ? ATTN_SPLITS : 1;
-	k_attention<<<dim3(T, n_head, ns), ATTN_WARPS * WARP, 0, st>>>(qkv, ld, m, kc, vc, n_head, n_kv, hd, bs,
-									blk_stride, 1.0f / sqrtf((float)hd), out,
-									out_ld, ns, part);
+	launch(k_attention, dim3(T, n_head, ns), dim3(ATTN_WARPS * WARP), 0, st, pdl, qkv, ld, m, kc, vc, n_head, n_kv,
+	       hd, bs, blk_stride, scale, out, out_ld, ns, part);
 	if (ns > 1)
-		k_attn_merge<<<dim3(T, n_head), 128, 0, st>>>(part, n_head, ns, hd, out, out_ld);
+		launch(k_attn_merge, dim3(T, n_head), dim3(128), 0, st, pdl, part, n_head, ns, hd, out, out_ld);
+}
+
+/* silu(g) * u: k_swiglu's, and the GLU GEMVs' (cuda_gemv.cuh) */
+__device__ __forceinline__ float swiglu1(float g, float u)
+{
+	return g / (1.0f + __expf(-g)) * u;
 }
 
 /* h[t][i] = silu(gu[t][i]) * gu[t][F + i], bf16. */
 static __global__ void k_swiglu(const float *gu, bf16 *h, int F, int64_t n)
 {
+	pdl_trigger();
+	pdl_wait();
 	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
 		int64_t t = i / F, j = i % F;
-		float g = gu[t * 2 * F + j], u = gu[t * 2 * F + F + j];
-		h[i] = __float2bfloat16(g / (1.0f + __expf(-g)) * u);
+		h[i] = __float2bfloat16(swiglu1(gu[t * 2 * F + j], gu[t * 2 * F + F + j]));
 	}
+}
+
+static inline void swiglu_launch(const float *gu, bf16 *h, int F, int T, cudaStream_t st, bool pdl = false)
+{
+	const int64_t n = (int64_t)T * F;
+	const unsigned blocks = (unsigned)((n + 255) / 256 < 65535 ? (n + 255) / 256 : 65535);
+	launch(k_swiglu, dim3(blocks), dim3(256), 0, st, pdl, gu, h, F, n);
 }
 
 /* argmax and the top-64 candidates; the decode GEMVs */

@@ -19,7 +19,7 @@
 /* The version of this boundary: bumped whenever an entry point or a struct
  * below changes. The loader refuses a module built for another version
  * (a program and a module from different commits). */
-#define LCU_ABI 10
+#define LCU_ABI 11
 typedef int (*locus_cuda_abi_fn)(void);
 
 /* locus_cuda_init: called once, before anything else. */
@@ -44,7 +44,8 @@ typedef kern_backend_t *(*locus_cuda_open_fn)(const struct kern_weights *w, cons
  * reason in errbuf.
  */
 enum lcu_kernel {
-	LCU_RMSNORM,   /* in: x (rows, n), w (n); out: y (rows, n), bf16-rounded */
+	LCU_RMSNORM,   /* in: x (rows, n), w (n), add (rows, n) or NULL; out: y (rows, n) = rmsnorm(x + add),
+			* bf16-rounded, and with add, x_out (rows, n) = x + add (the residual written back) */
 	LCU_SWIGLU,    /* in: gu (rows, 2n); out: h (rows, n), bf16-rounded */
 	LCU_ARGMAX,    /* in: x (rows, n); out: ids (rows) as int32 */
 	LCU_GEMV,      /* in: qw (rows, q_row_bytes) of qtype, x (T, n) rounded to bf16 on the way;
@@ -66,6 +67,8 @@ struct lcu_check_args {
 	float eps;
 	const float *x, *w;
 	float *y;
+	const float *add; /* LCU_RMSNORM */
+	float *x_out;
 	int32_t *ids;
 	struct kern_top *top;
 	/* LCU_ATTN: a cache of n_blocks blocks of bs positions, laid out as
@@ -80,11 +83,14 @@ struct lcu_check_args {
 	const float *bq, *bk, *bv;
 	const double *inv_freq;
 	int neox;
-	/* LCU_GEMV */
+	/* LCU_GEMV; glu: qw holds 2 x rows rows (gate, then up) and y (T, rows)
+	 * = silu(gate) * up, bf16-rounded (the decode step's gate|up GEMV with
+	 * its SwiGLU), T up to 2 */
 	uint32_t qtype;
 	int T;
 	const void *qw;
 	size_t q_row_bytes;
+	int glu;
 };
 typedef int (*locus_cuda_kernel_check_fn)(const struct lcu_check_args *a, char *errbuf, size_t errlen);
 

@@ -55,6 +55,8 @@ static __global__ void __launch_bounds__(SEL_PART_THREADS) k_argmax_part(const f
 									  unsigned long long *part)
 {
 	__shared__ unsigned long long red[SEL_PART_THREADS / WARP];
+	pdl_trigger();
+	pdl_wait();
 	const int seg = (n + S - 1) / S, lo = blockIdx.y * seg, hi = min(n, lo + seg);
 	const float *r = x + (size_t)blockIdx.x * n;
 	unsigned long long best = 0;
@@ -77,6 +79,8 @@ static __global__ void __launch_bounds__(SEL_PART_THREADS) k_argmax_part(const f
 /* out[row] = the first index of the row's maximum; NaNs never win (0 when all are NaN). One warp per row. */
 static __global__ void k_argmax_merge(const unsigned long long *part, int S, int32_t *out)
 {
+	pdl_trigger();
+	pdl_wait();
 	unsigned long long best = 0;
 	for (int s = threadIdx.x; s < S; s += WARP) {
 		unsigned long long k = part[(size_t)blockIdx.x * S + s];
@@ -221,6 +225,8 @@ static __global__ void __launch_bounds__(SEL_PART_THREADS) k_top_part(const floa
 {
 	__shared__ struct sel_smem s;
 	__shared__ float red[SEL_PART_THREADS / WARP];
+	pdl_trigger();
+	pdl_wait();
 	const int seg = (n + S - 1) / S, lo = blockIdx.y * seg, len = max(0, min(n - lo, seg));
 	const float *r = x + (size_t)blockIdx.x * n + lo;
 	struct top_part *p = part + (size_t)blockIdx.x * S + blockIdx.y;
@@ -286,6 +292,8 @@ static __global__ void __launch_bounds__(TOP_MERGE_THREADS) k_top_merge(const st
 	__shared__ struct sel_smem s;
 	__shared__ int32_t ci[KERN_TOP_K];
 	__shared__ float cv[KERN_TOP_K];
+	pdl_trigger();
+	pdl_wait();
 	const struct top_part *pp = part + (size_t)blockIdx.x * S;
 	struct kern_top *o = out + blockIdx.x;
 	const int tid = threadIdx.x, K = n < KERN_TOP_K ? n : KERN_TOP_K;
@@ -353,11 +361,12 @@ static inline size_t sel_scratch_bytes(int rows, int n)
 }
 
 /* out[rows]: each row's argmax (kern_argmax's), through scratch. */
-static inline void argmax_launch(const float *x, int n, int rows, void *scratch, int32_t *out, cudaStream_t st)
+static inline void argmax_launch(const float *x, int n, int rows, void *scratch, int32_t *out, cudaStream_t st,
+				 bool pdl = false)
 {
 	const int S = sel_segments(n);
-	k_argmax_part<<<dim3(rows, S), SEL_PART_THREADS, 0, st>>>(x, n, S, (unsigned long long *)scratch);
-	k_argmax_merge<<<rows, WARP, 0, st>>>((const unsigned long long *)scratch, S, out);
+	launch(k_argmax_part, dim3(rows, S), dim3(SEL_PART_THREADS), 0, st, pdl, x, n, S, (unsigned long long *)scratch);
+	launch(k_argmax_merge, dim3(rows), dim3(WARP), 0, st, pdl, (const unsigned long long *)scratch, S, out);
 }
 
 /* out[rows]: each row's candidates (kern_top_row's), through scratch. */

@@ -211,15 +211,16 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 					       : rows * n;
 	uint8_t *dq = NULL;
 	uint16_t *xb16 = NULL;
-	float *dx = NULL, *dw = NULL;
+	float *dx = NULL, *dw = NULL, *dadd = NULL;
 	void *dy = NULL, *dsel = NULL;
 	uint16_t *hy = NULL;
 	int rc = -EIO;
+	const size_t wrows = a->kernel == LCU_GEMV && a->glu ? 2 * rows : rows; /* GLU: gate, then up */
 	if (rows < 1 || n < 1 || rows > 65535 ||
-	    (a->kernel == LCU_GEMV && (a->T < 1 || a->T > GEMV_MAX_T || !gemv_any(a->qtype) || n % gemv_block(a->qtype) ||
-				       !a->qw || a->q_row_bytes != gemv_row_bytes(a->qtype, n)))) {
-		snprintf(errbuf, errlen, "cuda-check: rows 1..65535, n >= 1; GEMV: T 1..%d, Q8_0/Q4_0/Q4_1/BF16 (n a multiple "
-			 "of 32) or Q4_K/Q6_K (of 256), rows of the type's size", GEMV_MAX_T);
+	    (a->kernel == LCU_GEMV && (a->T < 1 || a->T > (a->glu ? GEMV_GLU_MAX_T : GEMV_MAX_T) || !gemv_any(a->qtype) ||
+				       n % gemv_block(a->qtype) || !a->qw || a->q_row_bytes != gemv_row_bytes(a->qtype, n)))) {
+		snprintf(errbuf, errlen, "cuda-check: rows 1..65535, n >= 1; GEMV: T 1..%d (GLU 1..%d), Q8_0/Q4_0/Q4_1/BF16 "
+			 "(n a multiple of 32) or Q4_K/Q6_K (of 256), rows of the type's size", GEMV_MAX_T, GEMV_GLU_MAX_T);
 		return -EINVAL;
 	}
 	{
@@ -246,7 +247,11 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 	case LCU_RMSNORM:
 		CU(cudaMalloc(&dw, n * 4), "cudaMalloc");
 		CU(cudaMemcpy(dw, a->w, n * 4, cudaMemcpyHostToDevice), "copy in");
-		k_add_rmsnorm<<<(unsigned)rows, norm_threads((int)n)>>>(dx, NULL, NULL, dw, (bf16 *)dy, (int)n, a->eps);
+		if (a->add) {
+			CU(cudaMalloc(&dadd, in_n * 4), "cudaMalloc");
+			CU(cudaMemcpy(dadd, a->add, in_n * 4, cudaMemcpyHostToDevice), "copy in");
+		}
+		k_add_rmsnorm<<<(unsigned)rows, norm_threads((int)n)>>>(dx, dadd, NULL, dw, (bf16 *)dy, (int)n, a->eps);
 		break;
 	case LCU_SWIGLU:
 		k_swiglu<<<64, 256>>>(dx, (bf16 *)dy, (int)n, (int64_t)(rows * n));
@@ -276,34 +281,43 @@ extern "C" int locus_cuda_kernel_check(const struct lcu_check_args *a, char *err
 		for (size_t i = 0; i < in_n; i++)
 			xb16[i] = f32_to_bf16_bits(a->x[i]);
 		CU(cudaMemcpy(dx, xb16, in_n * 2, cudaMemcpyHostToDevice), "copy in");
-		CU(cudaMalloc(&dq, rows * a->q_row_bytes), "cudaMalloc");
-		CU(cudaMemcpy(dq, a->qw, rows * a->q_row_bytes, cudaMemcpyHostToDevice), "copy in");
+		CU(cudaMalloc(&dq, wrows * a->q_row_bytes), "cudaMalloc");
+		CU(cudaMemcpy(dq, a->qw, wrows * a->q_row_bytes, cudaMemcpyHostToDevice), "copy in");
 		{
-			/* LOCUS_CUDA_GEMV_X8=1: the int8-activation GEMV where it has the type */
+			/* LOCUS_CUDA_GEMV_X8=1: the int8-activation GEMV where it has the type;
+			 * glu: h (bf16) in place of y */
 			const char *gx = getenv("LOCUS_CUDA_GEMV_X8");
+			bf16 *h = a->glu ? (bf16 *)dy : nullptr;
 			if (!(gx && !strcmp(gx, "1") && gemv_x8(a->qtype, dq, a->q_row_bytes, (int)rows, (int)n,
-								   (const bf16 *)dx, a->T, (float *)dy, (int)rows, 0)))
-				gemv_q(a->qtype, dq, a->q_row_bytes, (int)rows, (int)n, (const bf16 *)dx, a->T, (float *)dy,
-				       (int)rows, 0);
+								   (const bf16 *)dx, a->T, (float *)dy, (int)rows, 0, h)) &&
+			    !gemv_q(a->qtype, dq, a->q_row_bytes, (int)rows, (int)n, (const bf16 *)dx, a->T, (float *)dy,
+				    (int)rows, 0, h)) {
+				snprintf(errbuf, errlen, "cuda-check: no GEMV for this case");
+				rc = -EINVAL;
+				goto err;
+			}
 		}
 		break;
 	}
 	CU(cudaGetLastError(), "launch");
 	CU(cudaDeviceSynchronize(), "kernel");
+	if (dadd && a->x_out)
+		CU(cudaMemcpy(a->x_out, dx, in_n * 4, cudaMemcpyDeviceToHost), "copy out");
 	if (a->kernel == LCU_ARGMAX) {
 		CU(cudaMemcpy(a->ids, dy, rows * 4, cudaMemcpyDeviceToHost), "copy out");
 	} else if (a->kernel == LCU_TOP) {
 		CU(cudaMemcpy(a->top, dy, rows * sizeof(struct kern_top), cudaMemcpyDeviceToHost), "copy out");
-	} else if (a->kernel == LCU_GEMV) {
+	} else if (a->kernel == LCU_GEMV && !a->glu) {
 		CU(cudaMemcpy(a->y, dy, out_n * 4, cudaMemcpyDeviceToHost), "copy out");
-	} else {
-		hy = (uint16_t *)malloc(rows * n * 2);
+	} else { /* bf16 outputs: rows x n, or T x rows of GLU */
+		const size_t ny = a->kernel == LCU_GEMV ? out_n : rows * n;
+		hy = (uint16_t *)malloc(ny * 2);
 		if (!hy) {
 			snprintf(errbuf, errlen, "cuda-check: out of memory");
 			goto err;
 		}
-		CU(cudaMemcpy(hy, dy, rows * n * 2, cudaMemcpyDeviceToHost), "copy out");
-		for (size_t i = 0; i < rows * n; i++)
+		CU(cudaMemcpy(hy, dy, ny * 2, cudaMemcpyDeviceToHost), "copy out");
+		for (size_t i = 0; i < ny; i++)
 			a->y[i] = bf16_bits_to_f32(hy[i]);
 	}
 	rc = 0;
@@ -313,6 +327,7 @@ err:
 	cudaFree(dq);
 	cudaFree(dx);
 	cudaFree(dw);
+	cudaFree(dadd);
 	cudaFree(dy);
 	cudaFree(dsel);
 	return rc;
@@ -426,15 +441,15 @@ struct kb_timer {
  * not keep them). A sample times enough back-to-back runs to fill about
  * 300 us (at most 32), so the host's launch cost, paid while the GPU works
  * on the earlier runs, is not counted as the kernel's, as it is not in a
- * step. */
-template <typename F> static float kb_time(struct kb_timer *t, int n, F run)
+ * step. The events go on st, the stream run launches on. */
+template <typename F> static float kb_time(struct kb_timer *t, int n, F run, cudaStream_t st = 0)
 {
 	int inner = 1, idx = 0;
 	for (int i = -3; i < n; i++) {
-		cudaEventRecord(t->e0);
+		cudaEventRecord(t->e0, st);
 		for (int j = 0; j < inner; j++)
 			run(idx++);
-		cudaEventRecord(t->e1);
+		cudaEventRecord(t->e1, st);
 		cudaEventSynchronize(t->e1);
 		float ms = 0;
 		cudaEventElapsedTime(&ms, t->e0, t->e1);
@@ -739,6 +754,131 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 			  });
 		CU(cudaGetLastError(), "GEMV x8 launch");
 		CU(cudaDeviceSynchronize(), "GEMV x8");
+	}
+	{
+		/* ---- the gate|up GEMV with its SwiGLU fused, and a whole decode
+		 * layer with and without programmatic dependent launch: last, for
+		 * the same reason ---- */
+		const uint32_t qt[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K,
+				       KERN_TYPE_BF16};
+		const char *const qn[] = {"Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "BF16"};
+		/* the sections above wrote activations over the pool's start: random bf16 again */
+		k_fill_bf16<<<4096, 256>>>((bf16 *)pool, ((size_t)2 << 30) / 2, 778u);
+		CU(cudaDeviceSynchronize(), "fill");
+		printf("\ngate|up 4096->2x14336 then SwiGLU, as two kernels (GEMV, k_swiglu) and as one (the GEMV's GLU\n"
+		       "form, which decode steps take); bytes: the weights as stored\n%-28s %4s %9s %9s %8s\n",
+		       "type, form", "T", "us", "GB/s w", "of copy");
+		uint8_t *act = pool + ((size_t)2 << 30);
+		const bf16 *gx = (const bf16 *)act;
+		float *ggu = (float *)(act + ((size_t)2 * E * 2 + 255) / 256 * 256);
+		bf16 *gh = (bf16 *)((uint8_t *)ggu + (size_t)2 * 2 * F * 4);
+		for (int qi = 0; qi < 6; qi++) {
+			const size_t rb = gemv_row_bytes(qt[qi], E), wbytes = rb * 2 * F;
+			int copies = (int)(((size_t)2 << 30) / wbytes);
+			copies = copies < 1 ? 1 : copies > 64 ? 64 : copies;
+			for (int T = 1; T <= GEMV_GLU_MAX_T; T++)
+				for (int fused = 0; fused < 2; fused++) {
+					float ms = kb_time(&t, runs, [&](int i) {
+						const uint8_t *w = pool + (size_t)(i % copies) * wbytes;
+						if (fused) {
+							gemv_q(qt[qi], w, rb, F, E, gx, T, NULL, F, 0, gh);
+						} else {
+							gemv_q(qt[qi], w, rb, 2 * F, E, gx, T, ggu, 2 * F, 0);
+							swiglu_launch(ggu, gh, F, T, 0);
+						}
+					});
+					double gb = (double)wbytes / (ms * 1e-3) / 1e9;
+					char nm[48];
+					snprintf(nm, sizeof(nm), "%s %s", qn[qi], fused ? "fused" : "GEMV + swiglu");
+					printf("%-28s %4d %9.1f %9.0f %7.0f%%\n", nm, T, ms * 1e3, gb, 100 * gb / c.copy_gbps);
+				}
+		}
+		CU(cudaGetLastError(), "GLU launch");
+		CU(cudaDeviceSynchronize(), "GLU");
+
+		/* One Llama-3-8B decode layer on bf16 weights (436 MiB, past L2),
+		 * one token at position 255: add + rmsnorm, qkv, bias + rope + KV,
+		 * split attention and its merge, o, add + rmsnorm, gate|up (+ swiglu),
+		 * down; on a stream of its own, which the events time too */
+		const size_t wq = (size_t)(E + 2 * NKV * HD) * E, wo = (size_t)E * E, wgu = (size_t)2 * F * E,
+			     wd = (size_t)E * F;
+		bf16 *lw = (bf16 *)pool; /* the weights: the pool's random bf16 (refilled above) */
+		bf16 *Wqkv = lw, *Wo = Wqkv + wq, *Wgu = Wo + wo, *Wd = Wgu + wgu;
+		uint8_t *la = pool + (((wq + wo + wgu + wd) * 2 + 255) & ~(size_t)255); /* activations after them */
+		float *lx = (float *)la, *ladd = lx + E, *lwn = ladd + E, *lqkv = lwn + E, *lgu = lqkv + 6144;
+		bf16 *lxb = (bf16 *)(lgu + 2 * F), *latt = lxb + F, *lh = latt + E;
+		int32_t *lmeta = (int32_t *)(lh + F);
+		float *lpart = (float *)(lmeta + 8 * 1024);
+		__half *lkc = (__half *)(lpart + (size_t)NH * ATTN_SPLITS * (HD + 2)), *lvc = lkc + (size_t)16 * NKV * BS * HD;
+		double *linv = (double *)(lvc + (size_t)16 * NKV * BS * HD);
+		if ((uint8_t *)(linv + HD / 2) > pool + ((size_t)2 << 30)) {
+			snprintf(errbuf, errlen, "kbench: the layer does not fit the pool");
+			goto err;
+		}
+		{
+			const int ctx = 256, lt = 5 * 1024; /* meta: tokens, pos, bt_off, logit_idx, (argmax), tables */
+			int32_t hm[8 * 1024] = {0};
+			float hw[E];
+			double invh[HD / 2];
+			hm[1024] = ctx - 1;
+			for (int j = 0; j < ctx / BS; j++)
+				hm[lt + j] = j;
+			for (int i = 0; i < E; i++)
+				hw[i] = 1.0f;
+			for (int i = 0; i < HD / 2; i++)
+				invh[i] = pow(500000.0, -2.0 * i / HD);
+			CU(cudaMemcpy(lmeta, hm, sizeof(hm), cudaMemcpyHostToDevice), "copy");
+			CU(cudaMemcpy(lwn, hw, sizeof(hw), cudaMemcpyHostToDevice), "copy");
+			CU(cudaMemcpy(linv, invh, sizeof(invh), cudaMemcpyHostToDevice), "copy");
+		}
+		step_meta lm = {lmeta, lmeta + 1024, lmeta + 2 * 1024, lmeta + 3 * 1024, lmeta + 5 * 1024};
+		cudaStream_t ls = NULL;
+		CU(cudaStreamCreateWithFlags(&ls, cudaStreamNonBlocking), "stream");
+		{
+			const int ld = E + 2 * NKV * HD, nt = norm_threads(E);
+			const size_t blk_stride = (size_t)NKV * BS * HD;
+			auto layer = [&](bool fused, bool pdl) {
+				launch(k_add_rmsnorm, dim3(1), dim3(nt), 0, ls, pdl, lx, (const float *)ladd, nullptr,
+				       (const float *)lwn, lxb, E, 1e-5f);
+				gemv_q(KERN_TYPE_BF16, (const uint8_t *)Wqkv, (size_t)E * 2, ld, E, lxb, 1, lqkv, ld, ls, nullptr, pdl);
+				qkv_post_launch(lqkv, ld, NULL, NULL, NULL, linv, lm, lkc, lvc, NH, NKV, HD, BS, blk_stride, 0, 1, ls,
+						pdl);
+				attention(lqkv, ld, lm, lkc, lvc, NH, NKV, HD, BS, blk_stride, latt, E, 1, lpart, NULL, 0, ls, pdl);
+				gemv_q(KERN_TYPE_BF16, (const uint8_t *)Wo, (size_t)E * 2, E, E, latt, 1, ladd, E, ls, nullptr, pdl);
+				launch(k_add_rmsnorm, dim3(1), dim3(nt), 0, ls, pdl, lx, (const float *)ladd, nullptr,
+				       (const float *)lwn, lxb, E, 1e-5f);
+				if (fused) {
+					gemv_q(KERN_TYPE_BF16, (const uint8_t *)Wgu, (size_t)E * 2, F, E, lxb, 1, NULL, F, ls, lh, pdl);
+				} else {
+					gemv_q(KERN_TYPE_BF16, (const uint8_t *)Wgu, (size_t)E * 2, 2 * F, E, lxb, 1, lgu, 2 * F, ls,
+					       nullptr, pdl);
+					swiglu_launch(lgu, lh, F, 1, ls, pdl);
+				}
+				gemv_q(KERN_TYPE_BF16, (const uint8_t *)Wd, (size_t)F * 2, E, F, lh, 1, ladd, E, ls, nullptr, pdl);
+			};
+			int major = 0;
+			cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, gpu);
+			const double lbytes = (double)(wq + wo + wgu + wd) * 2;
+			printf("\ndecode layer, Llama-3-8B on bf16 weights (%.0f MiB), 1 token at position 255, kernels launched\n"
+			       "back to back on one stream (no graph); bytes: the weights\n%-44s %9s %9s %8s\n",
+			       lbytes / 1048576.0, "form", "us", "GB/s w", "of copy");
+			static const char *const form[] = {"10 kernels (GEMV + swiglu)", "9 kernels (gate|up GLU)",
+							   "9 kernels, programmatic dependent launch"};
+			for (int f = 0; f < 3; f++) {
+				if (f == 2 && major < 9) {
+					printf("%-44s (needs compute capability 9.0)\n", form[f]);
+					continue;
+				}
+				float ms = kb_time(&t, runs, [&](int) { layer(f >= 1, f == 2); }, ls);
+				double gb = lbytes / (ms * 1e-3) / 1e9;
+				printf("%-44s %9.1f %9.0f %7.0f%%\n", form[f], ms * 1e3, gb, 100 * gb / c.copy_gbps);
+			}
+		}
+		cudaError_t le = cudaGetLastError();
+		if (le == cudaSuccess)
+			le = cudaStreamSynchronize(ls);
+		cudaStreamDestroy(ls);
+		CU(le, "decode layer");
 	}
 	rc = 0;
 err:

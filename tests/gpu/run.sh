@@ -20,12 +20,14 @@
 #      against the CPU backend, with CUDA graphs, the quantized GEMV, split
 #      attention and cuBLASLt plans, and without them; the bf16 GEMV at
 #      every decode size; the int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1);
+#      programmatic dependent launch (LOCUS_CUDA_PDL=1);
 #   4. greedy generation, CPU vs CUDA backend, token ids compared; seeded
 #      sampling through the engine, candidates vs whole rows; greedy through
 #      the engine, CUDA vs CPU;
 #   5. a Llama-3-8B-shaped bf16 model: batch-1 decode (after a warm-up) as
 #      a fraction of the measured copy bandwidth, with and without CUDA
-#      graphs and with cuBLAS only, prefill of 128 tokens, the decode step's
+#      graphs, with programmatic dependent launch and with cuBLAS only,
+#      prefill of 128 tokens, the decode step's
 #      profile (LOCUS_CUDA_PROFILE=1);
 #   6. the engine on that model under uring-bench, pinned and unpinned,
 #      greedy and sampled, and the TTFT of a 128-token prompt through it;
@@ -156,6 +158,9 @@ rc=$?
 head -n 70 "$L/kbench.txt"
 if [ $rc -eq 0 ]; then
 	row "kbench (kbench.txt in logs)" "gate|up at T=1: cuBLAS bf16 $(awk '/^gate\|up/ && $3 == 1 {print $4 " us, " $7 " GB/s"}' "$L/kbench.txt"); Q4_1 GEMV $(awk '/^Q4_1 gate\|up/ && $4 == 1 {print $5 " us, " $6 " GB/s, " $7 " of copy"}' "$L/kbench.txt"), int8-activation $(awk '/^Q4_1 x8 gate\|up/ && $5 == 1 {print $6 " us, " $8 " of copy"}' "$L/kbench.txt"); at T=8: cuBLAS $(awk '/^gate\|up/ && $3 == 8 {print $4}' "$L/kbench.txt") us, Q4_1 GEMV $(awk '/^Q4_1 gate\|up/ && $4 == 8 {print $5}' "$L/kbench.txt") us; T=2048 GEMM: $(awk '/^gate\|up/ && $3 == 2048 {print $5 " TFLOP/s, " $6 " of peak"}' "$L/kbench.txt")"
+	lay() { awk -v f="$1" 'index($0, f) == 1 {print $(NF - 2) " us, " $NF " of copy"; exit}' "$L/kbench.txt"; }
+	row "kbench: one 8B decode layer, bf16, back to back" "10 kernels $(lay '10 kernels'); gate|up+swiglu fused $(lay '9 kernels (gate'); and programmatic dependent launch $(lay '9 kernels, programmatic')"
+	row "kbench: gate|up then SwiGLU at T=1, two kernels vs one" "$(awk '$2 == "GEMV" && $5 == 1 {printf "%s %s us, ", $1, $6} $2 == "fused" && $3 == 1 {printf "fused %s us; ", $4}' "$L/kbench.txt" | sed 's/; $//')"
 else
 	bad "kbench" "rc $rc: $(tail -n1 "$L/kbench.txt")"
 fi
@@ -200,6 +205,13 @@ LOCUS_CUDA_GEMV_X8=1 timeout 90 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_0.gg
 rc=$?
 if [ $rc -eq 0 ]; then row "backend vs CPU, int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1)" "4 models (Q8_0, Q4_0, Q4_1), every logit within tolerance"
 else bad "backend vs CPU, int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1)" "rc $rc (models-gemv-x8.txt)"; fi
+
+LOCUS_CUDA_PDL=1 timeout 120 "$BIN/cuda-check" "$W/s-BF16.gguf" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/k-Q4_K.gguf" "$W/qwen2-q8.gguf" \
+	"$W/l3-bf16.gguf" >"$L/models-pdl.txt" 2>&1
+rc=$?
+if grep -q 'LOCUS_CUDA_PDL=1: kernels start' "$L/models-pdl.txt"; then PDLON="on"; else PDLON="NOT on: $(grep -m1 'LOCUS_CUDA_PDL' "$L/models-pdl.txt")"; fi
+if [ $rc -eq 0 ]; then row "backend vs CPU, programmatic dependent launch (LOCUS_CUDA_PDL=1, $PDLON)" "6 models, every logit within tolerance"
+else bad "backend vs CPU, programmatic dependent launch (LOCUS_CUDA_PDL=1, $PDLON)" "rc $rc (models-pdl.txt)"; fi
 
 # 4. greedy generation, token ids
 note "greedy"
@@ -284,17 +296,19 @@ else
 fi
 
 # 4d. a Llama-3.2-1B-shaped Q4_1 model: batch-1 decode through the
-# quantized GEMV (the default), the int8-activation one (LOCUS_CUDA_GEMV_X8=1)
-# and the bf16 copies (LOCUS_CUDA_GEMV=0, so k_gemv_bf16)
+# quantized GEMV (the default), the int8-activation one (LOCUS_CUDA_GEMV_X8=1),
+# the bf16 copies (LOCUS_CUDA_GEMV=0, so k_gemv_bf16), and the default with
+# programmatic dependent launch (LOCUS_CUDA_PDL=1)
 note "1B-shaped Q4_1"
 mk q1b --layers 16 --dim 2048 --heads 32 --kv-heads 8 --ffn 8192 --vocab 128256 --rope-base 500000 --type Q4_1
 if [ -f "$W/q1b.gguf" ]; then
 	Q1=
-	for v in gemv x8 bf16; do
+	for v in gemv x8 bf16 pdl; do
 		case $v in
 		gemv) EV= ;;
 		x8) EV=LOCUS_CUDA_GEMV_X8=1 ;;
 		bf16) EV=LOCUS_CUDA_GEMV=0 ;;
+		pdl) EV=LOCUS_CUDA_PDL=1 ;;
 		esac
 		env $EV timeout 60 "$BIN/generate" -m "$W/q1b.gguf" --prompt-ids "$(seq -s, 1000 1063)" -n 128 --temp 0 \
 			--ignore-eos --ids --backend cuda -v --warmup >"$L/q1b-$v.ids" 2>"$L/q1b-$v.txt"
@@ -302,6 +316,8 @@ if [ -f "$W/q1b.gguf" ]; then
 		Q1="$Q1${Q1:+, }$v ${D:-?} tok/s"
 	done
 	WQ=$(sed -n 's/.* \([0-9.]*\) MiB weights.*/\1/p' "$L/q1b-gemv.txt" | head -n1)
+	if [ -s "$L/q1b-gemv.ids" ] && cmp -s "$L/q1b-gemv.ids" "$L/q1b-pdl.ids"; then Q1="$Q1; pdl: the same ids as gemv"
+	else Q1="$Q1; pdl: ids DIFFER from gemv's (q1b-*.ids)"; FAILED=1; fi
 	row "1B-shaped Q4_1 decode, batch 1 (${WQ:-?} MiB as stored)" "$Q1"
 fi
 rm -f "$W/q1b.gguf"
@@ -329,7 +345,7 @@ else
 	if [ -f "${M8:-}" ]; then
 		P=$(seq -s, 1000 1127) # 128 prompt tokens
 		timeout 150 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 128 --temp 0 --ignore-eos --ids --backend cuda -v \
-			--warmup >/dev/null 2>"$L/8b-generate.txt"
+			--warmup >"$L/8b.ids" 2>"$L/8b-generate.txt"
 		grep -q 'graphs off' "$L/8b-generate.txt" && bad "CUDA graphs, 8B" "$(grep -m1 'graphs off' "$L/8b-generate.txt")"
 		WB=$(sed -n 's/.* \([0-9.]*\) MiB weights.*/\1/p' "$L/8b-generate.txt" | head -n1)
 		DEC=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$L/8b-generate.txt")
@@ -341,6 +357,21 @@ else
 			row "8B prefill, 128 tokens" "${PRE:-?} ms after a warm-up (TTFT target 15 ms)"
 		else
 			bad "8B generate" "no timing: $(tail -n2 "$L/8b-generate.txt" | tr '\n' ' ')"
+		fi
+		if [ "$(elapsed)" -lt 370 ]; then
+			LOCUS_CUDA_PDL=1 timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 128 --temp 0 --ignore-eos \
+				--ids --backend cuda -v --warmup >"$L/8b-pdl.ids" 2>"$L/8b-generate-pdl.txt"
+			DECP=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$L/8b-generate-pdl.txt")
+			if [ -n "$DECP" ] && [ -n "$WB" ]; then
+				BWP=$(awk -v w="$WB" -v t="$DECP" 'BEGIN { printf "%.0f", w * 1048576 * t / 1e9 }')
+				FRP=$(awk -v b="$BWP" -v c="${COPY:-0}" 'BEGIN { if (c > 0) printf "%.1f%%", 100 * b / c; else print "?" }')
+				# the same arithmetic in another schedule: the same greedy ids
+				if [ -s "$L/8b.ids" ] && cmp -s "$L/8b.ids" "$L/8b-pdl.ids"; then SAME="the same 128 ids as without"
+				else SAME="ids DIFFER from the run without (8b.ids, 8b-pdl.ids)"; FAILED=1; fi
+				row "8B decode, batch 1, graphs, programmatic dependent launch (LOCUS_CUDA_PDL=1)" "$DECP tok/s = $BWP GB/s, $FRP of the copy bandwidth; $SAME; $(grep -o 'LOCUS_CUDA_PDL=1: [a-z]*' "$L/8b-generate-pdl.txt" | head -n1)"
+			else
+				bad "8B generate, LOCUS_CUDA_PDL=1" "no timing: $(tail -n2 "$L/8b-generate-pdl.txt" | tr '\n' ' ')"
+			fi
 		fi
 		if [ "$(elapsed)" -lt 380 ]; then
 			LOCUS_CUDA_GRAPHS=0 timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 128 --temp 0 --ignore-eos \
