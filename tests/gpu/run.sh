@@ -210,6 +210,7 @@ LOCUS_CUDA_PDL=1 timeout 120 "$BIN/cuda-check" "$W/s-BF16.gguf" "$W/s-Q8_0.gguf"
 	"$W/l3-bf16.gguf" >"$L/models-pdl.txt" 2>&1
 rc=$?
 if grep -q 'LOCUS_CUDA_PDL=1: kernels start' "$L/models-pdl.txt"; then PDLON="on"; else PDLON="NOT on: $(grep -m1 'LOCUS_CUDA_PDL' "$L/models-pdl.txt")"; fi
+grep -q 'graphs off' "$L/models-pdl.txt" && bad "CUDA graphs, LOCUS_CUDA_PDL=1" "$(grep -m1 'graphs off' "$L/models-pdl.txt")"
 if [ $rc -eq 0 ]; then row "backend vs CPU, programmatic dependent launch (LOCUS_CUDA_PDL=1, $PDLON)" "6 models, every logit within tolerance"
 else bad "backend vs CPU, programmatic dependent launch (LOCUS_CUDA_PDL=1, $PDLON)" "rc $rc (models-pdl.txt)"; fi
 
@@ -368,6 +369,7 @@ else
 				# the same arithmetic in another schedule: the same greedy ids
 				if [ -s "$L/8b.ids" ] && cmp -s "$L/8b.ids" "$L/8b-pdl.ids"; then SAME="the same 128 ids as without"
 				else SAME="ids DIFFER from the run without (8b.ids, 8b-pdl.ids)"; FAILED=1; fi
+				grep -q 'graphs off' "$L/8b-generate-pdl.txt" && bad "CUDA graphs, 8B, LOCUS_CUDA_PDL=1" "$(grep -m1 'graphs off' "$L/8b-generate-pdl.txt")"
 				row "8B decode, batch 1, graphs, programmatic dependent launch (LOCUS_CUDA_PDL=1)" "$DECP tok/s = $BWP GB/s, $FRP of the copy bandwidth; $SAME; $(grep -o 'LOCUS_CUDA_PDL=1: [a-z]*' "$L/8b-generate-pdl.txt" | head -n1)"
 			else
 				bad "8B generate, LOCUS_CUDA_PDL=1" "no timing: $(tail -n2 "$L/8b-generate-pdl.txt" | tr '\n' ' ')"
