@@ -321,11 +321,11 @@ static void attn_checks(locus_cuda_kernel_check_fn run, int gpu)
 {
 	static const struct {
 		int nh, nkv, hd;
-	} heads[] = {{4, 4, 64}, {8, 2, 128}, {6, 2, 96}, {4, 1, 32}};
+	} heads[] = {{4, 4, 64}, {8, 2, 128}, {6, 2, 96}, {4, 1, 32}, {16, 1, 64}}; /* the last: 16 heads to a kv head */
 	static const struct {
 		int n, hist[3], len[3];
 	} batches[] = {{2, {0, 37, 0}, {45, 30, 0}}, {3, {300, 5, 100}, {1, 1, 20}}};
-	static const char *const path_name[] = {"whole", "split", "tiled"};
+	static const char *const path_name[] = {"whole", "split", "tiled", "tensor cores"};
 	const int BSZ = 16;
 	char err[256], what[96];
 	for (size_t hi = 0; hi < sizeof(heads) / sizeof(heads[0]); hi++)
@@ -395,8 +395,9 @@ static void attn_checks(locus_cuda_kernel_check_fn run, int gpu)
 						ref[(size_t)t * n + (size_t)h * HD + d] = o / z;
 					}
 				}
-			for (int path = LCU_ATTN_WHOLE; path <= LCU_ATTN_TILED; path++) {
-				if ((path == LCU_ATTN_SPLIT && T > 64) || (path == LCU_ATTN_TILED && (HD > 128 || HD % 8)))
+			for (int path = LCU_ATTN_WHOLE; path <= LCU_ATTN_MMA; path++) {
+				if ((path == LCU_ATTN_SPLIT && T > 64) || (path == LCU_ATTN_TILED && (HD > 128 || HD % 8)) ||
+				    (path == LCU_ATTN_MMA && (HD > 128 || HD % 16)))
 					continue;
 				for (size_t i = 0; i < (size_t)T * n; i++)
 					y[i] = NAN;

@@ -62,8 +62,10 @@
  * instead (k_attn_tile): up to 16 consecutive tokens of one sequence
  * share each 32-position chunk of K and V loaded into shared memory,
  * online softmax per query, causal mask inside the chunk
- * (LOCUS_CUDA_ATTN_TILED=0: the per-token kernel). CUDA cores, not tensor
- * cores: a first tiled version.
+ * (LOCUS_CUDA_ATTN_TILED=0: the per-token kernel), on CUDA cores;
+ * LOCUS_CUDA_ATTN_MMA=1 takes the same tiles on tensor cores (k_attn_mma:
+ * mma.sync, the kv head's query heads in one block), until a GPU run has
+ * set the two side by side.
  */
 #include "kernels/cuda/cuda_kernels.cuh"
 
@@ -165,6 +167,7 @@ struct cuda_backend {
 	int32_t spare_block; /* = n_kv_blocks: padding tokens write here, nobody reads it */
 	bool attn_split;     /* LOCUS_CUDA_ATTN_SPLIT != 0 */
 	bool attn_tiled;     /* LOCUS_CUDA_ATTN_TILED != 0 and the head size fits k_attn_tile */
+	bool attn_mma;       /* LOCUS_CUDA_ATTN_MMA=1, sm_80+: the tiles on tensor cores (k_attn_mma) */
 	int gemv_bf16_max_t; /* steps of up to this many tokens use the GEMV on bf16 rows (LOCUS_CUDA_GEMV_BF16) */
 	bool gemv_x8;        /* LOCUS_CUDA_GEMV_X8=1: Q8_0/Q4_0/Q4_1 through k_gemv_x8 (int8 activations) */
 	bool pdl;            /* LOCUS_CUDA_PDL=1 on sm_90+, not profiling: programmatic dependent launch */
@@ -632,7 +635,7 @@ static int stage_batch(struct cuda_backend *cb, const struct kern_batch *b, int 
 		return -EIO;
 	/* Steps too long to split their attention (never a graph's) take it by tiles. */
 	cb->n_tiles = 0;
-	if (cb->attn_tiled && !pad && b->n_tokens > ATTN_SPLIT_MAX_T) {
+	if ((cb->attn_tiled || cb->attn_mma) && !pad && b->n_tokens > ATTN_SPLIT_MAX_T) {
 		cb->n_tiles = attn_tiles(b->n_tokens, b->seq_idx, b->pos, cb->htiles.p);
 		if (cudaMemcpyAsync(cb->d_tiles, cb->htiles.p, ((size_t)cb->n_tiles + 1) * sizeof(int32_t),
 				    cudaMemcpyHostToDevice, cb->stream))
@@ -679,7 +682,7 @@ static int queue_forward(struct cuda_backend *cb, int T, int nl, bool want_argma
 		prof_mark(cb, PK_ROPE_KV);
 		attention(cb->qkv, ldqkv, m, kc, vc, hp->n_head, hp->n_head_kv, hd, bs, cb->blk_stride, cb->att, qd, T,
 			  cb->attn_split ? cb->attn_part : NULL, T > ATTN_SPLIT_MAX_T ? cb->d_tiles : NULL,
-			  T > ATTN_SPLIT_MAX_T ? cb->n_tiles : 0, st, pdl);
+			  T > ATTN_SPLIT_MAX_T ? cb->n_tiles : 0, st, pdl, cb->attn_mma);
 		prof_mark(cb, PK_ATTN);
 		if (gemm(cb, &L->wo, cb->att, T, cb->tmp, E))
 			return -EIO;
@@ -1133,6 +1136,24 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 				}
 			fprintf(stderr, "cuda backend: LOCUS_CUDA_PROFILE=1: %s\n",
 				cb->prof ? "GPU time per operation, printed at close" : "cannot set up the events: no profile");
+		}
+		/* Prefill attention on tensor cores: mma.sync needs sm_80 code */
+		const char *am = getenv("LOCUS_CUDA_ATTN_MMA");
+		if (am && !strcmp(am, "1")) {
+			int major = 0;
+			cudaFuncAttributes fa;
+			const char *why = NULL;
+			if (!attn_mma_ok(hd))
+				why = "off: the head size is not a multiple of 16 up to 128";
+			else if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cb->device) != cudaSuccess ||
+				 major < 8)
+				why = "off: needs compute capability 8.0 or later";
+			else if (cudaFuncGetAttributes(&fa, k_attn_mma) != cudaSuccess || fa.ptxVersion < 80)
+				why = "off: the module was built for a target before sm_80 (LOCUS_CUDA_ARCH)";
+			(void)cudaGetLastError();
+			cb->attn_mma = !why;
+			fprintf(stderr, "cuda backend: LOCUS_CUDA_ATTN_MMA=1: %s\n",
+				why ? why : "prefill attention on tensor cores (k_attn_mma)");
 		}
 		/* Programmatic dependent launch (cuda_kernels.cuh, pdl_wait): off
 		 * while profiling, whose event records sit between the kernels. */

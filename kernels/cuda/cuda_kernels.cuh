@@ -557,6 +557,198 @@ static __global__ void __launch_bounds__(ATTN_TILE_THREADS)
 	}
 }
 
+/*
+ * Prefill attention on tensor cores (LOCUS_CUDA_ATTN_MMA=1, sm_80+; until
+ * a GPU run has set it against k_attn_tile): the same tiles (up to
+ * ATTN_TILE_Q consecutive tokens of one sequence) and the same causal
+ * online softmax, flash-attention-2 style. Block (tile, kv head, group
+ * part): its warps are query heads sharing that kv head (GQA), so each
+ * ATTN_MMA_K-position chunk of K and V is read from the paged cache once
+ * for all of them, as f16 into shared memory. A warp holds its 16 queries
+ * (scaled, f16) as mma A fragments; per chunk S = Q K^T and O += P V are
+ * mma.sync m16n8k16 (f16 in, f32 accumulate), S, the softmax and O stay
+ * in registers in the mma's fragment layout (lane: group g = lane / 4
+ * holds rows g and g + 8, t = lane % 4 columns 2t, 2t + 1 of each 8).
+ * Rows past the tile's queries repeat its last one and are not written.
+ * Positions past the tile's last are read as 0 (they may be unwritten);
+ * a NaN read reaches the output. hd a multiple of 16, at most 128.
+ */
+#define ATTN_MMA_K 32     /* positions per chunk */
+#define ATTN_MMA_MAX_HD 128
+#define ATTN_MMA_HEADS 8  /* query heads (warps) per block, at most */
+static_assert(ATTN_TILE_Q == 16, "a tile is one m16 fragment of queries");
+
+__device__ __forceinline__ uint32_t half2_bits(float lo, float hi)
+{
+	__half2 h = __floats2half2_rn(lo, hi); /* lo in the low 16 bits */
+	return *(uint32_t *)&h;
+}
+
+__device__ __forceinline__ uint32_t half2_bits(__half lo, __half hi)
+{
+	__half2 h = __halves2half2(lo, hi);
+	return *(uint32_t *)&h;
+}
+
+/* c += a (16x16, row) . b (16x8, col), f16 in, f32 accumulate */
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+		     "{%8, %9}, {%0, %1, %2, %3};\n"
+		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+		     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+	__trap(); /* never launched there: attn_mma_ok */
+#endif
+}
+
+static __global__ void __launch_bounds__(ATTN_MMA_HEADS *WARP)
+	k_attn_mma(const float *qkv, int ld, step_meta m, const int32_t *tiles, const __half *kc, const __half *vc,
+		   int n_head, int n_kv, int hd, int bs, size_t blk_stride, float scale, bf16 *out, int out_ld, int hb)
+{
+	/* +8 halves a row: the fragment reads of a warp hit distinct banks */
+	__shared__ __align__(16) __half ks[ATTN_MMA_K][ATTN_MMA_MAX_HD + 8];
+	__shared__ __align__(16) __half vs[ATTN_MMA_K][ATTN_MMA_MAX_HD + 8];
+	pdl_trigger();
+	pdl_wait();
+	const int kvh = blockIdx.y, grp = n_head / n_kv, w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+	const int g = lane >> 2, tq = lane & 3, hi = blockIdx.z * hb + w; /* the warp's head in the group */
+	const bool active = hi < grp; /* the last part's spare warps only help load */
+	const int h = kvh * grp + hi;
+	const int t0 = tiles[blockIdx.x], nq = tiles[blockIdx.x + 1] - t0;
+	const int32_t p0 = m.pos[t0], plast = p0 + nq - 1;
+	const int32_t *bt = m.bt + m.bt_off[t0];
+	const int r0 = min(g, nq - 1), r1 = min(g + 8, nq - 1);
+	const int32_t lim0 = p0 + r0, lim1 = p0 + r1; /* the last position each row sees */
+	uint32_t qa[ATTN_MMA_MAX_HD / 16][4];
+#pragma unroll
+	for (int kk = 0; kk < ATTN_MMA_MAX_HD / 16; kk++) {
+		qa[kk][0] = qa[kk][1] = qa[kk][2] = qa[kk][3] = 0;
+		if (active && kk < hd / 16) {
+			const float *q0 = qkv + (size_t)(t0 + r0) * ld + (size_t)h * hd + kk * 16 + 2 * tq;
+			const float *q1 = qkv + (size_t)(t0 + r1) * ld + (size_t)h * hd + kk * 16 + 2 * tq;
+			qa[kk][0] = half2_bits(q0[0] * scale, q0[1] * scale);
+			qa[kk][1] = half2_bits(q1[0] * scale, q1[1] * scale);
+			qa[kk][2] = half2_bits(q0[8] * scale, q0[9] * scale);
+			qa[kk][3] = half2_bits(q1[8] * scale, q1[9] * scale);
+		}
+	}
+	float o[ATTN_MMA_MAX_HD / 8][4];
+#pragma unroll
+	for (int n = 0; n < ATTN_MMA_MAX_HD / 8; n++)
+		o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0;
+	float mx0 = -INFINITY, mx1 = -INFINITY, l0 = 0, l1 = 0; /* rows g, g + 8; l: this lane's columns */
+	const int per = hd / 8;                                  /* 16-byte pieces of a K or V row */
+	for (int32_t c0 = 0; c0 <= plast; c0 += ATTN_MMA_K) {
+		__syncthreads(); /* the last chunk's readers are done */
+		for (int i = threadIdx.x; i < ATTN_MMA_K * per; i += blockDim.x) {
+			const int kk = i / per, d8 = (i % per) * 8;
+			const int32_t p = c0 + kk;
+			uint4 kq = make_uint4(0, 0, 0, 0), vq = make_uint4(0, 0, 0, 0);
+			if (p <= plast) {
+				const size_t off = (size_t)bt[p / bs] * blk_stride + (size_t)kvh * bs * hd + (size_t)(p % bs) * hd + d8;
+				kq = *(const uint4 *)(kc + off);
+				vq = *(const uint4 *)(vc + off);
+			}
+			*(uint4 *)&ks[kk][d8] = kq;
+			*(uint4 *)&vs[kk][d8] = vq;
+		}
+		__syncthreads();
+		if (!active)
+			continue;
+		/* S = Q K^T, four tiles of 8 positions */
+		float s[ATTN_MMA_K / 8][4];
+#pragma unroll
+		for (int j = 0; j < ATTN_MMA_K / 8; j++) {
+			s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0;
+#pragma unroll
+			for (int kk = 0; kk < ATTN_MMA_MAX_HD / 16; kk++)
+				if (kk < hd / 16)
+					mma_16816(s[j], qa[kk], *(const uint32_t *)&ks[j * 8 + g][kk * 16 + 2 * tq],
+						  *(const uint32_t *)&ks[j * 8 + g][kk * 16 + 2 * tq + 8]);
+		}
+		/* causal mask, the chunk's row maxima (over the 4 lanes of a row) */
+		float cm0 = mx0, cm1 = mx1;
+#pragma unroll
+		for (int j = 0; j < ATTN_MMA_K / 8; j++)
+#pragma unroll
+			for (int e = 0; e < 2; e++) {
+				const int32_t p = c0 + j * 8 + 2 * tq + e;
+				s[j][e] = p <= lim0 ? s[j][e] : -INFINITY;
+				s[j][2 + e] = p <= lim1 ? s[j][2 + e] : -INFINITY;
+				cm0 = fmaxf(cm0, s[j][e]);
+				cm1 = fmaxf(cm1, s[j][2 + e]);
+			}
+#pragma unroll
+		for (int x = 1; x <= 2; x <<= 1) {
+			cm0 = fmaxf(cm0, __shfl_xor_sync(0xffffffffu, cm0, x));
+			cm1 = fmaxf(cm1, __shfl_xor_sync(0xffffffffu, cm1, x));
+		}
+		/* position 0 is in every row's first chunk: the maxima are finite
+		 * unless scores are NaN */
+		const float corr0 = __expf(mx0 - cm0), corr1 = __expf(mx1 - cm1);
+		mx0 = cm0;
+		mx1 = cm1;
+		l0 *= corr0;
+		l1 *= corr1;
+#pragma unroll
+		for (int n = 0; n < ATTN_MMA_MAX_HD / 8; n++) {
+			o[n][0] *= corr0;
+			o[n][1] *= corr0;
+			o[n][2] *= corr1;
+			o[n][3] *= corr1;
+		}
+		/* P = e^(S - max) as the A fragments of P V: tile 2i holds keys
+		 * 16i + 2t.., tile 2i + 1 keys 16i + 8 + 2t.. */
+		uint32_t pa[ATTN_MMA_K / 16][4];
+#pragma unroll
+		for (int j = 0; j < ATTN_MMA_K / 8; j++) {
+			const float e0 = __expf(s[j][0] - cm0), e1 = __expf(s[j][1] - cm0);
+			const float e2 = __expf(s[j][2] - cm1), e3 = __expf(s[j][3] - cm1);
+			l0 += e0 + e1;
+			l1 += e2 + e3;
+			pa[j / 2][(j & 1) * 2] = half2_bits(e0, e1);
+			pa[j / 2][(j & 1) * 2 + 1] = half2_bits(e2, e3);
+		}
+		/* O += P V */
+#pragma unroll
+		for (int kk = 0; kk < ATTN_MMA_K / 16; kk++) {
+			const int k0 = kk * 16 + 2 * tq;
+#pragma unroll
+			for (int n = 0; n < ATTN_MMA_MAX_HD / 8; n++)
+				if (n < hd / 8)
+					mma_16816(o[n], pa[kk], half2_bits(vs[k0][n * 8 + g], vs[k0 + 1][n * 8 + g]),
+						  half2_bits(vs[k0 + 8][n * 8 + g], vs[k0 + 9][n * 8 + g]));
+		}
+	}
+	if (!active)
+		return;
+#pragma unroll
+	for (int x = 1; x <= 2; x <<= 1) {
+		l0 += __shfl_xor_sync(0xffffffffu, l0, x);
+		l1 += __shfl_xor_sync(0xffffffffu, l1, x);
+	}
+	bf16 *o0 = out + (size_t)(t0 + g) * out_ld + (size_t)h * hd + 2 * tq;
+	bf16 *o1 = out + (size_t)(t0 + g + 8) * out_ld + (size_t)h * hd + 2 * tq;
+#pragma unroll
+	for (int n = 0; n < ATTN_MMA_MAX_HD / 8; n++) {
+		if (n >= hd / 8)
+			break;
+		if (g < nq)
+			*(__nv_bfloat162 *)(o0 + n * 8) = __floats2bfloat162_rn(o[n][0] / l0, o[n][1] / l0);
+		if (g + 8 < nq)
+			*(__nv_bfloat162 *)(o1 + n * 8) = __floats2bfloat162_rn(o[n][2] / l1, o[n][3] / l1);
+	}
+}
+
+/* Whether k_attn_mma takes head size hd (the chip and the module's target
+ * are the backend's to check). */
+static inline bool attn_mma_ok(int hd)
+{
+	return hd % 16 == 0 && hd <= ATTN_MMA_MAX_HD;
+}
+
 static inline bool attn_tile_ok(int hd)
 {
 	return hd % 8 == 0 && hd <= ATTN_TILE_MAX_HD;
@@ -576,14 +768,20 @@ static inline int attn_tiles(int32_t T, const int32_t *seq, const int32_t *pos, 
 }
 
 /* Attention for T tokens: by tiles when tiles are given (steps of more than
- * ATTN_SPLIT_MAX_T tokens), else one block per token and head, split along
+ * ATTN_SPLIT_MAX_T tokens; on tensor cores with mma), else one block per token and head, split along
  * the positions when T is small and part (ATTN_SPLIT_MAX_T x n_head x
  * ATTN_SPLITS x (hd + 2) floats) is given. */
 static inline void attention(const float *qkv, int ld, step_meta m, const __half *kc, const __half *vc, int n_head,
 			     int n_kv, int hd, int bs, size_t blk_stride, bf16 *out, int out_ld, int T, float *part,
-			     const int32_t *tiles, int n_tiles, cudaStream_t st, bool pdl = false)
+			     const int32_t *tiles, int n_tiles, cudaStream_t st, bool pdl = false, bool mma = false)
 {
 	const float scale = 1.0f / sqrtf((float)hd);
+	if (tiles && n_tiles > 0 && mma) {
+		const int grp = n_head / n_kv, hb = grp < ATTN_MMA_HEADS ? grp : ATTN_MMA_HEADS;
+		launch(k_attn_mma, dim3(n_tiles, n_kv, (grp + hb - 1) / hb), dim3(hb * WARP), 0, st, pdl, qkv, ld, m, tiles,
+		       kc, vc, n_head, n_kv, hd, bs, blk_stride, scale, out, out_ld, hb);
+		return;
+	}
 	if (tiles && n_tiles > 0) {
 		launch(k_attn_tile, dim3(n_tiles, n_head), dim3(ATTN_TILE_THREADS), 0, st, pdl, qkv, ld, m, tiles, kc, vc,
 		       n_head, n_kv, hd, bs, blk_stride, scale, out, out_ld);

@@ -59,7 +59,7 @@ enum lcu_kernel {
 			* biases bq, bk, bv (each may be NULL), inv_freq (hd / 2), neox; out: y (rows, n) =
 			* q rotated, then k rotated and v as the cache holds them (f16, read back) */
 };
-enum lcu_attn { LCU_ATTN_WHOLE, LCU_ATTN_SPLIT, LCU_ATTN_TILED };
+enum lcu_attn { LCU_ATTN_WHOLE, LCU_ATTN_SPLIT, LCU_ATTN_TILED, LCU_ATTN_MMA };
 struct lcu_check_args {
 	enum lcu_kernel kernel;
 	int gpu;       /* device */

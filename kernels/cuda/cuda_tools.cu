@@ -120,11 +120,22 @@ static int attn_check(const struct lcu_check_args *a, char *errbuf, size_t errle
 	int rc = -EIO, n_tiles = 0;
 	if (NH < 1 || NKV < 1 || NH % NKV || HD % WARP || HD > ATTN_MAX_HD || a->n != NH * HD || BSZ < 1 ||
 	    a->n_blocks < 1 || a->n_bt < 1 || !a->pos || !a->bt_off || !a->bt || !a->k || !a->v ||
-	    (a->attn == LCU_ATTN_SPLIT && T > ATTN_SPLIT_MAX_T) || (a->attn == LCU_ATTN_TILED && !attn_tile_ok(HD))) {
-		snprintf(errbuf, errlen, "cuda-check attention: n = n_head * hd, hd a multiple of 32 up to %d (tiled: %d), "
-			 "n_head a multiple of n_kv, split steps of at most %d tokens", ATTN_MAX_HD, ATTN_TILE_MAX_HD,
-			 ATTN_SPLIT_MAX_T);
+	    (a->attn == LCU_ATTN_SPLIT && T > ATTN_SPLIT_MAX_T) || (a->attn == LCU_ATTN_TILED && !attn_tile_ok(HD)) ||
+	    (a->attn == LCU_ATTN_MMA && !attn_mma_ok(HD))) {
+		snprintf(errbuf, errlen, "cuda-check attention: n = n_head * hd, hd a multiple of 32 up to %d (tiled: %d, "
+			 "tensor cores: a multiple of 16 up to %d), n_head a multiple of n_kv, split steps of at most %d tokens",
+			 ATTN_MAX_HD, ATTN_TILE_MAX_HD, ATTN_MMA_MAX_HD, ATTN_SPLIT_MAX_T);
 		return -EINVAL;
+	}
+	if (a->attn == LCU_ATTN_MMA) {
+		int major = 0;
+		cudaFuncAttributes fa;
+		if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, a->gpu) != cudaSuccess || major < 8 ||
+		    cudaFuncGetAttributes(&fa, k_attn_mma) != cudaSuccess || fa.ptxVersion < 80) {
+			(void)cudaGetLastError();
+			snprintf(errbuf, errlen, "attention on tensor cores needs compute capability 8.0 and a module built for it");
+			return -ENODEV;
+		}
 	}
 	for (int t = 0; t < T; t++) {
 		if (a->pos[t] < 0 || a->bt_off[t] < 0 || a->bt_off[t] + a->pos[t] / BSZ >= a->n_bt) {
@@ -179,8 +190,8 @@ static int attn_check(const struct lcu_check_args *a, char *errbuf, size_t errle
 	{
 		step_meta m = {dmeta + 2 * T, dmeta, dmeta + T, dmeta + 3 * T, dmeta + 4 * T};
 		attention(dqkv, ld, m, dk, dv, NH, NKV, HD, BSZ, blk_stride, dy, a->n, T, part,
-			  a->attn == LCU_ATTN_TILED ? dmeta + 4 * T + a->n_bt : NULL,
-			  a->attn == LCU_ATTN_TILED ? n_tiles : 0, 0);
+			  a->attn >= LCU_ATTN_TILED ? dmeta + 4 * T + a->n_bt : NULL,
+			  a->attn >= LCU_ATTN_TILED ? n_tiles : 0, 0, false, a->attn == LCU_ATTN_MMA);
 	}
 	CU(cudaGetLastError(), "launch");
 	CU(cudaDeviceSynchronize(), "kernel");
@@ -727,14 +738,17 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 				ht[nt] = T;
 				CU(cudaMemcpy(tiles, ht, ((size_t)nt + 1) * 4, cudaMemcpyHostToDevice), "kbench tiles");
 			}
-			for (int tiled = 1; tiled >= 0; tiled--) {
+			/* 2: tiles on tensor cores (LOCUS_CUDA_ATTN_MMA=1), 1: tiles, 0: per token */
+			int major = 0;
+			cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, gpu);
+			for (int tiled = major >= 8 ? 2 : 1; tiled >= 0; tiled--) {
 				float ms = kb_time(&t, quick ? 3 : 9, [&](int) {
 					attention(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride, xb, E, T, NULL,
-						  tiled ? tiles : NULL, tiled ? nt : 0, 0);
+						  tiled ? tiles : NULL, tiled ? nt : 0, 0, false, tiled == 2);
 				});
 				double fl = 4.0 * NH * HD * (double)T * (T + 1) / 2; /* QK^T and PV, causal */
 				printf("attention prefill T=%-5d %-9s%9.1f %8.1f TFLOP/s, %.1f%% of the GEMM peak\n", T,
-				       tiled ? "tiled" : "per-token", ms * 1e3, fl / (ms * 1e-3) / 1e12,
+				       tiled == 2 ? "mma" : tiled ? "tiled" : "per-token", ms * 1e3, fl / (ms * 1e-3) / 1e12,
 				       100 * fl / (ms * 1e-3) / 1e12 / c.gemm_tflops);
 			}
 		}

@@ -20,14 +20,16 @@
 #      against the CPU backend, with CUDA graphs, the quantized GEMV, split
 #      attention and cuBLASLt plans, and without them; the bf16 GEMV at
 #      every decode size; the int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1);
-#      programmatic dependent launch (LOCUS_CUDA_PDL=1);
+#      programmatic dependent launch (LOCUS_CUDA_PDL=1); prefill attention
+#      on tensor cores (LOCUS_CUDA_ATTN_MMA=1);
 #   4. greedy generation, CPU vs CUDA backend, token ids compared; seeded
 #      sampling through the engine, candidates vs whole rows; greedy through
 #      the engine, CUDA vs CPU;
 #   5. a Llama-3-8B-shaped bf16 model: batch-1 decode (after a warm-up) as
 #      a fraction of the measured copy bandwidth, with and without CUDA
 #      graphs, with programmatic dependent launch and with cuBLAS only,
-#      prefill of 128 tokens, the decode step's
+#      prefill of 128 tokens, of 2048 with attention on CUDA and tensor
+#      cores, the decode step's
 #      profile (LOCUS_CUDA_PROFILE=1);
 #   6. the engine on that model under uring-bench, pinned and unpinned,
 #      greedy and sampled, and the TTFT of a 128-token prompt through it;
@@ -214,6 +216,13 @@ grep -q 'graphs off' "$L/models-pdl.txt" && bad "CUDA graphs, LOCUS_CUDA_PDL=1" 
 if [ $rc -eq 0 ]; then row "backend vs CPU, programmatic dependent launch (LOCUS_CUDA_PDL=1, $PDLON)" "6 models, every logit within tolerance"
 else bad "backend vs CPU, programmatic dependent launch (LOCUS_CUDA_PDL=1, $PDLON)" "rc $rc (models-pdl.txt)"; fi
 
+LOCUS_CUDA_ATTN_MMA=1 timeout 90 "$BIN/cuda-check" "$W/s-F16.gguf" "$W/hd96-f16.gguf" "$W/hd32-q8.gguf" "$W/l3-bf16.gguf" \
+	>"$L/models-mma.txt" 2>&1
+rc=$?
+if grep -q 'LOCUS_CUDA_ATTN_MMA=1: prefill' "$L/models-mma.txt"; then MMAON="on"; else MMAON="NOT on: $(grep -m1 'LOCUS_CUDA_ATTN_MMA' "$L/models-mma.txt")"; fi
+if [ $rc -eq 0 ]; then row "backend vs CPU, prefill attention on tensor cores (LOCUS_CUDA_ATTN_MMA=1, $MMAON)" "4 models (head sizes 64, 96, 32, 128), every logit within tolerance"
+else bad "backend vs CPU, prefill attention on tensor cores (LOCUS_CUDA_ATTN_MMA=1, $MMAON)" "rc $rc (models-mma.txt)"; fi
+
 # 4. greedy generation, token ids
 note "greedy"
 for m in s-Q8_0 l3-bf16; do
@@ -374,6 +383,21 @@ else
 			else
 				bad "8B generate, LOCUS_CUDA_PDL=1" "no timing: $(tail -n2 "$L/8b-generate-pdl.txt" | tr '\n' ' ')"
 			fi
+		fi
+		if [ "$(elapsed)" -lt 370 ]; then
+			# a 2048-token prompt in one step: attention by tiles on CUDA cores
+			# (the default) and on tensor cores (LOCUS_CUDA_ATTN_MMA=1)
+			P2=$(seq -s, 1000 3047)
+			for am in 0 1; do
+				LOCUS_CUDA_ATTN_MMA=$am timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P2" -n 4 --temp 0 \
+					--ignore-eos --ids --backend cuda -v --warmup --ubatch 2048 >"$L/8b-p2048-mma$am.ids" \
+					2>"$L/8b-p2048-mma$am.txt"
+			done
+			PA=$(sed -n 's/.*prefill: [0-9]* tokens in \([0-9.]*\) ms.*/\1/p' "$L/8b-p2048-mma0.txt")
+			PB=$(sed -n 's/.*prefill: [0-9]* tokens in \([0-9.]*\) ms.*/\1/p' "$L/8b-p2048-mma1.txt")
+			if [ -s "$L/8b-p2048-mma0.ids" ] && cmp -s "$L/8b-p2048-mma0.ids" "$L/8b-p2048-mma1.ids"; then SAME="the same 4 ids"
+			else SAME="ids differ (f16 scores on tensor cores: a near tie or a bug, see the attention checks)"; fi
+			row "8B prefill, 2048 tokens in one step" "attention by tiles ${PA:-?} ms, on tensor cores (LOCUS_CUDA_ATTN_MMA=1) ${PB:-?} ms; $SAME; $(grep -o 'LOCUS_CUDA_ATTN_MMA=1: [a-z]*' "$L/8b-p2048-mma1.txt" | head -n1)"
 		fi
 		if [ "$(elapsed)" -lt 380 ]; then
 			LOCUS_CUDA_GRAPHS=0 timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 128 --temp 0 --ignore-eos \
