@@ -1140,17 +1140,11 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		/* Prefill attention on tensor cores: mma.sync needs sm_80 code */
 		const char *am = getenv("LOCUS_CUDA_ATTN_MMA");
 		if (am && !strcmp(am, "1")) {
-			int major = 0;
-			cudaFuncAttributes fa;
 			const char *why = NULL;
 			if (!attn_mma_ok(hd))
 				why = "off: the head size is not a multiple of 16 up to 128";
-			else if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cb->device) != cudaSuccess ||
-				 major < 8)
-				why = "off: needs compute capability 8.0 or later";
-			else if (cudaFuncGetAttributes(&fa, k_attn_mma) != cudaSuccess || fa.ptxVersion < 80)
-				why = "off: the module was built for a target before sm_80 (LOCUS_CUDA_ARCH)";
-			(void)cudaGetLastError();
+			else if (!attn_mma_runs(cb->device))
+				why = "off: needs compute capability 8.0 and a module built for it (LOCUS_CUDA_ARCH)";
 			cb->attn_mma = !why;
 			fprintf(stderr, "cuda backend: LOCUS_CUDA_ATTN_MMA=1: %s\n",
 				why ? why : "prefill attention on tensor cores (k_attn_mma)");

@@ -650,6 +650,20 @@ static __global__ void __launch_bounds__(ATTN_MMA_HEADS *WARP)
 				const size_t off = (size_t)bt[p / bs] * blk_stride + (size_t)kvh * bs * hd + (size_t)(p % bs) * hd + d8;
 				kq = *(const uint4 *)(kc + off);
 				vq = *(const uint4 *)(vc + off);
+				/* a masked position weighs 0, but 0 x inf is NaN in the mma: a
+				 * non-finite V of this step's later tokens would reach the
+				 * earlier ones. Its V zeroed and its K made NaN instead, the
+				 * mask keeps it from the rows that do not see it and the rows
+				 * that do get NaN, as the definition says. */
+				const uint32_t vw[4] = {vq.x, vq.y, vq.z, vq.w};
+				bool bad = false;
+#pragma unroll
+				for (int j = 0; j < 4; j++)
+					bad |= (vw[j] & 0x7c00u) == 0x7c00u || (vw[j] & 0x7c000000u) == 0x7c000000u;
+				if (p > p0 && bad) {
+					vq = make_uint4(0, 0, 0, 0);
+					kq = make_uint4(0x7e007e00u, 0x7e007e00u, 0x7e007e00u, 0x7e007e00u);
+				}
 			}
 			*(uint4 *)&ks[kk][d8] = kq;
 			*(uint4 *)&vs[kk][d8] = vq;
@@ -743,10 +757,22 @@ static __global__ void __launch_bounds__(ATTN_MMA_HEADS *WARP)
 }
 
 /* Whether k_attn_mma takes head size hd (the chip and the module's target
- * are the backend's to check). */
+ * are attn_mma_runs' to check). */
 static inline bool attn_mma_ok(int hd)
 {
 	return hd % 16 == 0 && hd <= ATTN_MMA_MAX_HD;
+}
+
+/* Whether device gpu can run k_attn_mma: sm_80 or later, and this module's
+ * code for it built for sm_80 or later (its mma is a trap otherwise). */
+static inline bool attn_mma_runs(int gpu)
+{
+	int major = 0;
+	cudaFuncAttributes fa;
+	bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, gpu) == cudaSuccess && major >= 8 &&
+		  cudaFuncGetAttributes(&fa, k_attn_mma) == cudaSuccess && fa.ptxVersion >= 80;
+	(void)cudaGetLastError();
+	return ok;
 }
 
 static inline bool attn_tile_ok(int hd)

@@ -127,15 +127,9 @@ static int attn_check(const struct lcu_check_args *a, char *errbuf, size_t errle
 			 ATTN_MAX_HD, ATTN_TILE_MAX_HD, ATTN_MMA_MAX_HD, ATTN_SPLIT_MAX_T);
 		return -EINVAL;
 	}
-	if (a->attn == LCU_ATTN_MMA) {
-		int major = 0;
-		cudaFuncAttributes fa;
-		if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, a->gpu) != cudaSuccess || major < 8 ||
-		    cudaFuncGetAttributes(&fa, k_attn_mma) != cudaSuccess || fa.ptxVersion < 80) {
-			(void)cudaGetLastError();
-			snprintf(errbuf, errlen, "attention on tensor cores needs compute capability 8.0 and a module built for it");
-			return -ENODEV;
-		}
+	if (a->attn == LCU_ATTN_MMA && !attn_mma_runs(a->gpu)) {
+		snprintf(errbuf, errlen, "attention on tensor cores needs compute capability 8.0 and a module built for it");
+		return -ENODEV;
 	}
 	for (int t = 0; t < T; t++) {
 		if (a->pos[t] < 0 || a->bt_off[t] < 0 || a->bt_off[t] + a->pos[t] / BSZ >= a->n_bt) {
@@ -739,9 +733,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 				CU(cudaMemcpy(tiles, ht, ((size_t)nt + 1) * 4, cudaMemcpyHostToDevice), "kbench tiles");
 			}
 			/* 2: tiles on tensor cores (LOCUS_CUDA_ATTN_MMA=1), 1: tiles, 0: per token */
-			int major = 0;
-			cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, gpu);
-			for (int tiled = major >= 8 ? 2 : 1; tiled >= 0; tiled--) {
+			for (int tiled = attn_mma_runs(gpu) ? 2 : 1; tiled >= 0; tiled--) {
 				float ms = kb_time(&t, quick ? 3 : 9, [&](int) {
 					attention(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride, xb, E, T, NULL,
 						  tiled ? tiles : NULL, tiled ? nt : 0, 0, false, tiled == 2);
