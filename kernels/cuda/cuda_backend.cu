@@ -27,9 +27,9 @@
  *   does not want the logits themselves), and for step_top each row's 64
  *   best logits and log-sum-exps (top_launch), from which the host samples.
  *   Where a GEMV takes gate|up, it applies the swiglu itself (its GLU form).
- *   LOCUS_CUDA_PDL=1 launches the kernels with programmatic dependent
- *   launch (sm_90+; cuda_kernels.cuh, pdl_wait): each may start during the
- *   previous one's tail.
+ *   On sm_90+ the kernels go with programmatic dependent launch
+ *   (cuda_kernels.cuh, pdl_wait): each may start during the previous one's
+ *   tail (LOCUS_CUDA_PDL=0 turns it off; profiling does too).
  * Matrix products: cuBLASLt, bf16 inputs, f32 accumulation and output, with
  * an explicit workspace; each shape's layouts and heuristic algorithm are
  * found once and cached (LOCUS_CUDA_LT=0, or a shape without one:
@@ -62,10 +62,10 @@
  * instead (k_attn_tile): up to 16 consecutive tokens of one sequence
  * share each 32-position chunk of K and V loaded into shared memory,
  * online softmax per query, causal mask inside the chunk
- * (LOCUS_CUDA_ATTN_TILED=0: the per-token kernel), on CUDA cores;
- * LOCUS_CUDA_ATTN_MMA=1 takes the same tiles on tensor cores (k_attn_mma:
- * mma.sync, the kv head's query heads in one block), until a GPU run has
- * set the two side by side.
+ * (LOCUS_CUDA_ATTN_TILED=0: the per-token kernel), on tensor cores where
+ * the chip has mma.sync (sm_80+) and the head size is a multiple of 16 up
+ * to 128 (k_attn_mma, a kv head's query heads in one block), else on CUDA
+ * cores (k_attn_tile; LOCUS_CUDA_ATTN_MMA=0 forces these).
  */
 #include "kernels/cuda/cuda_kernels.cuh"
 
@@ -167,10 +167,10 @@ struct cuda_backend {
 	int32_t spare_block; /* = n_kv_blocks: padding tokens write here, nobody reads it */
 	bool attn_split;     /* LOCUS_CUDA_ATTN_SPLIT != 0 */
 	bool attn_tiled;     /* LOCUS_CUDA_ATTN_TILED != 0 and the head size fits k_attn_tile */
-	bool attn_mma;       /* LOCUS_CUDA_ATTN_MMA=1, sm_80+: the tiles on tensor cores (k_attn_mma) */
+	bool attn_mma;       /* sm_80+, LOCUS_CUDA_ATTN_MMA != 0: the tiles on tensor cores (k_attn_mma) */
 	int gemv_bf16_max_t; /* steps of up to this many tokens use the GEMV on bf16 rows (LOCUS_CUDA_GEMV_BF16) */
-	bool gemv_x8;        /* LOCUS_CUDA_GEMV_X8=1: Q8_0/Q4_0/Q4_1 through k_gemv_x8 (int8 activations) */
-	bool pdl;            /* LOCUS_CUDA_PDL=1 on sm_90+, not profiling: programmatic dependent launch */
+	bool gemv_x8;        /* LOCUS_CUDA_GEMV_X8 != 0: Q8_0/Q4_0/Q4_1 through k_gemv_x8 (int8 activations) */
+	bool pdl;            /* sm_90+, LOCUS_CUDA_PDL != 0, not profiling: programmatic dependent launch */
 	int32_t *d_tiles;    /* (max_batch_tokens + 1) this step's attention tiles, when it has more than 64 tokens */
 	struct hbuf htiles;  /* pinned, the same */
 	int n_tiles;         /* 0: this step has none */
@@ -1122,7 +1122,7 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 			   *ti = getenv("LOCUS_CUDA_ATTN_TILED"), *gb = getenv("LOCUS_CUDA_GEMV_BF16");
 		cb->gemv_bf16_max_t = gb && !strcmp(gb, "0") ? 0 : gb && !strcmp(gb, "1") ? GEMV_MAX_T : GEMV_BF16_MAX_T;
 		const char *gx = getenv("LOCUS_CUDA_GEMV_X8");
-		cb->gemv_x8 = gx && !strcmp(gx, "1");
+		cb->gemv_x8 = !(gx && !strcmp(gx, "0"));
 		cb->graphs_off = g && !strcmp(g, "0");
 		cb->attn_split = !(a && !strcmp(a, "0"));
 		cb->attn_tiled = !(ti && !strcmp(ti, "0")) && attn_tile_ok(hd);
@@ -1137,34 +1137,31 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 			fprintf(stderr, "cuda backend: LOCUS_CUDA_PROFILE=1: %s\n",
 				cb->prof ? "GPU time per operation, printed at close" : "cannot set up the events: no profile");
 		}
-		/* Prefill attention on tensor cores: mma.sync needs sm_80 code */
+		/* Prefill attention on tensor cores (LOCUS_CUDA_ATTN_MMA=0: on CUDA
+		 * cores): mma.sync needs sm_80 code */
 		const char *am = getenv("LOCUS_CUDA_ATTN_MMA");
-		if (am && !strcmp(am, "1")) {
+		if (!(am && !strcmp(am, "0"))) {
 			const char *why = NULL;
 			if (!attn_mma_ok(hd))
 				why = "off: the head size is not a multiple of 16 up to 128";
 			else if (!attn_mma_runs(cb->device))
 				why = "off: needs compute capability 8.0 and a module built for it (LOCUS_CUDA_ARCH)";
 			cb->attn_mma = !why;
-			fprintf(stderr, "cuda backend: LOCUS_CUDA_ATTN_MMA=1: %s\n",
-				why ? why : "prefill attention on tensor cores (k_attn_mma)");
+			if (why && am)
+				fprintf(stderr, "cuda backend: LOCUS_CUDA_ATTN_MMA=%s: prefill attention on tensor cores %s\n", am, why);
 		}
-		/* Programmatic dependent launch (cuda_kernels.cuh, pdl_wait): off
-		 * while profiling, whose event records sit between the kernels. */
+		/* Programmatic dependent launch (cuda_kernels.cuh, pdl_wait;
+		 * LOCUS_CUDA_PDL=0 turns it off): off while profiling, whose event
+		 * records sit between the kernels. */
 		const char *pd = getenv("LOCUS_CUDA_PDL");
-		if (pd && !strcmp(pd, "1")) {
+		if (!(pd && !strcmp(pd, "0"))) {
 			/* the kernels' waits exist only in code built for sm_90 or later:
 			 * PTX of an older target, compiled for this chip at load, has none */
-			int major = 0;
-			cudaFuncAttributes fa;
 			const char *why = NULL;
 			if (cb->prof)
 				why = "off while LOCUS_CUDA_PROFILE=1";
-			else if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, cb->device) != cudaSuccess ||
-				 major < 9)
-				why = "off: needs compute capability 9.0 or later";
-			else if (cudaFuncGetAttributes(&fa, k_add_rmsnorm) != cudaSuccess || fa.ptxVersion < 90)
-				why = "off: the module was built for a target before sm_90 (LOCUS_CUDA_ARCH)";
+			else if (!pdl_runs(cb->device))
+				why = "off: needs compute capability 9.0 and a module built for it (LOCUS_CUDA_ARCH)";
 			else {
 				/* one empty launch with the attribute: a driver that refuses
 				 * it turns it off here rather than failing every step */
@@ -1175,9 +1172,13 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 			}
 			(void)cudaGetLastError();
 			cb->pdl = !why;
-			fprintf(stderr, "cuda backend: LOCUS_CUDA_PDL=1: %s\n",
-				why ? why : "kernels start during their predecessor's tail (programmatic dependent launch)");
+			/* said when asked for, or when a chip that has it refused it */
+			if (why && (pd || strstr(why, "driver")))
+				fprintf(stderr, "cuda backend: programmatic dependent launch %s\n", why);
 		}
+		fprintf(stderr, "cuda backend: decode GEMV activations %s, programmatic dependent launch %s, prefill "
+			"attention on %s\n", cb->gemv_x8 ? "int8 (Q8_0/Q4_0/Q4_1)" : "f32", cb->pdl ? "on" : "off",
+			cb->attn_mma ? "tensor cores" : "CUDA cores");
 	}
 	cb->kv_bytes = cb->layer_stride * (size_t)hp->n_layer * sizeof(__half);
 	if (cudaMalloc(&cb->kc, cb->kv_bytes) != cudaSuccess || cudaMalloc(&cb->vc, cb->kv_bytes) != cudaSuccess) {

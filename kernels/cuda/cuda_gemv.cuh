@@ -395,9 +395,9 @@ static inline bool gemv_q(uint32_t qtype, const uint8_t *w, size_t row_bytes, in
 
 /*
  * The GEMV with int8 activations, for Q8_0, Q4_0 and Q4_1 rows at 1-2
- * tokens (LOCUS_CUDA_GEMV_X8=1, until a GPU run has set it against
- * k_gemv_q). A block first quantizes the T rows of x into shared memory as
- * the CPU backend quantizes its activations (kern_act_quantize_row_ref:
+ * tokens (the backend's default for them; LOCUS_CUDA_GEMV_X8=0: k_gemv_q).
+ * A block first quantizes the T rows of x into shared memory as the CPU
+ * backend quantizes its activations (kern_act_quantize_row_ref:
  * per 32, d = max|x| / 127, q = x / d to nearest even, at most 127), then a
  * lane takes one whole 32-weight block of a row per step: its quants as
  * 32-bit words, 8 dp4a against x's, one float combination per block,

@@ -40,8 +40,8 @@ typedef __nv_bfloat16 bf16;
 /* ---- device kernels ---- */
 
 /*
- * Programmatic dependent launch (sm_90 and later; the backend's
- * LOCUS_CUDA_PDL=1): a kernel launched with it (launch(..., pdl)) may be
+ * Programmatic dependent launch (sm_90 and later; the backend's default,
+ * LOCUS_CUDA_PDL=0 turns it off): a kernel launched with it (launch(..., pdl)) may be
  * scheduled while the kernel before it on the stream still runs, so its
  * start overlaps that kernel's tail instead of following it by a launch
  * gap. The rule every kernel here keeps, however it was launched:
@@ -558,8 +558,8 @@ static __global__ void __launch_bounds__(ATTN_TILE_THREADS)
 }
 
 /*
- * Prefill attention on tensor cores (LOCUS_CUDA_ATTN_MMA=1, sm_80+; until
- * a GPU run has set it against k_attn_tile): the same tiles (up to
+ * Prefill attention on tensor cores (sm_80+, the backend's default where
+ * the head size fits; LOCUS_CUDA_ATTN_MMA=0: k_attn_tile): the same tiles (up to
  * ATTN_TILE_Q consecutive tokens of one sequence) and the same causal
  * online softmax, flash-attention-2 style. Block (tile, kv head, group
  * part): its warps are query heads sharing that kv head (GQA), so each
@@ -771,6 +771,19 @@ static inline bool attn_mma_runs(int gpu)
 	cudaFuncAttributes fa;
 	bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, gpu) == cudaSuccess && major >= 8 &&
 		  cudaFuncGetAttributes(&fa, k_attn_mma) == cudaSuccess && fa.ptxVersion >= 80;
+	(void)cudaGetLastError();
+	return ok;
+}
+
+/* Whether device gpu can take programmatic dependent launch as the kernels
+ * use it: sm_90 or later, and their code built for sm_90 or later (PTX of
+ * an older target, compiled for the chip at load, has no waits). */
+static inline bool pdl_runs(int gpu)
+{
+	int major = 0;
+	cudaFuncAttributes fa;
+	bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, gpu) == cudaSuccess && major >= 9 &&
+		  cudaFuncGetAttributes(&fa, k_add_rmsnorm) == cudaSuccess && fa.ptxVersion >= 90;
 	(void)cudaGetLastError();
 	return ok;
 }

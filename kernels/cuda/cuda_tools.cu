@@ -862,8 +862,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 				}
 				gemv_q(KERN_TYPE_BF16, (const uint8_t *)Wd, (size_t)F * 2, E, F, lh, 1, ladd, E, ls, nullptr, pdl);
 			};
-			int major = 0;
-			cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, gpu);
+			const bool pdl_ok = pdl_runs(gpu);
 			const double lbytes = (double)(wq + wo + wgu + wd) * 2;
 			printf("\ndecode layer, Llama-3-8B on bf16 weights (%.0f MiB), 1 token at position 255, kernels launched\n"
 			       "back to back on one stream (no graph); bytes: the weights\n%-44s %9s %9s %8s\n",
@@ -871,8 +870,8 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 			static const char *const form[] = {"10 kernels (GEMV + swiglu)", "9 kernels (gate|up GLU)",
 							   "9 kernels, programmatic dependent launch"};
 			for (int f = 0; f < 3; f++) {
-				if (f == 2 && major < 9) {
-					printf("%-44s (needs compute capability 9.0)\n", form[f]);
+				if (f == 2 && !pdl_ok) {
+					printf("%-44s (needs compute capability 9.0 and a module built for it)\n", form[f]);
 					continue;
 				}
 				float ms = kb_time(&t, runs, [&](int) { layer(f >= 1, f == 2); }, ls);

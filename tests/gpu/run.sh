@@ -19,16 +19,17 @@
 #      shapes (made there with mkmodel): every logit of prefill and decode
 #      against the CPU backend, with CUDA graphs, the quantized GEMV, split
 #      attention and cuBLASLt plans, and without them; the bf16 GEMV at
-#      every decode size; the int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1);
-#      programmatic dependent launch (LOCUS_CUDA_PDL=1); prefill attention
-#      on tensor cores (LOCUS_CUDA_ATTN_MMA=1);
+#      every decode size; and the default's alternatives: f32 activations
+#      in the quantized GEMV (LOCUS_CUDA_GEMV_X8=0), no programmatic
+#      dependent launch (LOCUS_CUDA_PDL=0), prefill attention on CUDA
+#      cores (LOCUS_CUDA_ATTN_MMA=0);
 #   4. greedy generation, CPU vs CUDA backend, token ids compared; seeded
 #      sampling through the engine, candidates vs whole rows; greedy through
 #      the engine, CUDA vs CPU;
 #   5. a Llama-3-8B-shaped bf16 model: batch-1 decode (after a warm-up) as
 #      a fraction of the measured copy bandwidth, with and without CUDA
-#      graphs, with programmatic dependent launch and with cuBLAS only,
-#      prefill of 128 tokens, of 2048 with attention on CUDA and tensor
+#      graphs, without programmatic dependent launch and with cuBLAS only,
+#      prefill of 128 tokens, of 2048 with attention on tensor and CUDA
 #      cores, the decode step's
 #      profile (LOCUS_CUDA_PROFILE=1);
 #   6. the engine on that model under uring-bench, pinned and unpinned,
@@ -189,39 +190,38 @@ NLT=$(grep -c 'cuBLASLt' "$L/models.txt")
 if grep -q 'graphs off' "$L/models.txt"; then
 	bad "CUDA graphs" "$(grep -m1 'graphs off' "$L/models.txt")"
 fi
-if [ $rc -eq 0 ]; then row "backend vs CPU" "$(grep -c '^ok' "$L/models.txt") models, every logit within tolerance (decode as CUDA graphs)"
+DEFS=$(grep -m1 -o 'decode GEMV activations.*' "$L/models.txt")
+if [ $rc -eq 0 ]; then row "backend vs CPU" "$(grep -c '^ok' "$L/models.txt") models, every logit within tolerance (decode as CUDA graphs; ${DEFS:-defaults ?})"
 else bad "backend vs CPU" "rc $rc (models.txt)"; fi
-LOCUS_CUDA_GRAPHS=0 LOCUS_CUDA_GEMV=0 LOCUS_CUDA_ATTN_SPLIT=0 LOCUS_CUDA_ATTN_TILED=0 LOCUS_CUDA_LT=0 timeout 120 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/l3-bf16.gguf" \
+LOCUS_CUDA_GRAPHS=0 LOCUS_CUDA_GEMV=0 LOCUS_CUDA_ATTN_SPLIT=0 LOCUS_CUDA_ATTN_TILED=0 LOCUS_CUDA_LT=0 LOCUS_CUDA_PDL=0 timeout 120 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/l3-bf16.gguf" \
 	>"$L/models-plain.txt" 2>&1
 rc=$?
-if [ $rc -eq 0 ]; then row "backend vs CPU, graphs, GEMV, split and tiled attention, cuBLASLt off" "3 models, every logit within tolerance"
-else bad "backend vs CPU, graphs, GEMV, split and tiled attention, cuBLASLt off" "rc $rc (models-plain.txt)"; fi
+if [ $rc -eq 0 ]; then row "backend vs CPU, graphs, GEMV, split and tiled attention, cuBLASLt, PDL off" "3 models, every logit within tolerance"
+else bad "backend vs CPU, graphs, GEMV, split and tiled attention, cuBLASLt, PDL off" "rc $rc (models-plain.txt)"; fi
 LOCUS_CUDA_GEMV_BF16=1 timeout 90 "$BIN/cuda-check" "$W/s-F16.gguf" "$W/hd96-f16.gguf" "$W/l3-bf16.gguf" \
 	>"$L/models-gemv-bf16.txt" 2>&1
 rc=$?
 if [ $rc -eq 0 ]; then row "backend vs CPU, bf16 GEMV on decode" "3 float models, every logit within tolerance"
 else bad "backend vs CPU, bf16 GEMV on decode" "rc $rc (models-gemv-bf16.txt)"; fi
 
-LOCUS_CUDA_GEMV_X8=1 timeout 90 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_0.gguf" "$W/s-Q4_1.gguf" "$W/qwen2-q8.gguf" \
-	>"$L/models-gemv-x8.txt" 2>&1
+LOCUS_CUDA_GEMV_X8=0 timeout 90 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_0.gguf" "$W/s-Q4_1.gguf" "$W/qwen2-q8.gguf" \
+	>"$L/models-gemv-x8-off.txt" 2>&1
 rc=$?
-if [ $rc -eq 0 ]; then row "backend vs CPU, int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1)" "4 models (Q8_0, Q4_0, Q4_1), every logit within tolerance"
-else bad "backend vs CPU, int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1)" "rc $rc (models-gemv-x8.txt)"; fi
+if [ $rc -eq 0 ]; then row "backend vs CPU, f32-activation GEMV (LOCUS_CUDA_GEMV_X8=0)" "4 models (Q8_0, Q4_0, Q4_1), every logit within tolerance"
+else bad "backend vs CPU, f32-activation GEMV (LOCUS_CUDA_GEMV_X8=0)" "rc $rc (models-gemv-x8-off.txt)"; fi
 
-LOCUS_CUDA_PDL=1 timeout 120 "$BIN/cuda-check" "$W/s-BF16.gguf" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/k-Q4_K.gguf" "$W/qwen2-q8.gguf" \
-	"$W/l3-bf16.gguf" >"$L/models-pdl.txt" 2>&1
+LOCUS_CUDA_PDL=0 timeout 120 "$BIN/cuda-check" "$W/s-BF16.gguf" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/k-Q4_K.gguf" "$W/qwen2-q8.gguf" \
+	"$W/l3-bf16.gguf" >"$L/models-pdl-off.txt" 2>&1
 rc=$?
-if grep -q 'LOCUS_CUDA_PDL=1: kernels start' "$L/models-pdl.txt"; then PDLON="on"; else PDLON="NOT on: $(grep -m1 'LOCUS_CUDA_PDL' "$L/models-pdl.txt")"; fi
-grep -q 'graphs off' "$L/models-pdl.txt" && bad "CUDA graphs, LOCUS_CUDA_PDL=1" "$(grep -m1 'graphs off' "$L/models-pdl.txt")"
-if [ $rc -eq 0 ]; then row "backend vs CPU, programmatic dependent launch (LOCUS_CUDA_PDL=1, $PDLON)" "6 models, every logit within tolerance"
-else bad "backend vs CPU, programmatic dependent launch (LOCUS_CUDA_PDL=1, $PDLON)" "rc $rc (models-pdl.txt)"; fi
+grep -q 'graphs off' "$L/models-pdl-off.txt" && bad "CUDA graphs, LOCUS_CUDA_PDL=0" "$(grep -m1 'graphs off' "$L/models-pdl-off.txt")"
+if [ $rc -eq 0 ]; then row "backend vs CPU, no programmatic dependent launch (LOCUS_CUDA_PDL=0)" "6 models, every logit within tolerance"
+else bad "backend vs CPU, no programmatic dependent launch (LOCUS_CUDA_PDL=0)" "rc $rc (models-pdl-off.txt)"; fi
 
-LOCUS_CUDA_ATTN_MMA=1 timeout 90 "$BIN/cuda-check" "$W/s-F16.gguf" "$W/hd96-f16.gguf" "$W/hd32-q8.gguf" "$W/l3-bf16.gguf" \
-	>"$L/models-mma.txt" 2>&1
+LOCUS_CUDA_ATTN_MMA=0 timeout 90 "$BIN/cuda-check" "$W/s-F16.gguf" "$W/hd96-f16.gguf" "$W/hd32-q8.gguf" "$W/l3-bf16.gguf" \
+	>"$L/models-mma-off.txt" 2>&1
 rc=$?
-if grep -q 'LOCUS_CUDA_ATTN_MMA=1: prefill' "$L/models-mma.txt"; then MMAON="on"; else MMAON="NOT on: $(grep -m1 'LOCUS_CUDA_ATTN_MMA' "$L/models-mma.txt")"; fi
-if [ $rc -eq 0 ]; then row "backend vs CPU, prefill attention on tensor cores (LOCUS_CUDA_ATTN_MMA=1, $MMAON)" "4 models (head sizes 64, 96, 32, 128), every logit within tolerance"
-else bad "backend vs CPU, prefill attention on tensor cores (LOCUS_CUDA_ATTN_MMA=1, $MMAON)" "rc $rc (models-mma.txt)"; fi
+if [ $rc -eq 0 ]; then row "backend vs CPU, prefill attention on CUDA cores (LOCUS_CUDA_ATTN_MMA=0)" "4 models (head sizes 64, 96, 32, 128), every logit within tolerance"
+else bad "backend vs CPU, prefill attention on CUDA cores (LOCUS_CUDA_ATTN_MMA=0)" "rc $rc (models-mma-off.txt)"; fi
 
 # 4. greedy generation, token ids
 note "greedy"
@@ -305,29 +305,31 @@ else
 	bad "greedy through the engine, CUDA vs CPU" "texts differ (greedy-engine-*.txt; a near tie or a bug); ${STG:-staging ?}"
 fi
 
-# 4d. a Llama-3.2-1B-shaped Q4_1 model: batch-1 decode through the
-# quantized GEMV (the default), the int8-activation one (LOCUS_CUDA_GEMV_X8=1),
-# the bf16 copies (LOCUS_CUDA_GEMV=0, so k_gemv_bf16), and the default with
-# programmatic dependent launch (LOCUS_CUDA_PDL=1)
+# 4d. a Llama-3.2-1B-shaped Q4_1 model: batch-1 decode by default (the
+# quantized GEMV with int8 activations, programmatic dependent launch),
+# without PDL (LOCUS_CUDA_PDL=0: the same arithmetic, so the same ids),
+# with f32 activations as well (LOCUS_CUDA_GEMV_X8=0, the default before
+# 2026-11-27), and on the bf16 copies (LOCUS_CUDA_GEMV=0: k_gemv_bf16)
 note "1B-shaped Q4_1"
 mk q1b --layers 16 --dim 2048 --heads 32 --kv-heads 8 --ffn 8192 --vocab 128256 --rope-base 500000 --type Q4_1
 if [ -f "$W/q1b.gguf" ]; then
 	Q1=
-	for v in gemv x8 bf16 pdl; do
+	for v in default nopdl f32act bf16; do
 		case $v in
-		gemv) EV= ;;
-		x8) EV=LOCUS_CUDA_GEMV_X8=1 ;;
-		bf16) EV=LOCUS_CUDA_GEMV=0 ;;
-		pdl) EV=LOCUS_CUDA_PDL=1 ;;
+		default) EV= ;;
+		nopdl) EV=LOCUS_CUDA_PDL=0 ;;
+		f32act) EV="LOCUS_CUDA_PDL=0 LOCUS_CUDA_GEMV_X8=0" ;;
+		bf16) EV="LOCUS_CUDA_PDL=0 LOCUS_CUDA_GEMV=0" ;;
 		esac
 		env $EV timeout 60 "$BIN/generate" -m "$W/q1b.gguf" --prompt-ids "$(seq -s, 1000 1063)" -n 128 --temp 0 \
 			--ignore-eos --ids --backend cuda -v --warmup >"$L/q1b-$v.ids" 2>"$L/q1b-$v.txt"
 		D=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$L/q1b-$v.txt")
 		Q1="$Q1${Q1:+, }$v ${D:-?} tok/s"
 	done
-	WQ=$(sed -n 's/.* \([0-9.]*\) MiB weights.*/\1/p' "$L/q1b-gemv.txt" | head -n1)
-	if [ -s "$L/q1b-gemv.ids" ] && cmp -s "$L/q1b-gemv.ids" "$L/q1b-pdl.ids"; then Q1="$Q1; pdl: the same ids as gemv"
-	else Q1="$Q1; pdl: ids DIFFER from gemv's (q1b-*.ids)"; FAILED=1; fi
+	WQ=$(sed -n 's/.* \([0-9.]*\) MiB weights.*/\1/p' "$L/q1b-default.txt" | head -n1)
+	if [ -s "$L/q1b-default.ids" ] && cmp -s "$L/q1b-default.ids" "$L/q1b-nopdl.ids"; then Q1="$Q1; nopdl: the same ids as default"
+	else Q1="$Q1; nopdl: ids DIFFER from the default's (q1b-*.ids)"; FAILED=1; fi
+	cmp -s "$L/q1b-default.ids" "$L/q1b-f32act.ids" && Q1="$Q1; f32act: the same ids" || Q1="$Q1; f32act: other ids (other rounding)"
 	row "1B-shaped Q4_1 decode, batch 1 (${WQ:-?} MiB as stored)" "$Q1"
 fi
 rm -f "$W/q1b.gguf"
@@ -346,7 +348,7 @@ else
 	else
 		M8=$D/locus-l3-8b.$$.gguf
 		trap 'rm -f "$M8"; finish' EXIT
-		if ! timeout 200 "$BIN/mkmodel" -o "$M8" --layers 32 --dim 4096 --heads 32 --kv-heads 8 --ffn 14336 \
+		if ! timeout 200 "$BIN/mkmodel" -o "$M8" --layers 32 --dim 4096 --heads 32 --kv-heads 8 --ffn 14336 --ctx 8192 \
 			--vocab 128256 --rope-base 500000 --type BF16 >"$L/8b-mkmodel.txt" 2>&1; then
 			rm -f "$M8"
 			bad "mkmodel 8B" "failed or timed out"
@@ -363,30 +365,30 @@ else
 		if [ -n "$DEC" ] && [ -n "$WB" ]; then
 			BW=$(awk -v w="$WB" -v t="$DEC" 'BEGIN { printf "%.0f", w * 1048576 * t / 1e9 }')
 			FR=$(awk -v b="$BW" -v c="${COPY:-0}" 'BEGIN { if (c > 0) printf "%.1f%%", 100 * b / c; else print "?" }')
-			row "8B decode, batch 1, graphs" "$DEC tok/s = $BW GB/s of weights, $FR of the copy bandwidth (target 85%)"
+			row "8B decode, batch 1, graphs" "$DEC tok/s = $BW GB/s of weights, $FR of the copy bandwidth (target 85%); $(grep -m1 -o 'programmatic dependent launch [a-z]*' "$L/8b-generate.txt")"
 			row "8B prefill, 128 tokens" "${PRE:-?} ms after a warm-up (TTFT target 15 ms)"
 		else
 			bad "8B generate" "no timing: $(tail -n2 "$L/8b-generate.txt" | tr '\n' ' ')"
 		fi
 		if [ "$(elapsed)" -lt 370 ]; then
-			LOCUS_CUDA_PDL=1 timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 128 --temp 0 --ignore-eos \
+			LOCUS_CUDA_PDL=0 timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 128 --temp 0 --ignore-eos \
 				--ids --backend cuda -v --warmup >"$L/8b-pdl.ids" 2>"$L/8b-generate-pdl.txt"
 			DECP=$(sed -n 's/.*decode: [0-9]* steps in [0-9.]* ms (\([0-9.]*\) tok\/s).*/\1/p' "$L/8b-generate-pdl.txt")
 			if [ -n "$DECP" ] && [ -n "$WB" ]; then
 				BWP=$(awk -v w="$WB" -v t="$DECP" 'BEGIN { printf "%.0f", w * 1048576 * t / 1e9 }')
 				FRP=$(awk -v b="$BWP" -v c="${COPY:-0}" 'BEGIN { if (c > 0) printf "%.1f%%", 100 * b / c; else print "?" }')
 				# the same arithmetic in another schedule: the same greedy ids
-				if [ -s "$L/8b.ids" ] && cmp -s "$L/8b.ids" "$L/8b-pdl.ids"; then SAME="the same 128 ids as without"
-				else SAME="ids DIFFER from the run without (8b.ids, 8b-pdl.ids)"; FAILED=1; fi
-				grep -q 'graphs off' "$L/8b-generate-pdl.txt" && bad "CUDA graphs, 8B, LOCUS_CUDA_PDL=1" "$(grep -m1 'graphs off' "$L/8b-generate-pdl.txt")"
-				row "8B decode, batch 1, graphs, programmatic dependent launch (LOCUS_CUDA_PDL=1)" "$DECP tok/s = $BWP GB/s, $FRP of the copy bandwidth; $SAME; $(grep -o 'LOCUS_CUDA_PDL=1: [a-z]*' "$L/8b-generate-pdl.txt" | head -n1)"
+				if [ -s "$L/8b.ids" ] && cmp -s "$L/8b.ids" "$L/8b-pdl.ids"; then SAME="the same 128 ids as with it"
+				else SAME="ids DIFFER from the run with it (8b.ids, 8b-pdl.ids)"; FAILED=1; fi
+				grep -q 'graphs off' "$L/8b-generate-pdl.txt" && bad "CUDA graphs, 8B, LOCUS_CUDA_PDL=0" "$(grep -m1 'graphs off' "$L/8b-generate-pdl.txt")"
+				row "8B decode, batch 1, graphs, no programmatic dependent launch (LOCUS_CUDA_PDL=0)" "$DECP tok/s = $BWP GB/s, $FRP of the copy bandwidth; $SAME"
 			else
-				bad "8B generate, LOCUS_CUDA_PDL=1" "no timing: $(tail -n2 "$L/8b-generate-pdl.txt" | tr '\n' ' ')"
+				bad "8B generate, LOCUS_CUDA_PDL=0" "no timing: $(tail -n2 "$L/8b-generate-pdl.txt" | tr '\n' ' ')"
 			fi
 		fi
 		if [ "$(elapsed)" -lt 370 ]; then
 			# a 2048-token prompt in one step: attention by tiles on CUDA cores
-			# (the default) and on tensor cores (LOCUS_CUDA_ATTN_MMA=1)
+			# (LOCUS_CUDA_ATTN_MMA=0) and on tensor cores (the default)
 			P2=$(seq -s, 1000 3047)
 			for am in 0 1; do
 				LOCUS_CUDA_ATTN_MMA=$am timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P2" -n 4 --temp 0 \
@@ -395,9 +397,11 @@ else
 			done
 			PA=$(sed -n 's/.*prefill: [0-9]* tokens in \([0-9.]*\) ms.*/\1/p' "$L/8b-p2048-mma0.txt")
 			PB=$(sed -n 's/.*prefill: [0-9]* tokens in \([0-9.]*\) ms.*/\1/p' "$L/8b-p2048-mma1.txt")
+			[ -n "$PA" ] || bad "8B prefill 2048, LOCUS_CUDA_ATTN_MMA=0" "no timing: $(tail -n1 "$L/8b-p2048-mma0.txt")"
+			[ -n "$PB" ] || bad "8B prefill 2048, tensor cores" "no timing: $(tail -n1 "$L/8b-p2048-mma1.txt")"
 			if [ -s "$L/8b-p2048-mma0.ids" ] && cmp -s "$L/8b-p2048-mma0.ids" "$L/8b-p2048-mma1.ids"; then SAME="the same 4 ids"
 			else SAME="ids differ (f16 scores on tensor cores: a near tie or a bug, see the attention checks)"; fi
-			row "8B prefill, 2048 tokens in one step" "attention by tiles ${PA:-?} ms, on tensor cores (LOCUS_CUDA_ATTN_MMA=1) ${PB:-?} ms; $SAME; $(grep -o 'LOCUS_CUDA_ATTN_MMA=1: [a-z]*' "$L/8b-p2048-mma1.txt" | head -n1)"
+			row "8B prefill, 2048 tokens in one step" "attention on CUDA cores (LOCUS_CUDA_ATTN_MMA=0) ${PA:-?} ms, on $(grep -m1 -o 'prefill attention on [a-zA-Z ]*' "$L/8b-p2048-mma1.txt" | sed 's/prefill attention on //') (the default) ${PB:-?} ms; $SAME"
 		fi
 		if [ "$(elapsed)" -lt 380 ]; then
 			LOCUS_CUDA_GRAPHS=0 timeout 90 "$BIN/generate" -m "$M8" --prompt-ids "$P" -n 128 --temp 0 --ignore-eos \
