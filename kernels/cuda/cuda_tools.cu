@@ -577,9 +577,9 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		}
 
 		/* ---- fused dequantizing GEMV (decode on quantized weights) ---- */
-		printf("\nGEMV (the backend's decode path for Q8_0, Q4_0, Q4_1, Q4_K, Q6_K rows up to T = %d, for BF16\n"
-		       "rows, k_gemv_bf16, up to T = %d; bytes: the weights as stored; compare with the GEMM rows above at the\n"
-		       "same T)\n%-28s %4s %9s %9s %8s\n",
+		printf("\nGEMV, f32 activations (the backend's decode path for Q4_K and Q6_K rows up to T = %d, for Q8_0,\n"
+		       "Q4_0, Q4_1 with LOCUS_CUDA_GEMV_X8=0; for BF16 rows, k_gemv_bf16, up to T = %d; bytes: the weights as\n"
+		       "stored; compare with the GEMM rows above at the same T)\n%-28s %4s %9s %9s %8s\n",
 		       GEMV_Q_MAX_T, GEMV_BF16_MAX_T, "type, shape", "T", "us", "GB/s w", "of copy");
 		{
 			const uint32_t qt[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K,
@@ -732,7 +732,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 				ht[nt] = T;
 				CU(cudaMemcpy(tiles, ht, ((size_t)nt + 1) * 4, cudaMemcpyHostToDevice), "kbench tiles");
 			}
-			/* 2: tiles on tensor cores (LOCUS_CUDA_ATTN_MMA=1), 1: tiles, 0: per token */
+			/* 2: tiles on tensor cores (the default), 1: tiles on CUDA cores, 0: per token */
 			for (int tiled = attn_mma_runs(gpu) ? 2 : 1; tiled >= 0; tiled--) {
 				float ms = kb_time(&t, quick ? 3 : 9, [&](int) {
 					attention(qkv, ld, m, kc, vc, NH, NKV, HD, BS, blk_stride, xb, E, T, NULL,
@@ -748,11 +748,11 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		CU(cudaDeviceSynchronize(), "kernels");
 	}
 	{
-		/* the int8-activation GEMV (LOCUS_CUDA_GEMV_X8=1), last: it has not
-		 * run on a GPU yet, so a fault in it costs no other row */
+		/* the int8-activation GEMV (the decode default for these types) */
 		const uint32_t qt[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0, KERN_TYPE_Q4_1};
 		const char *const qn[] = {"Q8_0", "Q4_0", "Q4_1"};
-		printf("\nGEMV with int8 activations (LOCUS_CUDA_GEMV_X8=1; bytes: the weights as stored)\n"
+		printf("\nGEMV with int8 activations (the backend's decode path for Q8_0, Q4_0, Q4_1 up to T = 2; bytes:\n"
+		       "the weights as stored)\n"
 		       "%-28s %4s %9s %9s %8s\n", "type, shape", "T", "us", "GB/s w", "of copy");
 		gemv_rows(qt, qn, 3, "x8 ", {1, 2},
 			  [](uint32_t ty, const uint8_t *w, size_t rb, int rows, int k, const bf16 *x, int T, float *y) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/gpu/run.sh: everything a session with a lent GPU checks, in one run
-# (about 3 minutes on an H100, 2026-11-27; bounded at 9). From the repository root:
+# (about 3.5 minutes on an H100, 3 on an H200, 2026-11-27; bounded at 9). From the repository root:
 #
 #   here:  tools/scripts/gpu-bundle.sh        programs + their libraries -> build-gpu/bundle
 #   there: tests/gpu/run.sh                   (device tool: carry ["build-gpu/bundle"])
