@@ -763,29 +763,30 @@ static inline bool attn_mma_ok(int hd)
 	return hd % 16 == 0 && hd <= ATTN_MMA_MAX_HD;
 }
 
-/* Whether device gpu can run k_attn_mma: sm_80 or later, and this module's
- * code for it built for sm_80 or later (its mma is a trap otherwise). */
-static inline bool attn_mma_runs(int gpu)
+/* Whether device gpu is of compute capability cc (80, 90, ...) or later
+ * and kernel k's code in this module was built for it or later: PTX of an
+ * older target, compiled for the chip at load, lacks what cc brought. */
+template <typename... P> static inline bool runs_at(int gpu, int cc, void (*k)(P...))
 {
 	int major = 0;
 	cudaFuncAttributes fa;
-	bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, gpu) == cudaSuccess && major >= 8 &&
-		  cudaFuncGetAttributes(&fa, k_attn_mma) == cudaSuccess && fa.ptxVersion >= 80;
+	bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, gpu) == cudaSuccess &&
+		  major >= cc / 10 && cudaFuncGetAttributes(&fa, k) == cudaSuccess && fa.ptxVersion >= cc;
 	(void)cudaGetLastError();
 	return ok;
 }
 
+/* Whether device gpu can run k_attn_mma (sm_80: its mma is a trap before). */
+static inline bool attn_mma_runs(int gpu)
+{
+	return runs_at(gpu, 80, k_attn_mma);
+}
+
 /* Whether device gpu can take programmatic dependent launch as the kernels
- * use it: sm_90 or later, and their code built for sm_90 or later (PTX of
- * an older target, compiled for the chip at load, has no waits). */
+ * use it (sm_90: code for an older target has no waits). */
 static inline bool pdl_runs(int gpu)
 {
-	int major = 0;
-	cudaFuncAttributes fa;
-	bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, gpu) == cudaSuccess && major >= 9 &&
-		  cudaFuncGetAttributes(&fa, k_add_rmsnorm) == cudaSuccess && fa.ptxVersion >= 90;
-	(void)cudaGetLastError();
-	return ok;
+	return runs_at(gpu, 90, k_add_rmsnorm);
 }
 
 static inline bool attn_tile_ok(int hd)
