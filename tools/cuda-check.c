@@ -76,6 +76,13 @@ static uint32_t rnd(void)
 	rng ^= rng << 17;
 	return (uint32_t)(rng >> 11);
 }
+/* The larger of two errors; a NaN, once in, stays (!(e <= w) ? e : w lets
+ * the next finite e replace it). */
+static double worse(double w, double e)
+{
+	return isnan(w) || isnan(e) ? NAN : e > w ? e : w;
+}
+
 static float frnd(void)
 {
 	return (float)(rnd() >> 11) / 2097152.0f * 2.0f - 1.0f; /* [-1, 1): 21 of rnd's 32 bits */
@@ -86,6 +93,7 @@ static void gemv_checks(locus_cuda_kernel_check_fn run, int gpu);
 static void gemv_x8_checks(locus_cuda_kernel_check_fn run, int gpu);
 static void top_checks(locus_cuda_kernel_check_fn run, int gpu);
 static void attn_checks(locus_cuda_kernel_check_fn run, int gpu);
+static void attn_nan_checks(locus_cuda_kernel_check_fn run, int gpu);
 static void qkv_post_checks(locus_cuda_kernel_check_fn run, int gpu);
 
 static int kernel_checks(void *mod, int gpu)
@@ -127,7 +135,7 @@ static int kernel_checks(void *mod, int gpu)
 			for (int i = 0; i < n; i++) {
 				double e = fabs((double)y[(size_t)r * n + i] - ref[(size_t)r * n + i]) /
 					   (fabs(ref[(size_t)r * n + i]) + 1e-6);
-				worst = !(e <= worst) ? e : worst; /* NaN sticks */
+				worst = worse(worst, e);
 			}
 		}
 		snprintf(what, sizeof(what), "rmsnorm %dx%d", rows, n);
@@ -159,7 +167,7 @@ static int kernel_checks(void *mod, int gpu)
 				for (int i = 0; i < n; i++) {
 					double e = fabs((double)y[(size_t)r * n + i] - ref[(size_t)r * n + i]) /
 						   (fabs(ref[(size_t)r * n + i]) + 1e-6);
-					worst = !(e <= worst) ? e : worst;
+					worst = worse(worst, e);
 				}
 			}
 			snprintf(what, sizeof(what), "add + rmsnorm %dx%d", rows, n);
@@ -185,7 +193,7 @@ static int kernel_checks(void *mod, int gpu)
 			kern_silu_mul(g, x + (size_t)r * 2 * n + n, n);
 			for (int i = 0; i < n; i++) {
 				double e = fabs((double)y[(size_t)r * n + i] - g[i]) / (fabs(g[i]) + 1e-6);
-				worst = !(e <= worst) ? e : worst;
+				worst = worse(worst, e);
 			}
 		}
 		snprintf(what, sizeof(what), "swiglu %dx%d", rows, n);
@@ -218,6 +226,7 @@ static int kernel_checks(void *mod, int gpu)
 	gemv_checks(run, gpu);
 	top_checks(run, gpu);
 	attn_checks(run, gpu);
+	attn_nan_checks(run, gpu);
 	qkv_post_checks(run, gpu);
 	gemv_x8_checks(run, gpu); /* last: not yet run on a GPU, so a fault here costs no other check */
 	return 0;
@@ -289,12 +298,12 @@ static void qkv_post_checks(locus_cuda_kernel_check_fn run, int gpu)
 					mx = fmax(mx, fabs(r[h * HD + d]));
 				for (int d = 0; d < HD; d++) {
 					double e = fabs((double)g[h * HD + d] - r[h * HD + d]) / mx;
-					wq = !(e <= wq) ? e : wq;
+					wq = worse(wq, e);
 				}
 			}
 			for (int i = qd; i < ld; i++) {
 				double e = fabs((double)g[i] - r[i]) / (2e-3 * fabs(r[i]) + 1e-4);
-				wkv = !(e <= wkv) ? e : wkv;
+				wkv = worse(wkv, e);
 			}
 		}
 		snprintf(what, sizeof(what), "qkv_post heads %d/%d x %d, %s pairs%s", NH, NKV, HD, cs[ci].neox ? "neox" : "adjacent",
@@ -430,12 +439,12 @@ static void attn_checks(locus_cuda_kernel_check_fn run, int gpu)
 							size_t i = (size_t)t * n + (size_t)h * HD + d;
 							scale = fmax(scale, fabs(ref[i]));
 							double x = fabs(y[i] - ref[i]);
-							if (!(x <= e))
-								e = x, ed = d; /* NaN sticks */
+							if (!isnan(e) && !(x <= e))
+								e = x, ed = d; /* a NaN stays */
 						}
 						e /= scale;
 						nbad += !(e <= 1e-2);
-						if (!(e <= worst))
+						if (!isnan(worst) && !(e <= worst))
 							worst = e, wt = t, wh = h, wd = ed;
 					}
 				snprintf(what, sizeof(what), "attention %s, %d tokens, heads %d/%d x %d", path_name[path], T, NH,
@@ -454,6 +463,112 @@ static void attn_checks(locus_cuda_kernel_check_fn run, int gpu)
 			}
 			free(k), free(v), free(q), free(y), free(y2), free(ref2), free(ref), free(w), free(pos), free(bto), free(bt);
 		}
+}
+
+/*
+ * A NaN in V (a value that overflowed upstream) on every attention path:
+ * the tokens whose positions include it must get NaN where the definition
+ * does (the poisoned dimension; the others may be NaN too: the tensor-core
+ * path turns the whole position into NaN), and every other output must be
+ * finite and within the usual bound. One sequence of 40 new tokens, so the
+ * poisoned position (21) lies inside a tile of this step's tokens, with
+ * earlier tokens of the same tile that must not see it; 4 query heads a kv
+ * head, kv head 0 poisoned, kv head 1 clean.
+ */
+static void attn_nan_checks(locus_cuda_kernel_check_fn run, int gpu)
+{
+	static const char *const path_name[] = {"whole", "split", "tiled", "tensor cores"};
+	const int T = 40, NH = 8, NKV = 2, HD = 64, BSZ = 16, n = NH * HD, n_bt = (T + BSZ - 1) / BSZ;
+	const int n_blocks = n_bt + 2, PBAD = 21, DBAD = 5;
+	const size_t blk_stride = (size_t)NKV * BSZ * HD, cache_n = (size_t)n_blocks * blk_stride;
+	float *k = malloc(cache_n * 4), *v = malloc(cache_n * 4), *q = malloc((size_t)T * n * 4);
+	float *y = malloc((size_t)T * n * 4);
+	double *ref = malloc((size_t)T * n * sizeof(double)), w[64];
+	int32_t pos[40], bto[40], bt[8];
+	char err[256], what[96];
+	if (!k || !v || !q || !y || !ref) {
+		printf("FAIL out of memory\n");
+		fails++;
+		free(k), free(v), free(q), free(y), free(ref);
+		return;
+	}
+	for (size_t i = 0; i < cache_n; i++) {
+		k[i] = kern_f16_to_f32(kern_f32_to_f16(frnd() * 2));
+		v[i] = kern_f16_to_f32(kern_f32_to_f16(frnd()));
+	}
+	for (size_t i = 0; i < (size_t)T * n; i++)
+		q[i] = frnd() * 2;
+	for (int i = 0; i < n_blocks; i++)
+		bt[i] = n_blocks - 1 - i; /* not in order */
+	for (int t = 0; t < T; t++)
+		pos[t] = t, bto[t] = 0;
+	/* kv head 0's V at position PBAD, dimension DBAD */
+	const size_t bad = (size_t)bt[PBAD / BSZ] * blk_stride + (size_t)(PBAD % BSZ) * HD + DBAD;
+	v[bad] = NAN;
+	for (int t = 0; t < T; t++) /* the definition, in double (NaN where it reaches) */
+		for (int h = 0; h < NH; h++) {
+			const int kvh = h / (NH / NKV);
+			const float *qv = q + (size_t)t * n + (size_t)h * HD;
+			double mx = -INFINITY, z = 0;
+			for (int p = 0; p <= pos[t]; p++) {
+				const float *kr = k + (size_t)bt[p / BSZ] * blk_stride + (size_t)kvh * BSZ * HD + (size_t)(p % BSZ) * HD;
+				double sc = 0;
+				for (int d = 0; d < HD; d++)
+					sc += (double)qv[d] * kr[d];
+				w[p] = sc / sqrt((double)HD);
+				mx = w[p] > mx ? w[p] : mx;
+			}
+			for (int p = 0; p <= pos[t]; p++)
+				z += (w[p] = exp(w[p] - mx));
+			for (int d = 0; d < HD; d++) {
+				double o = 0;
+				for (int p = 0; p <= pos[t]; p++)
+					o += w[p] * v[(size_t)bt[p / BSZ] * blk_stride + (size_t)kvh * BSZ * HD + (size_t)(p % BSZ) * HD + d];
+				ref[(size_t)t * n + (size_t)h * HD + d] = o / z;
+			}
+		}
+	for (int path = LCU_ATTN_WHOLE; path <= LCU_ATTN_MMA; path++) {
+		for (size_t i = 0; i < (size_t)T * n; i++)
+			y[i] = 0; /* not NaN: a NaN must come from the kernel */
+		struct lcu_check_args a = {.kernel = LCU_ATTN, .gpu = gpu, .rows = T, .n = n, .x = q, .y = y, .n_head = NH,
+					   .n_kv = NKV, .hd = HD, .bs = BSZ, .n_blocks = n_blocks, .n_bt = n_blocks,
+					   .pos = pos, .bt_off = bto, .bt = bt, .k = k, .v = v, .attn = (enum lcu_attn)path};
+		int rc = run(&a, err, sizeof(err));
+		if (path == LCU_ATTN_MMA && rc == -ENODEV) {
+			printf("skip attention on tensor cores, NaN in V: %s\n", err);
+			continue;
+		}
+		int hidden = 0, leaked = 0; /* NaN the definition has that the output lacks; NaN or error where it has none */
+		double worst = 0;
+		for (int t = 0; t < T && !rc; t++)
+			for (int h = 0; h < NH; h++) {
+				const bool sees = pos[t] >= PBAD && h / (NH / NKV) == 0;
+				double scale = 1e-3, e = 0;
+				for (int d = 0; d < HD; d++) {
+					size_t i = (size_t)t * n + (size_t)h * HD + d;
+					if (isnan(ref[i])) {
+						hidden += !isnan(y[i]);
+						continue;
+					}
+					if (sees && isnan(y[i]))
+						continue; /* allowed: the position's other dimensions */
+					scale = fmax(scale, fabs(ref[i]));
+					double x = fabs(y[i] - ref[i]);
+					e = worse(e, x);
+				}
+				e /= scale;
+				leaked += !(e <= 1e-2);
+				worst = worse(worst, e);
+			}
+		snprintf(what, sizeof(what), "attention %s, NaN in V at position %d", path_name[path], PBAD);
+		printf("%s %-60s %d NaN outputs hidden, %d rows wrong or NaN that must not be (worst error %.2g, bound 1e-2)\n",
+		       !rc && !hidden && !leaked ? "ok  " : "FAIL", what, hidden, leaked, worst);
+		if (rc || hidden || leaked)
+			fails++;
+		if (rc)
+			printf("     %s\n", err);
+	}
+	free(k), free(v), free(q), free(y), free(ref);
 }
 
 /*
@@ -626,7 +741,7 @@ static void gemv_check(locus_cuda_kernel_check_fn run, int gpu, uint32_t type, i
 			} else {
 				e = fabs(got - ref[0]) / (mag[0] + 1e-30);
 			}
-			worst = !(e <= worst) ? e : worst; /* NaN sticks */
+			worst = worse(worst, e);
 		}
 	snprintf(what, sizeof(what), "gemv %s%s%s %dx%d, T=%d", glu ? "glu " : "", x8 ? "x8 " : "", kern_type_name(type),
 		 rows, k, T);
