@@ -326,6 +326,53 @@ static void qkv_post_checks(locus_cuda_kernel_check_fn run, int gpu)
  * 20-token chunk after 100), blocks of 16 scattered over the cache.
  * Per (token, head): max |gpu - ref| <= 1e-2 max |ref| (bf16 output).
  */
+/* Random attention inputs: K (f16 values in [-2, 2)) and V ([-1, 1)) for
+ * the whole cache, q (f32 in [-2, 2)). */
+static void attn_data(float *k, float *v, size_t cache_n, float *q, size_t qn)
+{
+	for (size_t i = 0; i < cache_n; i++) {
+		k[i] = kern_f16_to_f32(kern_f32_to_f16(frnd() * 2));
+		v[i] = kern_f16_to_f32(kern_f32_to_f16(frnd()));
+	}
+	for (size_t i = 0; i < qn; i++)
+		q[i] = frnd() * 2;
+}
+
+/* Causal attention by its definition, in double: token t (position pos[t],
+ * its sequence's block table at bt + bto[t]) and head h over positions
+ * 0..pos[t] of the paged cache (block, kv head, position in block, dim);
+ * w holds at least max(pos) + 1 scores. ref: T x (NH * HD). */
+static void attn_definition(const float *q, const float *k, const float *v, int T, int NH, int NKV, int HD, int BSZ,
+			    const int32_t *pos, const int32_t *bto, const int32_t *bt, double *w, double *ref)
+{
+	const int n = NH * HD;
+	const size_t blk_stride = (size_t)NKV * BSZ * HD;
+	for (int t = 0; t < T; t++)
+		for (int h = 0; h < NH; h++) {
+			const int kvh = h / (NH / NKV);
+			const float *qv = q + (size_t)t * n + (size_t)h * HD;
+			double mx = -INFINITY, z = 0;
+			for (int p = 0; p <= pos[t]; p++) {
+				const float *kr = k + (size_t)bt[bto[t] + p / BSZ] * blk_stride + (size_t)kvh * BSZ * HD +
+						  (size_t)(p % BSZ) * HD;
+				double sc = 0;
+				for (int d = 0; d < HD; d++)
+					sc += (double)qv[d] * kr[d];
+				w[p] = sc / sqrt((double)HD);
+				mx = w[p] > mx ? w[p] : mx;
+			}
+			for (int p = 0; p <= pos[t]; p++)
+				z += (w[p] = exp(w[p] - mx));
+			for (int d = 0; d < HD; d++) {
+				double o = 0;
+				for (int p = 0; p <= pos[t]; p++)
+					o += w[p] * v[(size_t)bt[bto[t] + p / BSZ] * blk_stride + (size_t)kvh * BSZ * HD +
+						      (size_t)(p % BSZ) * HD + d];
+				ref[(size_t)t * n + (size_t)h * HD + d] = o / z;
+			}
+		}
+}
+
 static void attn_checks(locus_cuda_kernel_check_fn run, int gpu)
 {
 	static const struct {
@@ -357,12 +404,7 @@ static void attn_checks(locus_cuda_kernel_check_fn run, int gpu)
 				free(k), free(v), free(q), free(y), free(y2), free(ref2), free(ref), free(w), free(pos), free(bto), free(bt);
 				return;
 			}
-			for (size_t i = 0; i < cache_n; i++) {
-				k[i] = kern_f16_to_f32(kern_f32_to_f16(frnd() * 2));
-				v[i] = kern_f16_to_f32(kern_f32_to_f16(frnd()));
-			}
-			for (size_t i = 0; i < (size_t)T * n; i++)
-				q[i] = frnd() * 2;
+			attn_data(k, v, cache_n, q, (size_t)T * n);
 			for (int i = 0; i < n_blocks; i++)
 				bt[i] = i;
 			for (int i = n_blocks - 1; i > 0; i--) { /* scattered blocks */
@@ -379,31 +421,7 @@ static void attn_checks(locus_cuda_kernel_check_fn run, int gpu)
 				}
 				off += (batches[bi].hist[s] + batches[bi].len[s] + BSZ - 1) / BSZ;
 			}
-			/* the definition, in double */
-			for (t = 0; t < T; t++)
-				for (int h = 0; h < NH; h++) {
-					const int kvh = h / (NH / NKV);
-					const float *qv = q + (size_t)t * n + (size_t)h * HD;
-					double mx = -INFINITY, z = 0;
-					for (int p = 0; p <= pos[t]; p++) {
-						const float *kr = k + (size_t)bt[bto[t] + p / BSZ] * blk_stride +
-								  (size_t)kvh * BSZ * HD + (size_t)(p % BSZ) * HD;
-						double sc = 0;
-						for (int d = 0; d < HD; d++)
-							sc += (double)qv[d] * kr[d];
-						w[p] = sc / sqrt((double)HD);
-						mx = w[p] > mx ? w[p] : mx;
-					}
-					for (int p = 0; p <= pos[t]; p++)
-						z += (w[p] = exp(w[p] - mx));
-					for (int d = 0; d < HD; d++) {
-						double o = 0;
-						for (int p = 0; p <= pos[t]; p++)
-							o += w[p] * v[(size_t)bt[bto[t] + p / BSZ] * blk_stride +
-								      (size_t)kvh * BSZ * HD + (size_t)(p % BSZ) * HD + d];
-						ref[(size_t)t * n + (size_t)h * HD + d] = o / z;
-					}
-				}
+			attn_definition(q, k, v, T, NH, NKV, HD, BSZ, pos, bto, bt, w, ref);
 			for (int path = LCU_ATTN_WHOLE; path <= LCU_ATTN_MMA; path++) {
 				if ((path == LCU_ATTN_SPLIT && T > 64) || (path == LCU_ATTN_TILED && (HD > 128 || HD % 8)) ||
 				    (path == LCU_ATTN_MMA && (HD > 128 || HD % 16)))
@@ -492,12 +510,7 @@ static void attn_nan_checks(locus_cuda_kernel_check_fn run, int gpu)
 		free(k), free(v), free(q), free(y), free(ref);
 		return;
 	}
-	for (size_t i = 0; i < cache_n; i++) {
-		k[i] = kern_f16_to_f32(kern_f32_to_f16(frnd() * 2));
-		v[i] = kern_f16_to_f32(kern_f32_to_f16(frnd()));
-	}
-	for (size_t i = 0; i < (size_t)T * n; i++)
-		q[i] = frnd() * 2;
+	attn_data(k, v, cache_n, q, (size_t)T * n);
 	for (int i = 0; i < n_blocks; i++)
 		bt[i] = n_blocks - 1 - i; /* not in order */
 	for (int t = 0; t < T; t++)
@@ -505,28 +518,7 @@ static void attn_nan_checks(locus_cuda_kernel_check_fn run, int gpu)
 	/* kv head 0's V at position PBAD, dimension DBAD */
 	const size_t bad = (size_t)bt[PBAD / BSZ] * blk_stride + (size_t)(PBAD % BSZ) * HD + DBAD;
 	v[bad] = NAN;
-	for (int t = 0; t < T; t++) /* the definition, in double (NaN where it reaches) */
-		for (int h = 0; h < NH; h++) {
-			const int kvh = h / (NH / NKV);
-			const float *qv = q + (size_t)t * n + (size_t)h * HD;
-			double mx = -INFINITY, z = 0;
-			for (int p = 0; p <= pos[t]; p++) {
-				const float *kr = k + (size_t)bt[p / BSZ] * blk_stride + (size_t)kvh * BSZ * HD + (size_t)(p % BSZ) * HD;
-				double sc = 0;
-				for (int d = 0; d < HD; d++)
-					sc += (double)qv[d] * kr[d];
-				w[p] = sc / sqrt((double)HD);
-				mx = w[p] > mx ? w[p] : mx;
-			}
-			for (int p = 0; p <= pos[t]; p++)
-				z += (w[p] = exp(w[p] - mx));
-			for (int d = 0; d < HD; d++) {
-				double o = 0;
-				for (int p = 0; p <= pos[t]; p++)
-					o += w[p] * v[(size_t)bt[p / BSZ] * blk_stride + (size_t)kvh * BSZ * HD + (size_t)(p % BSZ) * HD + d];
-				ref[(size_t)t * n + (size_t)h * HD + d] = o / z;
-			}
-		}
+	attn_definition(q, k, v, T, NH, NKV, HD, BSZ, pos, bto, bt, w, ref); /* NaN where it reaches */
 	for (int path = LCU_ATTN_WHOLE; path <= LCU_ATTN_MMA; path++) {
 		for (size_t i = 0; i < (size_t)T * n; i++)
 			y[i] = 0; /* not NaN: a NaN must come from the kernel */

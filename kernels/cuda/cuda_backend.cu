@@ -167,7 +167,7 @@ struct cuda_backend {
 	int32_t spare_block; /* = n_kv_blocks: padding tokens write here, nobody reads it */
 	bool attn_split;     /* LOCUS_CUDA_ATTN_SPLIT != 0 */
 	bool attn_tiled;     /* LOCUS_CUDA_ATTN_TILED != 0 and the head size fits k_attn_tile */
-	bool attn_mma;       /* sm_80+, LOCUS_CUDA_ATTN_MMA != 0: the tiles on tensor cores (k_attn_mma) */
+	bool attn_mma;       /* attn_tiled, sm_80+, LOCUS_CUDA_ATTN_MMA != 0: the tiles on tensor cores (k_attn_mma) */
 	int gemv_bf16_max_t; /* steps of up to this many tokens use the GEMV on bf16 rows (LOCUS_CUDA_GEMV_BF16) */
 	bool gemv_x8;        /* LOCUS_CUDA_GEMV_X8 != 0: Q8_0/Q4_0/Q4_1 through k_gemv_x8 (int8 activations) */
 	bool pdl;            /* sm_90+, LOCUS_CUDA_PDL != 0, not profiling: programmatic dependent launch */
@@ -342,12 +342,19 @@ static void lt_free(struct cuda_backend *cb)
 	cb->lt = NULL;
 }
 
+/* Whether environment variable name is set to v (the backend's switches:
+ * "0" turns a default off, "1" an option on). */
+static bool env_is(const char *name, const char *v)
+{
+	const char *e = getenv(name);
+	return e && !strcmp(e, v);
+}
+
 /* cuBLASLt set-up: one operation (bf16 x bf16 -> f32, f32 compute, A
  * transposed), the workspace as the preference; off when anything fails. */
 static void lt_init(struct cuda_backend *cb)
 {
-	const char *e = getenv("LOCUS_CUDA_LT");
-	if (e && !strcmp(e, "0"))
+	if (env_is("LOCUS_CUDA_LT", "0"))
 		return;
 	cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
 	uint64_t ws = GEMM_WORKSPACE;
@@ -635,7 +642,7 @@ static int stage_batch(struct cuda_backend *cb, const struct kern_batch *b, int 
 		return -EIO;
 	/* Steps too long to split their attention (never a graph's) take it by tiles. */
 	cb->n_tiles = 0;
-	if ((cb->attn_tiled || cb->attn_mma) && !pad && b->n_tokens > ATTN_SPLIT_MAX_T) {
+	if (cb->attn_tiled && !pad && b->n_tokens > ATTN_SPLIT_MAX_T) {
 		cb->n_tiles = attn_tiles(b->n_tokens, b->seq_idx, b->pos, cb->htiles.p);
 		if (cudaMemcpyAsync(cb->d_tiles, cb->htiles.p, ((size_t)cb->n_tiles + 1) * sizeof(int32_t),
 				    cudaMemcpyHostToDevice, cb->stream))
@@ -1118,16 +1125,14 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 	cb->layer_stride = cb->blk_stride * ((size_t)cfg->n_kv_blocks + 1); /* + the spare block */
 	cb->spare_block = cfg->n_kv_blocks;
 	{
-		const char *g = getenv("LOCUS_CUDA_GRAPHS"), *a = getenv("LOCUS_CUDA_ATTN_SPLIT"),
-			   *ti = getenv("LOCUS_CUDA_ATTN_TILED"), *gb = getenv("LOCUS_CUDA_GEMV_BF16");
-		cb->gemv_bf16_max_t = gb && !strcmp(gb, "0") ? 0 : gb && !strcmp(gb, "1") ? GEMV_MAX_T : GEMV_BF16_MAX_T;
-		const char *gx = getenv("LOCUS_CUDA_GEMV_X8");
-		cb->gemv_x8 = !(gx && !strcmp(gx, "0"));
-		cb->graphs_off = g && !strcmp(g, "0");
-		cb->attn_split = !(a && !strcmp(a, "0"));
-		cb->attn_tiled = !(ti && !strcmp(ti, "0")) && attn_tile_ok(hd);
-		const char *pe = getenv("LOCUS_CUDA_PROFILE");
-		if (pe && !strcmp(pe, "1")) {
+		cb->gemv_bf16_max_t = env_is("LOCUS_CUDA_GEMV_BF16", "0")   ? 0
+				      : env_is("LOCUS_CUDA_GEMV_BF16", "1") ? GEMV_MAX_T
+									    : GEMV_BF16_MAX_T;
+		cb->gemv_x8 = !env_is("LOCUS_CUDA_GEMV_X8", "0");
+		cb->graphs_off = env_is("LOCUS_CUDA_GRAPHS", "0");
+		cb->attn_split = !env_is("LOCUS_CUDA_ATTN_SPLIT", "0");
+		cb->attn_tiled = !env_is("LOCUS_CUDA_ATTN_TILED", "0") && attn_tile_ok(hd);
+		if (env_is("LOCUS_CUDA_PROFILE", "1")) {
 			cb->prof = (struct cu_prof *)calloc(1, sizeof(*cb->prof));
 			for (int i = 0; cb->prof && i < PROF_MAX; i++)
 				if (cudaEventCreate(&cb->prof->ev[i]) != cudaSuccess) {
@@ -1137,10 +1142,10 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 			fprintf(stderr, "cuda backend: LOCUS_CUDA_PROFILE=1: %s\n",
 				cb->prof ? "GPU time per operation, printed at close" : "cannot set up the events: no profile");
 		}
-		/* Prefill attention on tensor cores (LOCUS_CUDA_ATTN_MMA=0: on CUDA
-		 * cores): mma.sync needs sm_80 code */
+		/* The tiles on tensor cores (LOCUS_CUDA_ATTN_MMA=0: on CUDA cores;
+		 * no tiles, none): mma.sync needs sm_80 code */
 		const char *am = getenv("LOCUS_CUDA_ATTN_MMA");
-		if (!(am && !strcmp(am, "0"))) {
+		if (cb->attn_tiled && !env_is("LOCUS_CUDA_ATTN_MMA", "0")) {
 			const char *why = NULL;
 			if (!attn_mma_ok(hd))
 				why = "off: the head size is not a multiple of 16 up to 128";
@@ -1154,10 +1159,9 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 		 * LOCUS_CUDA_PDL=0 turns it off): off while profiling, whose event
 		 * records sit between the kernels. */
 		const char *pd = getenv("LOCUS_CUDA_PDL");
-		if (!(pd && !strcmp(pd, "0"))) {
-			/* the kernels' waits exist only in code built for sm_90 or later:
-			 * PTX of an older target, compiled for this chip at load, has none */
+		if (!env_is("LOCUS_CUDA_PDL", "0")) {
 			const char *why = NULL;
+			bool say = pd != NULL; /* said when asked for, or when the driver refuses it */
 			if (cb->prof)
 				why = "off while LOCUS_CUDA_PROFILE=1";
 			else if (!pdl_runs(cb->device))
@@ -1168,17 +1172,16 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 				launch(k_swiglu, dim3(1), dim3(32), 0, cb->stream, true, (const float *)NULL, (bf16 *)NULL, 1,
 				       (int64_t)0);
 				if (cudaStreamSynchronize(cb->stream) != cudaSuccess || cudaGetLastError() != cudaSuccess)
-					why = "off: the driver refused a launch with it";
+					why = "off: the driver refused a launch with it", say = true;
 			}
 			(void)cudaGetLastError();
 			cb->pdl = !why;
-			/* said when asked for, or when a chip that has it refused it */
-			if (why && (pd || strstr(why, "driver")))
+			if (why && say)
 				fprintf(stderr, "cuda backend: programmatic dependent launch %s\n", why);
 		}
 		fprintf(stderr, "cuda backend: decode GEMV activations %s, programmatic dependent launch %s, prefill "
-			"attention on %s\n", cb->gemv_x8 ? "int8 (Q8_0/Q4_0/Q4_1)" : "f32", cb->pdl ? "on" : "off",
-			cb->attn_mma ? "tensor cores" : "CUDA cores");
+			"attention %s\n", cb->gemv_x8 ? "int8 (Q8_0/Q4_0/Q4_1)" : "f32", cb->pdl ? "on" : "off",
+			cb->attn_mma ? "on tensor cores" : cb->attn_tiled ? "on CUDA cores" : "per token on CUDA cores");
 	}
 	cb->kv_bytes = cb->layer_stride * (size_t)hp->n_layer * sizeof(__half);
 	if (cudaMalloc(&cb->kc, cb->kv_bytes) != cudaSuccess || cudaMalloc(&cb->vc, cb->kv_bytes) != cudaSuccess) {
@@ -1241,8 +1244,7 @@ extern "C" kern_backend_t *locus_cuda_open(const struct kern_weights *w, const s
 	/* Quantized rows for the decode GEMV, last: optional, they only get
 	 * what the weights, KV cache and scratch left (LOCUS_CUDA_GEMV=0: none). */
 	{
-		const char *ge = getenv("LOCUS_CUDA_GEMV");
-		int qrc = ge && !strcmp(ge, "0") ? -ENOENT : 0;
+		int qrc = env_is("LOCUS_CUDA_GEMV", "0") ? -ENOENT : 0;
 		size_t qbytes = 0;
 		int nq = 0;
 		const struct kern_tensor *po[1] = {&w->output};

@@ -469,10 +469,25 @@ template <typename F> static float kb_time(struct kb_timer *t, int n, F run, cud
 	return t->ms[n / 2];
 }
 
+/* kbench's norm weights (E ones) into w and Llama 3's RoPE frequencies
+ * (base 500000, head size HD) into inv, both on the device. */
+template <int E, int HD> static cudaError_t kb_norm_rope(float *w, double *inv)
+{
+	float ones[E];
+	double invh[HD / 2];
+	for (int i = 0; i < E; i++)
+		ones[i] = 1.0f;
+	for (int i = 0; i < HD / 2; i++)
+		invh[i] = pow(500000.0, -2.0 * i / HD);
+	cudaError_t e = cudaMemcpy(w, ones, sizeof(ones), cudaMemcpyHostToDevice);
+	return e != cudaSuccess ? e : cudaMemcpy(inv, invh, sizeof(invh), cudaMemcpyHostToDevice);
+}
+
 extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen)
 {
 	/* Llama-3-8B */
-	const int E = 4096, F = 14336, NH = 32, NKV = 8, HD = 128, V = 128256, BS = 16;
+	constexpr int E = 4096, HD = 128;
+	const int F = 14336, NH = 32, NKV = 8, V = 128256, BS = 16;
 	const int runs = quick ? 9 : 25;
 	struct lcu_ceilings c;
 	if (locus_cuda_ceilings(gpu, &c, errbuf, errlen))
@@ -620,16 +635,7 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 			goto err;
 		}
 		/* rms weights, rope table: real values; qkv/x: the memset pattern */
-		{
-			float ones[E];
-			double invh[HD / 2];
-			for (int i = 0; i < E; i++)
-				ones[i] = 1.0f;
-			for (int i = 0; i < HD / 2; i++)
-				invh[i] = pow(500000.0, -2.0 * i / HD);
-			CU(cudaMemcpy(wn, ones, sizeof(ones), cudaMemcpyHostToDevice), "copy");
-			CU(cudaMemcpy(inv, invh, sizeof(invh), cudaMemcpyHostToDevice), "copy");
-		}
+		CU((kb_norm_rope<E, HD>(wn, inv)), "copy");
 		/* meta for S sequences of n_pos positions each, one token each (decode)
 		 * or one sequence of T tokens at positions 0..T-1 (prefill) */
 		auto set_meta = [&](int T, int S, int ctx) -> int {
@@ -824,18 +830,11 @@ extern "C" int locus_cuda_kbench(int gpu, int quick, char *errbuf, size_t errlen
 		{
 			const int ctx = 256, lt = 5 * 1024; /* meta: tokens, pos, bt_off, logit_idx, (argmax), tables */
 			int32_t hm[8 * 1024] = {0};
-			float hw[E];
-			double invh[HD / 2];
 			hm[1024] = ctx - 1;
 			for (int j = 0; j < ctx / BS; j++)
 				hm[lt + j] = j;
-			for (int i = 0; i < E; i++)
-				hw[i] = 1.0f;
-			for (int i = 0; i < HD / 2; i++)
-				invh[i] = pow(500000.0, -2.0 * i / HD);
 			CU(cudaMemcpy(lmeta, hm, sizeof(hm), cudaMemcpyHostToDevice), "copy");
-			CU(cudaMemcpy(lwn, hw, sizeof(hw), cudaMemcpyHostToDevice), "copy");
-			CU(cudaMemcpy(linv, invh, sizeof(invh), cudaMemcpyHostToDevice), "copy");
+			CU((kb_norm_rope<E, HD>(lwn, linv)), "copy");
 		}
 		step_meta lm = {lmeta, lmeta + 1024, lmeta + 2 * 1024, lmeta + 3 * 1024, lmeta + 5 * 1024};
 		cudaStream_t ls = NULL;

@@ -193,35 +193,28 @@ fi
 DEFS=$(grep -m1 -o 'decode GEMV activations.*' "$L/models.txt")
 if [ $rc -eq 0 ]; then row "backend vs CPU" "$(grep -c '^ok' "$L/models.txt") models, every logit within tolerance (decode as CUDA graphs; ${DEFS:-defaults ?})"
 else bad "backend vs CPU" "rc $rc (models.txt)"; fi
-LOCUS_CUDA_GRAPHS=0 LOCUS_CUDA_GEMV=0 LOCUS_CUDA_ATTN_SPLIT=0 LOCUS_CUDA_ATTN_TILED=0 LOCUS_CUDA_LT=0 LOCUS_CUDA_PDL=0 timeout 120 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/l3-bf16.gguf" \
-	>"$L/models-plain.txt" 2>&1
-rc=$?
-if [ $rc -eq 0 ]; then row "backend vs CPU, graphs, GEMV, split and tiled attention, cuBLASLt, PDL off" "3 models, every logit within tolerance"
-else bad "backend vs CPU, graphs, GEMV, split and tiled attention, cuBLASLt, PDL off" "rc $rc (models-plain.txt)"; fi
-LOCUS_CUDA_GEMV_BF16=1 timeout 90 "$BIN/cuda-check" "$W/s-F16.gguf" "$W/hd96-f16.gguf" "$W/l3-bf16.gguf" \
-	>"$L/models-gemv-bf16.txt" 2>&1
-rc=$?
-if [ $rc -eq 0 ]; then row "backend vs CPU, bf16 GEMV on decode" "3 float models, every logit within tolerance"
-else bad "backend vs CPU, bf16 GEMV on decode" "rc $rc (models-gemv-bf16.txt)"; fi
-
-LOCUS_CUDA_GEMV_X8=0 timeout 90 "$BIN/cuda-check" "$W/s-Q8_0.gguf" "$W/s-Q4_0.gguf" "$W/s-Q4_1.gguf" "$W/qwen2-q8.gguf" \
-	>"$L/models-gemv-x8-off.txt" 2>&1
-rc=$?
-if [ $rc -eq 0 ]; then row "backend vs CPU, f32-activation GEMV (LOCUS_CUDA_GEMV_X8=0)" "4 models (Q8_0, Q4_0, Q4_1), every logit within tolerance"
-else bad "backend vs CPU, f32-activation GEMV (LOCUS_CUDA_GEMV_X8=0)" "rc $rc (models-gemv-x8-off.txt)"; fi
-
-LOCUS_CUDA_PDL=0 timeout 120 "$BIN/cuda-check" "$W/s-BF16.gguf" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/k-Q4_K.gguf" "$W/qwen2-q8.gguf" \
-	"$W/l3-bf16.gguf" >"$L/models-pdl-off.txt" 2>&1
-rc=$?
-grep -q 'graphs off' "$L/models-pdl-off.txt" && bad "CUDA graphs, LOCUS_CUDA_PDL=0" "$(grep -m1 'graphs off' "$L/models-pdl-off.txt")"
-if [ $rc -eq 0 ]; then row "backend vs CPU, no programmatic dependent launch (LOCUS_CUDA_PDL=0)" "6 models, every logit within tolerance"
-else bad "backend vs CPU, no programmatic dependent launch (LOCUS_CUDA_PDL=0)" "rc $rc (models-pdl-off.txt)"; fi
-
-LOCUS_CUDA_ATTN_MMA=0 timeout 90 "$BIN/cuda-check" "$W/s-F16.gguf" "$W/hd96-f16.gguf" "$W/hd32-q8.gguf" "$W/l3-bf16.gguf" \
-	>"$L/models-mma-off.txt" 2>&1
-rc=$?
-if [ $rc -eq 0 ]; then row "backend vs CPU, prefill attention on CUDA cores (LOCUS_CUDA_ATTN_MMA=0)" "4 models (head sizes 64, 96, 32, 128), every logit within tolerance"
-else bad "backend vs CPU, prefill attention on CUDA cores (LOCUS_CUDA_ATTN_MMA=0)" "rc $rc (models-mma-off.txt)"; fi
+# variant "VAR=v ..." LOG LABEL WHAT MODEL...: cuda-check of the models with
+# those switches, every logit against the CPU; a failed graph capture fails too
+variant() {
+	local ev=$1 log=$2 label=$3 what=$4 rc
+	shift 4
+	env $ev timeout 120 "$BIN/cuda-check" "$@" >"$L/$log" 2>&1
+	rc=$?
+	grep -q 'graphs off' "$L/$log" && bad "CUDA graphs, $ev" "$(grep -m1 'graphs off' "$L/$log")"
+	if [ $rc -eq 0 ]; then row "$label" "$what, every logit within tolerance"
+	else bad "$label" "rc $rc ($log)"; fi
+}
+variant "LOCUS_CUDA_GRAPHS=0 LOCUS_CUDA_GEMV=0 LOCUS_CUDA_ATTN_SPLIT=0 LOCUS_CUDA_ATTN_TILED=0 LOCUS_CUDA_LT=0 LOCUS_CUDA_PDL=0" \
+	models-plain.txt "backend vs CPU, graphs, GEMV, split and tiled attention, cuBLASLt, PDL off" "3 models" \
+	"$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/l3-bf16.gguf"
+variant LOCUS_CUDA_GEMV_BF16=1 models-gemv-bf16.txt "backend vs CPU, bf16 GEMV on decode" "3 float models" \
+	"$W/s-F16.gguf" "$W/hd96-f16.gguf" "$W/l3-bf16.gguf"
+variant LOCUS_CUDA_GEMV_X8=0 models-gemv-x8-off.txt "backend vs CPU, f32-activation GEMV (LOCUS_CUDA_GEMV_X8=0)" \
+	"4 models (Q8_0, Q4_0, Q4_1)" "$W/s-Q8_0.gguf" "$W/s-Q4_0.gguf" "$W/s-Q4_1.gguf" "$W/qwen2-q8.gguf"
+variant LOCUS_CUDA_PDL=0 models-pdl-off.txt "backend vs CPU, no programmatic dependent launch (LOCUS_CUDA_PDL=0)" \
+	"6 models" "$W/s-BF16.gguf" "$W/s-Q8_0.gguf" "$W/s-Q4_1.gguf" "$W/k-Q4_K.gguf" "$W/qwen2-q8.gguf" "$W/l3-bf16.gguf"
+variant LOCUS_CUDA_ATTN_MMA=0 models-mma-off.txt "backend vs CPU, prefill attention on CUDA cores (LOCUS_CUDA_ATTN_MMA=0)" \
+	"4 models (head sizes 64, 96, 32, 128)" "$W/s-F16.gguf" "$W/hd96-f16.gguf" "$W/hd32-q8.gguf" "$W/l3-bf16.gguf"
 
 # 4. greedy generation, token ids
 note "greedy"
